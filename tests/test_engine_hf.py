@@ -1,0 +1,80 @@
+"""The transformers engine against an unbatched full-vocabulary reference."""
+
+import numpy as np
+import pytest
+import torch
+
+from taosr1.engines import EngineConfig, length_batches, make_engine
+from taosr1.labels import load_scheme
+from taosr1.prompts import PromptBuilder
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_engine, sample_df):
+    rows = [{"query": q, "title": t} for q, t in zip(sample_df["query"][:24], sample_df["product_title"][:24])]
+    rows[3]["title"] = "x"  # a short prompt among long ones: plenty of padding in a batch
+    return PromptBuilder(tiny_engine.tokenizer, load_scheme("taosr1")).build(rows).ids
+
+
+def reference(engine, prompts, label_ids):
+    """Full forward pass, one prompt at a time, logits over the whole vocabulary."""
+    out = []
+    for p in prompts:
+        with torch.inference_mode():
+            logits = engine.model(input_ids=torch.tensor([p])).logits[0, -1].double()
+        out.append(torch.softmax(logits[label_ids], dim=0).numpy())
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("max_batch_size,max_batch_tokens", [(1, 100_000), (4, 100_000), (64, 100_000), (64, 2_000)])
+def test_probabilities_match_reference_whatever_the_batching(tiny_model, prompts, max_batch_size, max_batch_tokens):
+    engine = make_engine(EngineConfig(model=tiny_model, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens))
+    ids = load_scheme("taosr1").token_ids(engine.tokenizer)
+    got = engine.score(prompts, ids)
+    ref = reference(engine, prompts, ids)
+    assert got.shape == (len(prompts), 4)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert len(set(np.round(got[:, 0], 6))) > 1  # the rows really differ
+
+
+def test_order_of_prompts_does_not_change_a_row(tiny_engine, prompts):
+    ids = load_scheme("esci").token_ids(tiny_engine.tokenizer)
+    a = tiny_engine.score(prompts, ids)
+    rev = tiny_engine.score(prompts[::-1], ids)[::-1]
+    np.testing.assert_allclose(a, rev, atol=1e-6)
+
+
+def test_length_batches_respect_budget_and_cover_every_index():
+    lengths = [5, 100, 7, 50, 51, 8, 300]
+    batches = length_batches(lengths, max_batch_tokens=120, max_batch_size=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120
+    assert batches[0] == [6]  # longer than the budget: alone, and first
+
+
+def test_padding_efficiency_is_counted(tiny_model, prompts):
+    engine = make_engine(EngineConfig(model=tiny_model, max_batch_size=64))
+    engine.score(prompts, load_scheme("taosr1").token_ids(engine.tokenizer))
+    s = engine.stats
+    assert s.real_tokens == sum(len(p) for p in prompts)
+    assert 0 < s.padding_efficiency <= 1
+
+
+def test_generate_gives_n_samples_reproducibly(tiny_engine, prompts):
+    a = tiny_engine.generate(prompts[:3], n=2, temperature=1.0, max_new_tokens=6, seed=7)
+    b = tiny_engine.generate(prompts[:3], n=2, temperature=1.0, max_new_tokens=6, seed=7)
+    assert [len(x) for x in a] == [2, 2, 2]
+    assert a == b
+    assert all(isinstance(t, str) and t for x in a for t in x)
+    greedy = tiny_engine.generate(prompts[:2], n=1, temperature=0.0, max_new_tokens=6)
+    assert greedy == tiny_engine.generate(prompts[:2], n=1, temperature=0.0, max_new_tokens=6, seed=99)
+
+
+def test_bfloat16_on_cpu_stays_close(tiny_model, prompts):
+    f32 = make_engine(EngineConfig(model=tiny_model))
+    bf16 = make_engine(EngineConfig(model=tiny_model, dtype="bfloat16"))
+    ids = load_scheme("taosr1").token_ids(f32.tokenizer)
+    np.testing.assert_allclose(bf16.score(prompts, ids), f32.score(prompts, ids), atol=0.05)

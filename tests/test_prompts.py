@@ -1,0 +1,67 @@
+import pytest
+
+from taosr1.config import ConfigError
+from taosr1.labels import load_scheme
+from taosr1.models import load_tokenizer
+from taosr1.prompts import STEPS, PromptBuilder, PromptConfig, format_response, parse_response
+
+S = load_scheme("taosr1")
+STEP_TEXT = ["wants a fan", "is a fan", "fans match", "110 cfm matches", "exact"]
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model):
+    return load_tokenizer(tiny_model)
+
+
+def test_prompt_renders_through_chat_template_and_ends_at_the_answer(tok):
+    b = PromptBuilder(tok, S)
+    ids = b.build([{"query": "bath fan", "title": "Panasonic fan", "brand": "Panasonic"}]).ids[0]
+    text = tok.decode(ids)
+    assert text.endswith("<|im_start|>assistant\n")
+    assert "Query: bath fan\nTitle: Panasonic fan\nBrand: Panasonic" in text
+    assert "Category:" not in text.split("<|im_start|>user")[1]  # absent optional field left out
+    assert "grade (4, 3, 2, 1) on the first line" in text
+
+
+def test_fields_are_cut_to_their_budget_and_flagged(tok):
+    cfg = PromptConfig(title_tokens=8)
+    b = PromptBuilder(tok, S, cfg)
+    long_title = "Panasonic WhisperCeiling ventilation fan " * 20
+    out = b.build([{"query": "fan", "title": long_title}, {"query": "fan", "title": "fan"}])
+    assert out.truncated == [True, False]
+    assert len(out.ids[0]) < len(PromptBuilder(tok, S).build([{"query": "fan", "title": long_title}]).ids[0])
+
+
+def test_post_cot_response_round_trips():
+    text = format_response(S.by_grade(4), STEP_TEXT, "post_cot")
+    assert text.startswith("4\n1. Query: wants a fan")
+    parsed = parse_response(text, S, "post_cot")
+    assert parsed.label.name == "Excellent" and parsed.error is None
+    assert parsed.reasoning.splitlines()[-1] == "5. Judgement: exact"
+    assert len(parsed.reasoning.splitlines()) == len(STEPS)
+
+
+def test_think_first_response_round_trips():
+    text = format_response(S.by_grade(2), STEP_TEXT, "think_first")
+    assert text.endswith("Answer: 2")
+    parsed = parse_response(text, S, "think_first")
+    assert parsed.label.name == "Mismatch" and parsed.reasoning.startswith("1. Query")
+
+
+@pytest.mark.parametrize("fmt,text,why", [
+    ("post_cot", "", "empty response"),
+    ("post_cot", "Maybe relevant\n...", "first word 'Maybe' is not a label"),
+    ("think_first", "1. Query: ... no verdict", "no 'Answer: <label>' line"),
+    ("think_first", "reasoning\nAnswer: 7", "answer '7' is not a label"),
+])
+def test_unparseable_responses_are_reported(fmt, text, why):
+    parsed = parse_response(text, S, fmt)
+    assert parsed.label is None and why in parsed.error
+
+
+def test_bad_prompt_config_is_refused():
+    with pytest.raises(ConfigError, match="prompt format"):
+        PromptConfig(format="cot_last")
+    with pytest.raises(ConfigError, match="title_tokens"):
+        PromptConfig(title_tokens=0)
