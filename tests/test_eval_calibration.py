@@ -74,7 +74,7 @@ def test_write_report_writes_every_format_and_valid_pngs(tmp_path):
     table = pd.DataFrame({"name": [f"r{i}" for i in range(80)], "value": np.arange(80) / 7, "note": ["a|b"] * 80})
     metrics = {"n": 14, "win_rate": 0.5, "nan": float("nan"), "nested": {"x": np.int64(3), "arr": np.arange(3)}}
     paths = write_report(tmp_path / "r", "GSB: side by side", metrics, {"heat": fig}, {"rows": table},
-                         notes=["a note"], max_rows=20)
+                         notes=["a note"], captions={"heat": "how to read the heat map"}, max_rows=20)
     data = json.loads(paths["metrics"].read_text())
     assert data == {"n": 14, "win_rate": 0.5, "nan": None, "nested": {"x": 3, "arr": [0, 1, 2]}}
     with Image.open(paths["figures"]["heat"]) as im:
@@ -84,9 +84,10 @@ def test_write_report_writes_every_format_and_valid_pngs(tmp_path):
     assert pd.read_csv(paths["tables"]["rows"]).shape == (80, 3)
     md = paths["markdown"].read_text()
     assert "# GSB: side by side" in md and "![heat](figures/heat.png)" in md
-    assert "first 20 of 80 rows" in md and "a\\|b" in md
+    assert "first 20 of 80 rows" in md and "a\\|b" in md and "how to read the heat map" in md
     html = paths["html"].read_text()
     imgs = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
     assert len(imgs) == 1 and base64.b64decode(imgs[0]) == paths["figures"]["heat"].read_bytes()
+    assert "<figcaption>how to read the heat map</figcaption>" in html
     assert "<td>r19</td>" in html and "<td>r20</td>" not in html and "GSB: side by side" in html
     assert re.findall(r"src='([a-z]+):", html) == ["data"] and "<link" not in html  # self-contained

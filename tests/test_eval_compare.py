@@ -97,3 +97,13 @@ def test_compare_refuses_different_pairs(tmp_path):
                                   "gold", "--out", str(tmp_path / "cmp")])
     assert r.exit_code == 2
     assert "3 only in A, 0 only in B, 197 in both" in r.output
+
+
+def test_compare_refuses_two_label_schemes(tmp_path):
+    gold, a, b, _ = planted()
+    fa, fb = frames(gold, a, b)
+    fa.to_parquet(tmp_path / "a.parquet", index=False)
+    fb.assign(label_scheme="taosr1").to_parquet(tmp_path / "b.parquet", index=False)
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), "--gold-col",
+                                  "gold", "--out", str(tmp_path / "cmp")])
+    assert r.exit_code == 2 and "uses label scheme esci" in r.output and "uses taosr1" in r.output

@@ -106,8 +106,10 @@ def eval_cmd(predictions, out_dir, gold_col, gold, segment, drop_unparsed, fmt, 
             lab, cfg, segment, predictions=predictions, gold=f"{gold or predictions} column {gold_col}")
     except _ERRORS as e:
         _fail(str(e))
+    from taosr1.evaluation.evaluate import CAPTIONS
+
     paths = write_report(out_dir, title or f"Evaluation of {Path(predictions).name}", metrics, figures, tables,
-                         summary=summary, notes=notes)
+                         summary=summary, notes=notes, captions=CAPTIONS)
     line = {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "ordinal_mae", "ece")}
     line.update({"macro_f1_ci": metrics["ci"].get("macro_f1"), "report": str(paths["html"])})
     click.echo(json.dumps(line))

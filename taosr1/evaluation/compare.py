@@ -111,7 +111,7 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
     from taosr1.evaluation.data import labelled, parse_labels, scheme_of
 
     scheme = scheme_of(a, labels, source_a)
-    if not labels:
+    if not labels and "label_scheme" in b.columns:
         other = scheme_of(b, None, source_b)
         if other.name != scheme.name:
             raise ValueError(f"{source_a} uses label scheme {scheme.name}, {source_b} uses {other.name}; "

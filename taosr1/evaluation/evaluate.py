@@ -43,6 +43,18 @@ def tier_table(m: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([{"tier": k, **v} for k, v in m["tiers"]["per_tier"].items()])
 
 
+CAPTIONS = {
+    "confusion": "Rows: gold label; columns: predicted label. Each cell: count and share of its row (the row's recall "
+                 "on the diagonal).",
+    "tier_confusion": "The same with labels folded into tiers: confusing two labels of one tier costs nothing here.",
+    "reliability": "Left: rows binned by their highest P(label); a bar below the diagonal means the model is "
+                   "overconfident there. Right: each label's P against how often gold is that label.",
+    "cumpt_curve": "CumPT picks the first grade (best first) where the running sum of P reaches beta. Higher beta: "
+                   "fewer, more precise Good calls. The solid line marks the beta of best macro-F1 on these rows.",
+    "per_class": "precision / recall are empty where undefined (a label never predicted / never gold).",
+}
+
+
 def with_interval(value: float, ci: dict[str, float | None] | None) -> str:
     if not ci or ci.get("low") is None:
         return f"{value:.4f}"
@@ -143,4 +155,4 @@ def write_calibration_report(out_dir, probs: np.ndarray, gold: np.ndarray, schem
     notes = [f"Predictions: {predictions}. beta maximises macro-F1 over the curve (ties: nearest 0.5); "
              "in-sample, so expect a little less on new data."]
     return write_report(out_dir, f"CumPT calibration ({scheme.name})", metrics, figures, tables, summary=summary,
-                        notes=notes)
+                        notes=notes, captions=CAPTIONS)

@@ -121,12 +121,14 @@ def segment_figure(table: pd.DataFrame, column: str):
         if lo is not None and lo.notna().all():
             err = np.vstack([vals - lo.to_numpy(dtype=float), hi.to_numpy(dtype=float) - vals])
         ax.barh(y + off, vals, height=h, xerr=err, color=color, capsize=3, label=metric.replace("_", "-"))
-        for yy, v in zip(y + off, vals):
-            ax.text(0.01, yy, f"{v:.3f}", va="center", fontsize=8, color="white")
+        ends = vals if err is None else vals + err[1]
+        for yy, v, end in zip(y + off, vals, ends):
+            ax.text(end + 0.01, yy, f"{v:.3f}", va="center", fontsize=8)
     ax.set_yticks(y, [f"{s} (n={k})" for s, k in zip(table["segment"], table["n"])])
     ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("score (bars: bootstrap interval)")
+    ax.set_xlim(0, 1.1)
+    ax.set_xticks(np.linspace(0, 1, 6))
+    ax.set_xlabel("score (whiskers: bootstrap interval)")
     ax.set_title(f"Quality by {column}")
     ax.legend(fontsize=8, loc="lower right")
     return fig

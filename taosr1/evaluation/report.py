@@ -76,7 +76,8 @@ figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}figcaption{
 
 def write_report(out_dir: str | Path, title: str, metrics: dict[str, Any], figures: dict[str, Any] | None = None,
                  tables: dict[str, pd.DataFrame] | None = None, *, summary: dict[str, Any] | None = None,
-                 notes: list[str] | tuple[str, ...] = (), max_rows: int = 50) -> dict[str, Path]:
+                 notes: list[str] | tuple[str, ...] = (), captions: dict[str, str] | None = None,
+                 max_rows: int = 50) -> dict[str, Path]:
     """Write one report in every format; returns the paths written by kind.
 
     Args:
@@ -85,7 +86,9 @@ def write_report(out_dir: str | Path, title: str, metrics: dict[str, Any], figur
         tables: name -> DataFrame; saved whole as tables/<name>.csv, the first `max_rows` shown.
         summary: the key numbers shown first (default: the top-level scalars of `metrics`).
         notes: sentences shown under the summary (what was evaluated, caveats).
+        captions: figure or table name -> one sentence on how to read it.
     """
+    captions = captions or {}
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     figures, tables = figures or {}, tables or {}
@@ -115,9 +118,11 @@ def write_report(out_dir: str | Path, title: str, metrics: dict[str, Any], figur
     md += [f"- {n}" for n in notes] + ([""] if notes else [])
     for name in figures:
         md += [f"## {name.replace('_', ' ')}", "", f"![{name}](figures/{name}.png)", ""]
+        md += [captions[name], ""] if name in captions else []
     for name, df in tables.items():
         part, more = shown(name, df)
-        md += [f"## {name.replace('_', ' ')}", "", _md_table(part), ""] + ([f"_{more}_", ""] if more else [])
+        md += [f"## {name.replace('_', ' ')}", ""] + ([captions[name], ""] if name in captions else [])
+        md += [_md_table(part), ""] + ([f"_{more}_", ""] if more else [])
     paths["markdown"].write_text("\n".join(md))
 
     h = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>",
@@ -126,11 +131,13 @@ def write_report(out_dir: str | Path, title: str, metrics: dict[str, Any], figur
     h += [f"<p class=note>{html.escape(n)}</p>" for n in notes]
     for name, data in png.items():
         b64 = base64.b64encode(data).decode()
+        cap = f"<figcaption>{html.escape(captions[name])}</figcaption>" if name in captions else ""
         h.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2><figure><img alt='{html.escape(name)}' "
-                 f"src='data:image/png;base64,{b64}'></figure>")
+                 f"src='data:image/png;base64,{b64}'>{cap}</figure>")
     for name, df in tables.items():
         part, more = shown(name, df)
-        h.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>{_html_table(part)}")
+        cap = f"<p class=note>{html.escape(captions[name])}</p>" if name in captions else ""
+        h.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>{cap}{_html_table(part)}")
         if more:
             h.append(f"<p class=note>{html.escape(more)}</p>")
     h.append("<p class=note>metrics.json holds every number; tables/ holds every table as CSV.</p></body></html>")
