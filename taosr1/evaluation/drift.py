@@ -69,8 +69,11 @@ def _shares(values: pd.Series, categories: list[str]) -> np.ndarray:
 
 def drift(prev: pd.DataFrame, cur: pd.DataFrame, keys: list[str], cfg: DriftConfig, scheme: LabelScheme) -> dict[str, Any]:
     """PSI per label / tier / score, changed-grade share, and the verdict against `cfg`'s thresholds."""
+    from taosr1.evaluation.data import _key_frame
+
     names = scheme.names
     for which, df in (("previous", prev), ("current", cur)):
+        _key_frame(df, keys, f"{which} run")  # a pair graded twice in one run would skew every share
         odd = sorted(set(df["label"].astype(str)) - set(names))
         if odd:
             raise ValueError(f"{which} run: labels {odd[:5]} are not in scheme {scheme.name} {names}; pass --labels")
