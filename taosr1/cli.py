@@ -240,5 +240,9 @@ main.add_command(eval_cmd)
 main.add_command(compare_cmd)
 main.add_command(drift_cmd)
 
+from taosr1.sbs.cli import sbs  # noqa: E402
+
+main.add_command(sbs)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,196 @@
+"""`taosr1 sbs make | serve | status | report`: side-by-side human evaluation of two prediction sets.
+
+Registered on the main group at the bottom of taosr1/cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from taosr1.config import ConfigError, parse_overrides
+
+_ERRORS = (ConfigError, ValueError, FileNotFoundError, KeyError)
+_FORMATS = click.Choice(["csv", "parquet", "jsonl", "delta"])
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+def _config(config, overrides, **values):
+    from taosr1.sbs.config import load_sbs_config
+
+    merged = {k: v for k, v in values.items() if v is not None and v != ()}
+    merged.update(parse_overrides(overrides))
+    return load_sbs_config(config, merged)
+
+
+def _config_options(f):
+    f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a config key, e.g. report.min_gold_accuracy=0.8.")(f)
+    return click.option("--config", type=click.Path(dir_okay=False), help="YAML config (default conf/sbs.yaml).")(f)
+
+
+def _tasks_and_db(tasks_path, db):
+    from taosr1.sbs.app import default_db
+    from taosr1.sbs.tasks import load_tasks
+
+    tasks = load_tasks(tasks_path)
+    return tasks, Path(db) if db else default_db(tasks_path)
+
+
+@click.group("sbs")
+def sbs() -> None:
+    """Side-by-side human evaluation (GSB) of two prediction sets, with gold questions.
+
+    \b
+      taosr1 sbs make base.parquet new.parquet --raters ann,bo,cy --gold gold.csv --gold-col label --out sbs/
+      taosr1 sbs serve sbs/tasks.json            # raters open the page and rate
+      taosr1 sbs status sbs/tasks.json
+      taosr1 sbs report sbs/tasks.json --out sbs/report/
+    """
+
+
+@sbs.command("make")
+@click.argument("a")
+@click.argument("b")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for tasks.json (the sheet, for the server) and key.json (the blinding key).")
+@click.option("--raters", help="Rater names, comma separated (config: raters).")
+@click.option("--k", type=int, help="Raters per item.")
+@click.option("--size", type=int, help="Regular items to sample.")
+@click.option("--seed", type=int, help="Seed of the sample, blinding, assignment and gold placement.")
+@click.option("--segment", help="Column of query type to stratify by and break the report down by.")
+@click.option("--disagree-share", type=float, help="Share of each segment's sample drawn from pairs the systems label differently (default: proportional).")
+@click.option("--gold", help="Labelled table of gold pairs (keys + a gold label column).")
+@click.option("--gold-col", help="Gold label column of --gold.")
+@click.option("--gold-rate", type=float, help="Share of each rater's queue that is gold questions.")
+@click.option("--name-a", help="Name of A, the baseline (default: its file name).")
+@click.option("--name-b", help="Name of B, the candidate (default: its file name).")
+@click.option("--labels", help="Label scheme (default: the predictions' label_scheme column, else taosr1).")
+@click.option("--format", "fmt", type=_FORMATS, help="Format of A and B.")
+@click.option("--gold-format", type=_FORMATS)
+@_config_options
+def make_cmd(a, b, out_dir, raters, k, size, seed, segment, disagree_share, gold, gold_col, gold_rate, name_a, name_b,
+             labels, fmt, gold_format, config, overrides):
+    """Sample pairs graded by A (baseline) and B (candidate), blind them, mix in gold questions and
+    assign each item to k raters.
+
+    A and B are prediction tables of the same pairs (outputs of `taosr1 label`). Writes OUT/tasks.json,
+    which `taosr1 sbs serve` shows to raters, and OUT/key.json (which side is which, gold answers):
+    keep the key away from raters; only `taosr1 sbs report` reads it.
+    """
+    from taosr1.io import read_table
+    from taosr1.sbs.make import make_tasks
+    from taosr1.sbs.tasks import write_tasks
+
+    out = Path(out_dir)
+    if (out / "answers.sqlite").exists():
+        _fail(f"{out} already holds answers (answers.sqlite) to a task set; making new tasks there would orphan "
+              f"them. Use another --out folder")
+    name_a, name_b = name_a or Path(a).name, name_b or Path(b).name
+    if name_a == name_b:
+        name_a, name_b = f"A: {name_a}", f"B: {name_b}"
+    try:
+        cfg = _config(config, overrides, raters=raters, k=k, size=size, seed=seed, segment=segment,
+                      disagree_share=disagree_share, gold_rate=gold_rate)
+        da, db = read_table(a, fmt), read_table(b, fmt)
+        gold_df = read_table(gold, gold_format) if gold else None
+        sheet, key, summary = make_tasks(da, db, cfg, gold=gold_df, gold_col=gold_col, labels=labels, name_a=name_a,
+                                         name_b=name_b, source_a=a, source_b=b, gold_source=gold or "")
+    except _ERRORS as e:
+        _fail(str(e))
+    paths = write_tasks(out, sheet, key)
+    click.echo(f"{summary['regular_items']} items + {summary['gold_items']} gold questions for "
+               f"{len(summary['raters'])} raters ({cfg.k} per item). Serve {paths['tasks']}; keep {paths['key']} "
+               f"away from raters.")
+    click.echo(json.dumps({**summary, "tasks": str(paths["tasks"]), "key": str(paths["key"])}))
+
+
+@sbs.command("serve")
+@click.argument("tasks_path", metavar="TASKS")
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite answer file (default: answers.sqlite beside TASKS).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; raters on other machines need a reachable one (no passwords: trusted networks only).")
+@click.option("--port", default=5000, show_default=True, type=int, help="Port; 0 picks a free one.")
+def serve_cmd(tasks_path, db, host, port):
+    """Start the rating page for TASKS (tasks.json from `taosr1 sbs make`).
+
+    Raters sign in by name, answer Left / Same / Right (keys 1 2 3 or arrows), can go back, and resume
+    where they left off. Every answer is written to the SQLite file at once; stop with Ctrl-C at any time.
+    """
+    from taosr1.sbs.app import create_app, serve
+
+    try:
+        tasks, db_path = _tasks_and_db(tasks_path, db)
+        app = create_app(tasks_path, db_path)
+    except _ERRORS as e:
+        _fail(str(e))
+
+    def announce(url):
+        click.echo(f"serving {len(tasks.items)} items to {len(tasks.raters)} raters on {url} "
+                   f"(answers in {db_path}); Ctrl-C stops", err=False)
+        sys.stdout.flush()
+
+    serve(app, host, port, announce=announce)
+
+
+@sbs.command("status")
+@click.argument("tasks_path", metavar="TASKS")
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite answer file (default: answers.sqlite beside TASKS).")
+def status_cmd(tasks_path, db):
+    """How far each rater has got (reads the answer file; safe while the server runs)."""
+    from taosr1.sbs.store import open_existing
+
+    try:
+        tasks, db_path = _tasks_and_db(tasks_path, db)
+        answers = open_existing(db_path, tasks.task_id).frame()
+    except _ERRORS as e:
+        _fail(str(e))
+    done = answers.groupby("rater")["item_id"].nunique()
+    for name in tasks.raters:
+        click.echo(f"{name:<20} {int(done.get(name, 0)):>5} / {len(tasks.queue(name))}")
+    click.echo(json.dumps({"answers": int(len(answers)), "items": len(tasks.items),
+                           "raters": {n: int(done.get(n, 0)) for n in tasks.raters}}))
+
+
+@sbs.command("report")
+@click.argument("tasks_path", metavar="TASKS")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--db", type=click.Path(dir_okay=False), help="SQLite answer file (default: answers.sqlite beside TASKS).")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False), help="Blinding key (default: key.json beside TASKS).")
+@click.option("--adjudication", type=click.Path(dir_okay=False),
+              help="disputes.csv with its `adjudicated` column filled (left / same / right).")
+@click.option("--title", help="Report title.")
+@_config_options
+def report_cmd(tasks_path, out_dir, db, key_path, adjudication, title, config, overrides):
+    """Un-blind the answers and write the GSB / Goodrate report with rater quality controls.
+
+    Writes OUT/metrics.json, report.md, report.html, figures/*.png and tables/*.csv (segments, raters,
+    agreement_pairs, disputes, strata, items), like `taosr1 eval`.
+    """
+    from taosr1.evaluation.report import write_report
+    from taosr1.io import read_table
+    from taosr1.sbs.report import CAPTIONS, read_adjudication, sbs_report
+    from taosr1.sbs.store import open_existing
+    from taosr1.sbs.tasks import load_key
+
+    try:
+        cfg = _config(config, overrides)
+        tasks, db_path = _tasks_and_db(tasks_path, db)
+        key = load_key(key_path or Path(tasks_path).with_name("key.json"), tasks)
+        answers = open_existing(db_path, tasks.task_id).frame()
+        adj = read_adjudication(read_table(adjudication, "csv"), key, adjudication) if adjudication else None
+        metrics, figures, tables, summary, notes = sbs_report(tasks, key, answers, cfg.report, adjudicated=adj)
+    except _ERRORS as e:
+        _fail(str(e))
+    paths = write_report(out_dir, title or f"Side by side: {metrics['b']} against {metrics['a']}", metrics, figures,
+                         tables, summary=summary, notes=notes, captions=CAPTIONS, max_rows=cfg.report.max_rows)
+    click.echo(json.dumps({k: metrics[k] for k in ("gsb", "item_goodrate_a", "item_goodrate_b", "query_goodrate_a",
+                                                   "query_goodrate_b", "G", "S", "B", "rated_items",
+                                                   "excluded_raters", "disputes")}
+                          | {"gsb_ci": metrics["ci"]["gsb"], "report": str(paths["html"])}))
