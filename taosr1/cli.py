@@ -226,5 +226,9 @@ def prepare_model():
         _fail(str(e))
 
 
+from taosr1.cli_nightly import nightly  # noqa: E402
+
+main.add_command(nightly)
+
 if __name__ == "__main__":
     main()
