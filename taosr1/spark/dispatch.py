@@ -31,7 +31,7 @@ POS, DUP = "_taosr1_pos", "_taosr1_dup"
 REASON, IDS, TRUNCATED, NTOK = "_taosr1_reason", "_taosr1_ids", "_taosr1_truncated", "_taosr1_prompt_tokens"
 HIDDEN = (POS, DUP, REASON, IDS, TRUNCATED, NTOK)
 
-# Per Python worker: loaded labelers and prompt builders by spec key, the pinned GPU.
+# Per Python worker: the loaded Labeler and PromptBuilder (by spec key), the pinned GPU, counters.
 _CACHE: dict[str, Any] = {}
 
 
@@ -94,13 +94,19 @@ def set_threads(cpus: int) -> None:
 
 
 def labeler_for(spec: WorkerSpec, cpus: int):
-    """The worker's Labeler for `spec`, loading the engine on first use only."""
+    """The worker's Labeler for `spec`, loading the engine on first use only.
+
+    A worker holds one engine: a task with another spec (another model or config in the
+    same application) replaces it rather than loading a second model next to it.
+    """
     from taosr1.engines import make_engine
     from taosr1.labeling import Labeler
     from taosr1.labels import load_scheme
 
     labelers = _CACHE.setdefault("labelers", {})
     if spec.key not in labelers:
+        if labelers:
+            _release(labelers)
         cfg = spec.config()
         if cfg.engine.threads == 0 and cpus > 0:
             cfg.engine.threads = cpus
@@ -113,6 +119,17 @@ def labeler_for(spec: WorkerSpec, cpus: int):
     return labelers[spec.key]
 
 
+def _release(labelers: dict) -> None:
+    import gc
+
+    import torch
+
+    labelers.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def builder_for(spec: WorkerSpec):
     """A PromptBuilder for `spec`: the loaded Labeler's if there is one, else tokenizer only."""
     labeler = _CACHE.get("labelers", {}).get(spec.key)
@@ -120,6 +137,7 @@ def builder_for(spec: WorkerSpec):
         return labeler.builder
     builders = _CACHE.setdefault("builders", {})
     if spec.key not in builders:
+        builders.clear()
         from taosr1.labels import load_scheme
         from taosr1.models import load_tokenizer, resolve_model
         from taosr1.prompts import PromptBuilder
