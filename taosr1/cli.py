@@ -234,6 +234,10 @@ def prepare_model():
         _fail(str(e))
 
 
+from taosr1.cli_nightly import nightly  # noqa: E402
+
+main.add_command(nightly)
+
 from taosr1.evaluation.cli import compare_cmd, drift_cmd, eval_cmd  # noqa: E402
 
 main.add_command(eval_cmd)

@@ -18,11 +18,12 @@ from taosr1.config import ConfigError
 from taosr1.cumpt import check_beta, grade_rows
 from taosr1.engines.base import Engine, EngineConfig
 from taosr1.labels import LabelScheme, load_scheme
-from taosr1.prompts import PromptBuilder, PromptConfig
+from taosr1.prompts import BuiltPrompts, PromptBuilder, PromptConfig
 from taosr1.validate import ColumnConfig, duplicate_mask, validate_rows
 
 CALIBRATION_FILE = "taosr1_calibration.json"
 DEFAULT_BETA = 0.5
+DUPLICATE_REASON = "duplicate_key: this key appeared earlier in the input; the first occurrence is graded"
 
 
 @dataclass
@@ -127,13 +128,15 @@ class Labeler:
     ) -> tuple[pd.DataFrame, list[str | None]]:
         """Grade clean field rows; returns grade columns (same index) and a reason per row
         for the ones that could not be graded (prompt longer than the budget)."""
-        rows = fields.to_dict("records")
-        built = self.builder.build(rows)
-        limit = self.prompt_cfg.max_prompt_tokens
-        reasons = [
-            None if len(ids) <= limit else f"prompt_too_long: {len(ids)} tokens after truncation > max_prompt_tokens {limit}"
-            for ids in built.ids
-        ]
+        built = self.builder.build(fields.to_dict("records"))
+        return self.grade_built(built, fields.index, progress=progress)
+
+    def grade_built(
+        self, built: BuiltPrompts, index: pd.Index, progress: Callable[[int], None] | None = None
+    ) -> tuple[pd.DataFrame, list[str | None]]:
+        """Grade prompts built by `self.builder` (the Spark job builds them in an earlier stage,
+        to sort rows by prompt length); `index` labels the rows. Same result as grade_fields."""
+        reasons = [prompt_too_long(len(ids), self.prompt_cfg.max_prompt_tokens) for ids in built.ids]
         ok = [i for i, r in enumerate(reasons) if r is None]
         probs = self.engine.score([built.ids[i] for i in ok], self.label_ids, progress=progress)
         cols: dict[str, Any] = {}
@@ -141,7 +144,7 @@ class Labeler:
             cols[name] = probs[:, j]
         cols.update(grade_rows(probs, self.scheme, self.beta) if len(ok) else {
             "grade": np.array([], dtype=np.int64), "label": [], "tier": [], "score": np.array([], dtype=float)})
-        out = pd.DataFrame(cols, index=fields.index[ok])
+        out = pd.DataFrame(cols, index=index[ok])
         out["prompt_tokens"] = np.array([len(built.ids[i]) for i in ok], dtype=np.int64)
         out["truncated"] = np.array([built.truncated[i] for i in ok], dtype=bool)
         out["model"] = self.model_name
@@ -149,6 +152,13 @@ class Labeler:
         out["prompt_version"] = self.prompt_cfg.version
         out["beta"] = self.beta
         return out[self.output_columns], reasons
+
+
+def prompt_too_long(n_tokens: int, limit: int) -> str | None:
+    """The quarantine reason for a prompt over `max_prompt_tokens`, else None."""
+    if n_tokens <= limit:
+        return None
+    return f"prompt_too_long: {n_tokens} tokens after truncation > max_prompt_tokens {limit}"
 
 
 def quarantine_frame(df: pd.DataFrame, mask: pd.Series, reasons: pd.Series) -> pd.DataFrame:
@@ -172,7 +182,7 @@ def label_frame(df: pd.DataFrame, labeler: Labeler, cols: ColumnConfig, progress
     fields, reasons_list = validate_rows(df, cols)
     reasons = pd.Series(reasons_list, index=df.index, dtype=object)
     dup = duplicate_mask(df, cols.keys) & reasons.isna()
-    reasons[dup] = "duplicate_key: this key appeared earlier in the input; the first occurrence is graded"
+    reasons[dup] = DUPLICATE_REASON
     ok_index = reasons.index[reasons.isna()]
     # Chunks cut in (character) length order keep each chunk's length-sorted batches tight.
     approx_len = fields.loc[ok_index].fillna("").apply(lambda r: sum(len(v) for v in r), axis=1)

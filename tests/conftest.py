@@ -29,3 +29,15 @@ def tiny_engine(tiny_model):
     from taosr1.engines import EngineConfig, make_engine
 
     return make_engine(EngineConfig(model=tiny_model, threads=2))
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (2 cores) for every Spark test: sessions take seconds to start."""
+    from taosr1.spark.session import get_session, load_profile
+
+    profile = load_profile("local")
+    profile.master = "local[2]"
+    session = get_session(profile)
+    yield session
+    session.stop()

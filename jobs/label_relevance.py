@@ -1,0 +1,13 @@
+"""The nightly relevance-labeling job, for spark-submit.
+
+    spark-submit jobs/label_relevance.py --input taosr1/data/esci_us_sample.csv \
+        --output out/grades --run-date 2025-06-01
+
+Options: --help. The job is `taosr1 nightly` (taosr1/cli_nightly.py); the work is in
+taosr1/nightly.py.
+"""
+
+from taosr1.cli_nightly import nightly
+
+if __name__ == "__main__":
+    nightly(prog_name="label_relevance.py")

@@ -1,0 +1,358 @@
+"""The nightly job: read -> contract check -> validate -> dispatch -> write -> run record.
+
+`run(spark, cfg, ...)` takes the session and the config as arguments (tests pass a
+local session). Every input row ends in the grades table or in the quarantine table
+with a reason; the run replaces its own run_date partition of each table in one
+commit, then appends one row to the runs table. Nothing is written when the input
+fails its contract, and nothing is committed when the counts do not add up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taosr1.config import ConfigError, config_hash
+from taosr1.labeling import LabelConfig
+
+WRITERS = ("auto", "delta-rs", "spark")
+INPUT_FORMATS = ("auto", "csv", "parquet", "json", "delta", "table")
+PARTITION = "run_date"
+
+
+@dataclass
+class NightlyConfig:
+    """The nightly job's settings (conf/nightly.yaml).
+
+    Parameters:
+        spark_profile: conf/spark/<name>.yaml or a path; used when the job starts its own
+            session (spark-submit's own settings win).
+        partitions: grading partitions; 0 takes the cluster's default parallelism.
+        writer: `delta-rs` (executors write Parquet, the driver commits with delta-rs),
+            `spark` (delta-spark jars on the cluster, replaceWhere) or `auto` (spark when the
+            session has the Delta extension, else delta-rs).
+        input_format: `auto` (from the path; a name that is no path is a catalog table),
+            csv, parquet, json, delta or table.
+        keep_staging: keep the staged Parquet files after the commit (debugging).
+        label: the labeling settings, as in conf/label.yaml (LabelConfig).
+    """
+
+    spark_profile: str = "local"
+    partitions: int = 0
+    writer: str = "auto"
+    input_format: str = "auto"
+    keep_staging: bool = False
+    label: LabelConfig = field(default_factory=LabelConfig)
+
+    def __post_init__(self) -> None:
+        if self.partitions < 0:
+            raise ConfigError(f"partitions must be >= 0 (0: the cluster's parallelism), got {self.partitions}")
+        if self.writer not in WRITERS:
+            raise ConfigError(f"writer must be one of {WRITERS}, got {self.writer!r}")
+        if self.input_format not in INPUT_FORMATS:
+            raise ConfigError(f"input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
+
+
+def parse_run_date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"run date {value!r} is not a date in the form YYYY-MM-DD") from None
+
+
+def new_run_id(run_date: dt.date) -> str:
+    return f"{run_date:%Y%m%d}-{dt.datetime.now(dt.timezone.utc):%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def default_paths(output: str) -> tuple[str, str]:
+    """Quarantine and runs tables beside the grades table: OUTPUT_quarantine, OUTPUT_runs."""
+    out = output.rstrip("/")
+    return f"{out}_quarantine", f"{out}_runs"
+
+
+# ---------------------------------------------------------------- input
+
+def _detect_format(source: str, spark) -> str:
+    from taosr1.io import _EXT
+
+    p = Path(source)
+    if "://" in source or p.exists():
+        if (p / "_delta_log").is_dir() or source.rstrip("/").endswith(".delta"):
+            return "delta"
+        ext = _EXT.get(p.suffix.lower())
+        if ext:
+            return "json" if ext == "jsonl" else ext
+        if p.is_dir():
+            return "parquet"
+        raise ValueError(f"cannot tell the format of {source}; pass --input-format")
+    if spark.catalog.tableExists(source):
+        return "table"
+    raise FileNotFoundError(f"input {source} is neither an existing path nor a table in the Spark catalog")
+
+
+def has_delta_spark(spark) -> bool:
+    return "DeltaSparkSessionExtension" in spark.conf.get("spark.sql.extensions", "")
+
+
+def read_input(spark, source: str, fmt: str = "auto"):
+    """The input as a Spark DataFrame. CSV cells are text, unchanged (as `taosr1 label` reads them)."""
+    fmt = _detect_format(source, spark) if fmt == "auto" else fmt
+    if fmt == "csv":
+        from pyspark.sql import functions as F
+
+        # RFC 4180 quoting ("" inside quotes). Spark reads an empty cell as null; a CSV has no
+        # nulls, so it becomes the empty string, as `taosr1 label` reads it (empty_<field>).
+        df = spark.read.option("header", True).option("multiLine", True).option("escape", '"').csv(source)
+        return df.select(*[F.coalesce(F.col(f"`{c}`"), F.lit("")).alias(c) for c in df.columns])
+    if fmt == "parquet":
+        return spark.read.parquet(source)
+    if fmt == "json":
+        return spark.read.json(source)
+    if fmt == "table":
+        return spark.table(source)
+    if has_delta_spark(spark):
+        return spark.read.format("delta").load(source)
+    return _read_delta_files(spark, source)
+
+
+def _read_delta_files(spark, source: str):
+    """A Delta table's current files through Spark's Parquet reader (no delta-spark jars)."""
+    from deltalake import DeltaTable
+    from pyspark.sql.types import StructType
+
+    table = DeltaTable(source)
+    proto = table.protocol()
+    if proto.min_reader_version > 1:
+        raise ValueError(f"{source}: Delta reader version {proto.min_reader_version} (features "
+                         f"{proto.reader_features}) needs the delta-spark jars; this session has none")
+    schema = StructType.fromJson(json.loads(table.schema().to_json()))
+    files = table.file_uris()
+    if not files:
+        return spark.createDataFrame([], schema)
+    # basePath: partition values come from the folder names, typed by the table's schema.
+    df = spark.read.schema(schema).option("basePath", str(Path(source).absolute())).parquet(*files)
+    return df.select(*schema.fieldNames())
+
+
+# ---------------------------------------------------------------- run
+
+def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, quarantine: str | None = None,
+        runs: str | None = None, run_id: str | None = None, log=None) -> dict[str, Any]:
+    """Grade `input` into the `run_date` partition of `output` (and `quarantine`), record the run.
+
+    Returns the run record (also appended to the `runs` table).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StringType, StructField, StructType
+
+    from taosr1 import contracts, delta
+    from taosr1.labeling import resolve_beta
+    from taosr1.labels import load_scheme
+    from taosr1.models import load_tokenizer, resolve_model
+    from taosr1.spark import dispatch as D
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    date = parse_run_date(run_date)
+    run_id = run_id or new_run_id(date)
+    q_default, runs_default = default_paths(output)
+    quarantine, runs = quarantine or q_default, runs or runs_default
+    lc = cfg.label
+    cols = lc.columns
+    writer = cfg.writer if cfg.writer != "auto" else ("spark" if has_delta_spark(spark) else "delta-rs")
+    if writer == "spark" and not has_delta_spark(spark):
+        raise ConfigError("writer: spark needs the delta-spark jars and spark.sql.extensions="
+                          "io.delta.sql.DeltaSparkSessionExtension on the session; use writer: delta-rs")
+    if writer == "delta-rs":
+        for t in (output, quarantine, runs):
+            delta.local_path(t)  # fails now on a location delta-rs cannot write here
+    scheme = load_scheme(lc.labels)
+    started_at = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+
+    # 1. read and check the contract: nothing is loaded or written on a mismatch
+    df = read_input(spark, input, cfg.input_format)
+    grade_cols = [c for c in contracts.output_contract("grades").added_columns(scheme.names)
+                  if c.name not in ("run_id", PARTITION)]
+    contracts.check_input([(f.name, f.dataType.typeName()) for f in df.schema.fields], cols, source=input,
+                          reserved=[*contracts.reserved_names(scheme.names), *D.HIDDEN])
+    input_names = df.columns
+
+    # 2. model, label tokens and beta, on the driver, before any executor work
+    model_path = resolve_model(lc.engine.model)
+    scheme.token_ids(load_tokenizer(model_path))  # a label that is not one token fails here
+    beta = resolve_beta(lc.beta, model_path, scheme)
+    spec = D.WorkerSpec(label_cfg=json.dumps(dataclasses.asdict(lc), sort_keys=True), beta=beta)
+
+    # 3. plan. One shuffle: rows are hash-partitioned by key, which serves the duplicate
+    # window (a key's rows meet in one partition, ordered by read position) and spreads
+    # prepare (validate, tokenize) and grading over `partitions` tasks.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(lc.chunk_rows))
+    partitions = cfg.partitions or spark.sparkContext.defaultParallelism
+    keys = [F.col(f"`{k}`") for k in cols.keys]  # backticks: a name may hold a dot
+    df = df.withColumn(D.POS, F.monotonically_increasing_id()).repartition(partitions, *keys)
+    first = Window.partitionBy(*keys).orderBy(D.POS)
+    df = df.withColumn(D.DUP, F.row_number().over(first) > 1)
+    prepared_schema = StructType([*df.schema.fields,
+                                  StructField(D.REASON, StringType()),
+                                  StructField(D.IDS, ArrayType(IntegerType())),
+                                  StructField(D.TRUNCATED, BooleanType()),
+                                  StructField(D.NTOK, IntegerType())])
+    stats = spark.sparkContext.accumulator({}, D.WorkerStats())
+    prepared = df.mapInArrow(D.prepare_fn(spec, stats), prepared_schema).persist()
+
+    # 4. grade each partition longest prompts first, so every engine batch is of like lengths
+    graded_schema = StructType([*[f for f in prepared_schema.fields if f.name in input_names],
+                                *[StructField(c.name, _spark_type(c.type)) for c in grade_cols]])
+    graded = (prepared.filter(F.col(D.REASON).isNull())
+              .sortWithinPartitions(F.desc(D.NTOK), *keys)
+              .mapInArrow(D.grade_fn(spec, [(c.name, c.type) for c in grade_cols], stats), graded_schema)
+              .withColumn("run_id", F.lit(run_id)))
+    quarantined = prepared.filter(F.col(D.REASON).isNotNull()).select(
+        *[F.col(f"`{c}`").cast("string").alias(c) for c in input_names], F.col(D.REASON).alias("reason"),
+        F.lit(run_id).alias("run_id"))
+
+    grades_schema = _with_partition(graded.schema)
+    quarantine_schema = _with_partition(quarantined.schema)
+    if writer == "delta-rs":  # a run whose columns the table does not have fails before any work
+        for table, schema in ((output, grades_schema), (quarantine, quarantine_schema)):
+            problems = delta.schema_problems(table, schema)
+            if problems:
+                raise delta.TableSchemaError(f"{table}: this run's columns do not match the table's:\n  - "
+                                             + "\n  - ".join(problems))
+
+    try:
+        rows_in = prepared.count()
+        log(f"run {run_id}: {rows_in} input rows read, validated and tokenized in {time.perf_counter() - t0:.1f} s; "
+            f"grading on {partitions} partition(s), {writer} writer")
+        if writer == "delta-rs":
+            counts = _write_delta_rs(graded, quarantined, output, quarantine, run_id, date, rows_in,
+                                     grades_schema, quarantine_schema, cfg.keep_staging, log)
+        else:
+            counts = _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in)
+    finally:
+        prepared.unpersist()
+    seconds = time.perf_counter() - t0
+
+    workers = stats.value
+    for wid, w in sorted(workers.items()):
+        log(f"run {run_id}: worker {wid}: {w.get('rows', 0)} rows graded in {w.get('score_seconds', 0):.1f} s, "
+            f"prepare {w.get('prepare_seconds', 0):.1f} s, {w.get('loads', 0)} engine load(s) "
+            f"({w.get('load_seconds', 0):.1f} s), threads {w.get('threads', 0)}, GPU {w.get('gpu') or '-'}")
+    real = sum(w.get("real_tokens", 0) for w in workers.values())
+    computed = sum(w.get("computed_tokens", 0) for w in workers.values())
+    record = {
+        "run_id": run_id,
+        "run_date": date,
+        "status": "succeeded",
+        "started_at": started_at,
+        "finished_at": dt.datetime.now(dt.timezone.utc),
+        "input": input,
+        "output": output,
+        "quarantine": quarantine,
+        "model": Path(model_path).name,
+        "engine": lc.engine.engine,
+        "label_scheme": scheme.name,
+        "prompt_version": lc.prompt.version,
+        "beta": float(beta),
+        "rows_in": rows_in,
+        "graded": counts["graded"],
+        "quarantined": counts["quarantined"],
+        "seconds": round(seconds, 3),
+        "items_per_s": round(counts["graded"] / seconds, 3) if seconds > 0 else 0.0,
+        "padding_efficiency": round(real / computed, 4) if computed else None,
+        "partitions": partitions,
+        "workers": sum(1 for w in workers.values() if w.get("rows", 0) > 0),
+        "gpus": ",".join(sorted({w["gpu"] for w in workers.values() if w.get("gpu")})),
+        "engine_loads": sum(w.get("loads", 0) for w in workers.values()),
+        "config_hash": config_hash(cfg),
+        "spark_app_id": spark.sparkContext.applicationId,
+        "writer": writer,
+        "grades_version": counts["grades_version"],
+        "quarantine_version": counts["quarantine_version"],
+    }
+    _append_run(spark, runs, record, writer)
+    return record
+
+
+def _spark_type(type_name: str):
+    from pyspark.sql.types import _parse_datatype_json_value
+
+    return _parse_datatype_json_value(type_name)
+
+
+def _with_partition(spark_schema):
+    """The Delta table's Arrow schema: the run's columns plus the run_date partition column."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(spark_schema).append(pa.field(PARTITION, pa.date32()))
+
+
+def _check_counts(rows_in: int, graded: int, quarantined: int, where: str) -> None:
+    if rows_in != graded + quarantined:
+        raise RuntimeError(f"counts do not add up: {rows_in} rows in, {graded} graded + {quarantined} quarantined; "
+                           f"nothing was committed ({where})")
+
+
+def _write_delta_rs(graded, quarantined, output, quarantine, run_id, date, rows_in, grades_schema,
+                    quarantine_schema, keep_staging, log) -> dict[str, int]:
+    """Executors write Parquet into each table's staging folder; the driver commits each table once."""
+    from taosr1 import delta
+
+    g_stage, q_stage = delta.staging_dir(output, run_id), delta.staging_dir(quarantine, run_id)
+    graded.write.mode("overwrite").parquet(str(g_stage))
+    quarantined.write.mode("overwrite").parquet(str(q_stage))
+    log(f"run {run_id}: graded and staged under {g_stage.parent}")
+    g_files, q_files = delta.staged_files(g_stage), delta.staged_files(q_stage)
+    n_graded, n_quarantined = delta.count_rows(g_files), delta.count_rows(q_files)
+    _check_counts(rows_in, n_graded, n_quarantined, f"staged files kept in {g_stage} and {q_stage}")
+    value = date.isoformat()
+    # Quarantine first: once the grades commit is visible, the run's quarantine is too.
+    q = delta.replace_partition(quarantine, q_files, quarantine_schema, PARTITION, value, run_id=run_id)
+    g = delta.replace_partition(output, g_files, grades_schema, PARTITION, value, run_id=run_id)
+    if not keep_staging:
+        delta.remove_staging(output, run_id)
+        delta.remove_staging(quarantine, run_id)
+    return {"graded": g.rows, "quarantined": q.rows, "grades_version": g.version, "quarantine_version": q.version}
+
+
+def _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in) -> dict[str, int]:
+    """delta-spark on the cluster: each table's partition replaced in one commit by replaceWhere."""
+    from pyspark.sql import functions as F
+
+    value = date.isoformat()
+    counts = {}
+    for name, frame, path in (("quarantined", quarantined, quarantine), ("graded", graded, output)):
+        (frame.withColumn(PARTITION, F.lit(value).cast("date")).write.format("delta").mode("overwrite")
+         .option("replaceWhere", f"{PARTITION} = '{value}'").partitionBy(PARTITION).save(path))
+        last = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").collect()[0]
+        counts[name] = int(last["operationMetrics"].get("numOutputRows", 0))
+        counts["grades_version" if name == "graded" else "quarantine_version"] = int(last["version"])
+    _check_counts(rows_in, counts["graded"], counts["quarantined"], "after commit: inspect the run")
+    return counts
+
+
+def _append_run(spark, runs: str, record: dict[str, Any], writer: str) -> None:
+    import pyarrow as pa
+
+    from taosr1 import contracts, delta
+
+    columns = contracts.output_contract("runs").added_columns()
+    schema = contracts.arrow_schema(columns)
+    table = pa.Table.from_pylist([{c.name: record[c.name] for c in columns}], schema=schema)
+    if writer == "delta-rs":
+        delta.append_rows(runs, table)
+    else:
+        spark.createDataFrame(table.to_pandas()).write.format("delta").mode("append").save(runs)
+
+
+def record_json(record: dict[str, Any]) -> str:
+    return json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in record.items()})

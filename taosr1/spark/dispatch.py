@@ -1,0 +1,268 @@
+"""Executor side of the nightly job: the functions Spark runs in its Python workers.
+
+Two `mapInArrow` stages:
+- prepare: validate rows (taosr1.validate) and build token-id prompts with the model's
+  tokenizer, so the driver can quarantine bad rows and sort good ones by prompt length;
+- grade: score the prompts with the engine through Labeler.grade_built (the one scoring
+  path, the same as `taosr1 label`) and add the grade columns.
+
+Each Python worker keeps what it loaded in the module-level `_CACHE`: with
+`spark.python.worker.reuse=true` the worker process, hence the engine, lives across
+tasks and batches. Before the first engine load the worker pins the GPU its task was
+given (`TaskContext.resources()["gpu"]`) through CUDA_VISIBLE_DEVICES, and sets torch's
+threads to the task's cores.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from taosr1.labeling import DUPLICATE_REASON, prompt_too_long
+
+# Hidden columns the runner adds and the stages exchange; none reaches an output table.
+POS, DUP = "_taosr1_pos", "_taosr1_dup"
+REASON, IDS, TRUNCATED, NTOK = "_taosr1_reason", "_taosr1_ids", "_taosr1_truncated", "_taosr1_prompt_tokens"
+HIDDEN = (POS, DUP, REASON, IDS, TRUNCATED, NTOK)
+
+# Per Python worker: the loaded Labeler and PromptBuilder (by spec key), the pinned GPU, counters.
+_CACHE: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to rebuild the driver's labeling setup (pickled into each task)."""
+
+    label_cfg: str  # LabelConfig as JSON (dataclasses.asdict)
+    beta: float  # resolved on the driver, so every worker grades with the same beta
+
+    @property
+    def key(self) -> str:
+        return f"{self.label_cfg}|{self.beta}"
+
+    def config(self):
+        from taosr1 import config as cfgmod
+        from taosr1.labeling import LabelConfig
+
+        return cfgmod.build(LabelConfig, json.loads(self.label_cfg), source="worker spec")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def task_resources() -> tuple[list[str], int]:
+    """(GPU addresses, CPU cores) Spark gave the running task; ([], 0) outside a task."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is None:
+        return [], 0
+    gpu = ctx.resources().get("gpu")
+    return (list(gpu.addresses) if gpu is not None else []), int(ctx.cpus())
+
+
+def pin_gpu(addresses: list[str]) -> str | None:
+    """Make the task's GPU the only one this worker sees, once, before CUDA starts.
+
+    A reused worker keeps the GPU it pinned first: with one GPU per executor (the GPU
+    profile) every task of the executor brings the same address.
+    """
+    if not addresses:
+        return _CACHE.get("gpu")
+    pinned = _CACHE.get("gpu")
+    if pinned is None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = addresses[0]
+        _CACHE["gpu"] = pinned = addresses[0]
+    elif pinned != addresses[0]:
+        print(f"taosr1 worker {os.getpid()}: task was given GPU {addresses[0]} but this worker pinned GPU "
+              f"{pinned} before; it keeps using GPU {pinned} (give each executor one GPU)", file=sys.stderr)
+    return pinned
+
+
+def set_threads(cpus: int) -> None:
+    if cpus > 0:
+        import torch
+
+        torch.set_num_threads(cpus)
+
+
+def labeler_for(spec: WorkerSpec, cpus: int):
+    """The worker's Labeler for `spec`, loading the engine on first use only.
+
+    A worker holds one engine: a task with another spec (another model or config in the
+    same application) replaces it rather than loading a second model next to it.
+    """
+    from taosr1.engines import make_engine
+    from taosr1.labeling import Labeler
+    from taosr1.labels import load_scheme
+
+    labelers = _CACHE.setdefault("labelers", {})
+    if spec.key not in labelers:
+        if labelers:
+            _release(labelers)
+        cfg = spec.config()
+        if cfg.engine.threads == 0 and cpus > 0:
+            cfg.engine.threads = cpus
+        if _CACHE.get("gpu") is not None and (cfg.engine.device == "auto" or cfg.engine.device.startswith("cuda")):
+            cfg.engine.device = "auto"  # the pinned GPU is cuda:0 of this worker
+        start = time.perf_counter()
+        labelers[spec.key] = Labeler(make_engine(cfg.engine), load_scheme(cfg.labels), cfg.prompt, spec.beta)
+        _CACHE["last_load_seconds"] = time.perf_counter() - start
+        _CACHE["loads"] = _CACHE.get("loads", 0) + 1
+    return labelers[spec.key]
+
+
+def _release(labelers: dict) -> None:
+    import gc
+
+    import torch
+
+    labelers.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def builder_for(spec: WorkerSpec):
+    """A PromptBuilder for `spec`: the loaded Labeler's if there is one, else tokenizer only."""
+    labeler = _CACHE.get("labelers", {}).get(spec.key)
+    if labeler is not None:
+        return labeler.builder
+    builders = _CACHE.setdefault("builders", {})
+    if spec.key not in builders:
+        builders.clear()
+        from taosr1.labels import load_scheme
+        from taosr1.models import load_tokenizer, resolve_model
+        from taosr1.prompts import PromptBuilder
+
+        cfg = spec.config()
+        builders[spec.key] = PromptBuilder(load_tokenizer(resolve_model(cfg.engine.model)), load_scheme(cfg.labels),
+                                           cfg.prompt)
+    return builders[spec.key]
+
+
+def prepare_fn(spec: WorkerSpec, stats=None):
+    """mapInArrow function: input batch (+ POS, DUP) -> same columns + REASON, IDS, TRUNCATED, NTOK.
+
+    REASON is null for rows to grade; a row gets the first reason that applies: validation,
+    then duplicate key, then prompt too long (the order of `taosr1 label`).
+    """
+    # A partial of a module-level function pickles by reference: on the worker it runs with
+    # this module's real globals (_CACHE), not with a copy made on the driver.
+    return functools.partial(_prepare, spec, stats)
+
+
+def _prepare(spec: WorkerSpec, stats, batches: Iterator[Any]) -> Iterator[Any]:
+    import pyarrow as pa
+
+    from taosr1.validate import validate_rows
+
+    cols = spec.config().columns
+    wanted = list(dict.fromkeys([*cols.keys, *cols.field_columns().values()]))
+    max_tokens = spec.config().prompt.max_prompt_tokens
+    builder = None
+    seconds = 0.0
+    for batch in batches:
+        start = time.perf_counter()
+        present = [c for c in wanted if c in batch.schema.names]
+        df = batch.select(present).to_pandas()
+        fields, reasons = validate_rows(df, cols)
+        dup = batch.column(DUP).to_pylist()
+        reasons = [r if r is not None or not d else DUPLICATE_REASON for r, d in zip(reasons, dup)]
+        ok = [i for i, r in enumerate(reasons) if r is None]
+        ids: list[list[int] | None] = [None] * len(reasons)
+        truncated: list[bool | None] = [None] * len(reasons)
+        if ok:
+            builder = builder or builder_for(spec)
+            built = builder.build(fields.iloc[ok].to_dict("records"))
+            for i, row_ids, cut in zip(ok, built.ids, built.truncated):
+                reasons[i] = prompt_too_long(len(row_ids), max_tokens)
+                ids[i], truncated[i] = row_ids, cut
+        extra = {
+            REASON: pa.array(reasons, pa.string()),
+            IDS: pa.array(ids, pa.list_(pa.field("element", pa.int32()))),
+            TRUNCATED: pa.array(truncated, pa.bool_()),
+            NTOK: pa.array([len(x) if x is not None else None for x in ids], pa.int32()),
+        }
+        yield pa.RecordBatch.from_arrays([*batch.columns, *extra.values()], names=[*batch.schema.names, *extra])
+        seconds += time.perf_counter() - start
+    if stats is not None:
+        stats.add({worker_id(): {"prepare_seconds": seconds}})
+
+
+def grade_fn(spec: WorkerSpec, out_columns: list[tuple[str, str]], stats=None):
+    """mapInArrow function: prepared rows to grade -> input columns + the grade columns.
+
+    `out_columns` = [(name, contract type)] of the grade columns, in output order; `stats`
+    is a Spark accumulator (WorkerStats) that receives each worker's counters.
+    """
+    return functools.partial(_grade, spec, out_columns, stats)
+
+
+def _grade(spec: WorkerSpec, out_columns: list[tuple[str, str]], stats, batches: Iterator[Any]) -> Iterator[Any]:
+    import pandas as pd
+    import pyarrow as pa
+
+    from taosr1.contracts import arrow_type
+    from taosr1.prompts import BuiltPrompts
+
+    gpus, cpus = task_resources()
+    gpu = pin_gpu(gpus)
+    set_threads(cpus)
+    loads_before = _CACHE.get("loads", 0)
+    labeler = labeler_for(spec, cpus)
+    loaded = _CACHE.get("loads", 0) - loads_before
+    engine_stats = labeler.engine.stats
+    mine = {"rows": 0, "score_seconds": 0.0, "tasks": 1}
+    base = (engine_stats.real_tokens, engine_stats.computed_tokens, engine_stats.forward_passes)
+    for batch in batches:
+        n = batch.num_rows
+        if n == 0:
+            continue
+        built = BuiltPrompts(ids=batch.column(IDS).to_pylist(), truncated=batch.column(TRUNCATED).to_pylist())
+        start = time.perf_counter()
+        graded, reasons = labeler.grade_built(built, pd.RangeIndex(n))
+        mine["score_seconds"] += time.perf_counter() - start
+        mine["rows"] += n
+        left = [r for r in reasons if r is not None]
+        if left:  # prepare quarantined these already; a mismatch means two different configs
+            raise RuntimeError(f"grade stage got {len(left)} row(s) prepare should have quarantined: {left[0]}")
+        keep = [c for c in batch.schema.names if c not in HIDDEN]
+        arrays = [batch.column(c) for c in keep]
+        for name, type_name in out_columns:
+            values = graded[name]
+            arrays.append(pa.array(values.to_numpy() if values.dtype != object else values.tolist(),
+                                   type=arrow_type(type_name)))
+        yield pa.RecordBatch.from_arrays(arrays, names=[*keep, *(n for n, _ in out_columns)])
+    if stats is not None:
+        stats.add({worker_id(): {
+            **mine,
+            "loads": loaded,
+            "load_seconds": _CACHE["last_load_seconds"] if loaded else 0.0,
+            "real_tokens": engine_stats.real_tokens - base[0],
+            "computed_tokens": engine_stats.computed_tokens - base[1],
+            "forward_passes": engine_stats.forward_passes - base[2],
+            "gpu": gpu or "",
+            "threads": cpus,
+        }})
+
+
+class WorkerStats:
+    """Accumulator param merging per-worker counters: {pid: {counter: number, gpu: str, threads: int}}."""
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, a, b):
+        for pid, counters in b.items():
+            into = a.setdefault(pid, {})
+            for k, v in counters.items():
+                into[k] = v if isinstance(v, str) or k == "threads" else into.get(k, 0) + v
+        return a

@@ -1,0 +1,94 @@
+"""A SparkSession from a profile in conf/spark/ (local mode, GPU cluster).
+
+Under spark-submit the submitted settings (--master, --conf) win and the profile fills
+only what they leave unset; from plain Python (tests, `taosr1 nightly`) the profile is
+the whole configuration, driver settings included. A session that already runs (a
+test's shared session) is returned as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taosr1 import config as cfgmod
+from taosr1.config import ConfigError
+from taosr1.resources import find_conf
+
+LOG_LEVELS = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF")
+
+
+@dataclass
+class SparkProfile:
+    """A Spark profile (conf/spark/<name>.yaml).
+
+    Parameters:
+        master: Spark master for runs outside spark-submit; "" leaves it to spark-submit.
+        app_name: application name.
+        log_level: Spark's log level once the session runs.
+        conf: Spark settings (`spark.*` keys).
+    """
+
+    master: str = ""
+    app_name: str = "taosr1-nightly"
+    log_level: str = "WARN"
+    conf: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = sorted(k for k in self.conf if not str(k).startswith("spark."))
+        if bad:
+            raise ConfigError(f"Spark profile conf keys must start with 'spark.', got {bad}")
+        nested = sorted(k for k, v in self.conf.items() if isinstance(v, (dict, list)))
+        if nested:
+            raise ConfigError(f"Spark profile conf values must be scalars, got a mapping or list for {nested}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
+
+
+def load_profile(name_or_path: str | Path) -> SparkProfile:
+    return cfgmod.load(SparkProfile, find_conf("spark", name_or_path))
+
+
+def _spark_str(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _package_root() -> str:
+    """The folder holding the `taosr1` the driver imported, so local workers import the same one."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def get_session(profile: SparkProfile | str = "local"):
+    """The active SparkSession, or a new one configured by `profile`."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    if not isinstance(profile, SparkProfile):
+        profile = load_profile(profile)
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit started this driver
+    if submitted:
+        SparkContext._ensure_initialized()
+        conf = SparkConf()  # carries the submitted settings
+    else:
+        conf = SparkConf(loadDefaults=False)
+    for key, value in profile.conf.items():
+        if not conf.contains(key):
+            conf.set(key, _spark_str(value))
+    if profile.master and not conf.contains("spark.master"):
+        conf.setMaster(profile.master)
+    if not conf.contains("spark.app.name"):
+        conf.setAppName(profile.app_name)
+    if conf.get("spark.master", "").startswith("local"):
+        # Workers are forked on this machine: run them on this interpreter and this taosr1.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        paths = [_package_root(), conf.get("spark.executorEnv.PYTHONPATH", ""), os.environ.get("PYTHONPATH", "")]
+        conf.set("spark.executorEnv.PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    spark.sparkContext.setLogLevel(profile.log_level.upper())
+    return spark
