@@ -226,5 +226,9 @@ def prepare_model():
         _fail(str(e))
 
 
+from taosr1.training.cli import register as _register_training  # noqa: E402  (click only; stages import lazily)
+
+_register_training(main)
+
 if __name__ == "__main__":
     main()
