@@ -225,6 +225,18 @@ def test_stage_inputs_missing_fail_with_guidance(tiny_model, tmp_path):
     assert r.exit_code == 2 and "is not a complete `cot` output" in r.output
     r = run(["train", "sft", "--set", "colour=blue"])
     assert r.exit_code == 2 and "unknown key(s) ['colour']" in r.output
+    with pytest.raises(ConfigError, match=r"sample: key\(s\) \['engine.model'\]"):
+        cfgmod.load(PipelineConfig, None, {"sample.engine.model": "x"})
+
+
+def test_cot_command_writes_data_and_reports_agreement(tiny_model, tmp_path):
+    r = run(["cot", "--output", str(tmp_path / "cot"), "--set", f"teacher.model={tiny_model}", "--set", "limit=3",
+             "--set", "attempts=1", "--set", "max_new_tokens=4"])
+    assert r.exit_code == 0, r.output
+    s = last_json(r.output)
+    assert s["pairs"] == 3 and s["teacher_responses"] == 3 and 0 <= s["pair_agreement_rate"] <= 1
+    assert len(pd.read_parquet(tmp_path / "cot" / "cot.parquet")) == 3
+    assert json.loads((tmp_path / "cot" / "taosr1_stage.json").read_text())["stage"] == "cot"
 
 
 # --- GRPO: groups whose rewards are all equal are dropped from the loss --------------------

@@ -169,7 +169,9 @@ def train_metrics(trainer: Any) -> dict[str, Any]:
     hist = trainer.state.log_history
     losses = [h["loss"] for h in hist if "loss" in h]
     summary = next((h for h in reversed(hist) if "train_runtime" in h), {})
+    a = trainer.args
     out = {"steps": trainer.state.global_step,
+           "batch_size": a.per_device_train_batch_size * a.gradient_accumulation_steps * max(a.world_size, 1),
            "first_loss": round(losses[0], 4) if losses else None,
            "last_loss": round(losses[-1], 4) if losses else None,
            "train_seconds": round(summary.get("train_runtime", 0.0), 1)}

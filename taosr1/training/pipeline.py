@@ -83,6 +83,8 @@ class PipelineConfig:
             if not isinstance(section, dict):
                 raise ConfigError(f"{name} must be a mapping of that stage's keys, got {section!r}")
             clash = sorted(set(section) & WIRED[name])
+            if name == "sample" and "model" in (section.get("engine") or {}):
+                clash.append("engine.model")
             if clash:
                 raise ConfigError(f"{name}: key(s) {clash} are set by the pipeline (from input, gold, model, "
                                   "label_config, labels, format, train_rows and the stage folders); remove them")
