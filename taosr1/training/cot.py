@@ -185,6 +185,7 @@ def build_cot(
     steps: list[list[str] | None] = [None] * len(ok)
     attempts = [0] * len(ok)
     teacher_label: list[str | None] = [None] * len(ok)
+    teacher_text: list[str | None] = [None] * len(ok)  # the last answer, kept for inspection
     outcomes: Counter[str] = Counter()
     responses = agreeing = 0
     pending = list(range(len(ok))) if engine is not None else []
@@ -200,6 +201,7 @@ def build_cot(
             parsed = parse_response(g[0], scheme, "post_cot")
             responses += 1
             teacher_label[j] = parsed.label.name if parsed.label else None
+            teacher_text[j] = g[0]
             if parsed.label is None:
                 outcomes["unparseable"] += 1
             elif parsed.label != gold[ok[j]]:
@@ -224,7 +226,7 @@ def build_cot(
         s = steps[j] if steps[j] is not None else template_steps(fields[j], g, scheme, rules[j])
         rec = {"pair_id": j, **{k: str(df.at[i, k]) for k in columns.keys},
                **{f: rows[j][f] for f in FIELDS}, "gold": g.name, "source": source, "attempts": attempts[j],
-               "teacher_label": teacher_label[j], "rules": ",".join(r.id for r in rules[j]), "steps": s,
+               "teacher_label": teacher_label[j], "teacher_response": teacher_text[j], "rules": ",".join(r.id for r in rules[j]), "steps": s,
                "response_post_cot": format_response(g, s, "post_cot"),
                "response_think_first": format_response(g, s, "think_first")}
         records.append(rec)
