@@ -248,5 +248,9 @@ from taosr1.sbs.cli import sbs  # noqa: E402
 
 main.add_command(sbs)
 
+from taosr1.training.cli import register as _register_training  # noqa: E402  (click only; stages import lazily)
+
+_register_training(main)
+
 if __name__ == "__main__":
     main()

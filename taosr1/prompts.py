@@ -120,8 +120,8 @@ class PromptBuilder:
             for r in rows
         ]
 
-    def build(self, rows: Sequence[dict[str, Any]]) -> BuiltPrompts:
-        """Rows are dicts with `query`, `title` and optional item fields (clean text or None)."""
+    def cut_fields(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, str]], list[bool]]:
+        """Each row's present fields cut to their token budgets, and whether any was cut."""
         n = len(rows)
         fields: list[dict[str, str]] = [{} for _ in range(n)]
         truncated = [False] * n
@@ -131,6 +131,15 @@ class PromptBuilder:
             for i, v, flag in zip(present, cut_vals, flags):
                 fields[i][f] = v
                 truncated[i] |= flag
+        return fields, truncated
+
+    def texts(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        """The prompt text `build` tokenizes: what trainers take as a prompt-completion `prompt`."""
+        return self.render(self.cut_fields(rows)[0])
+
+    def build(self, rows: Sequence[dict[str, Any]]) -> BuiltPrompts:
+        """Rows are dicts with `query`, `title` and optional item fields (clean text or None)."""
+        fields, truncated = self.cut_fields(rows)
         texts = self.render(fields)
         ids = self.tok(texts, add_special_tokens=False)["input_ids"] if texts else []
         return BuiltPrompts(ids=[list(x) for x in ids], truncated=truncated)

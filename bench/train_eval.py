@@ -1,0 +1,132 @@
+"""Quality of each training stage on the shared ESCI sample, split by query.
+
+Runs the pipeline (split -> cot -> sft -> sample -> dpo -> grpo, each model graded on the
+held-out queries the way `taosr1 label` grades), then the think-first SFT ablation, graded by
+generation (think-first must decode its reasoning before the answer) next to the post-CoT
+SFT model graded the same way on the same rows. Prints a table and writes
+bench/results/train_eval.json.
+
+    python bench/train_eval.py --output runs/bench                 # CPU-sized defaults below
+    python bench/train_eval.py --output runs/bench --set sft.max_steps=200 --set train_rows=0   # bigger
+
+Sizes are set for a 2-core CPU: a few hundred pairs, a few dozen steps. Re-running resumes:
+complete stages are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# CPU-sized settings (PipelineConfig keys; see conf/train/*.yaml for the full-size defaults).
+BENCH = {
+    "test_size": 0.3,       # 30% of the queries held out
+    "train_rows": 96,       # pairs with CoT data (SFT sees max_steps x batch of them)
+    "test_rows": 80,        # held-out pairs graded with `taosr1 label` scoring
+    "seed": 0,
+    "model": "",            # the embedded default model (SmolLM2-135M-Instruct)
+    "format": "post_cot",
+    "eval_threads": 2,
+    # attempts 0: gold templates only; the 135M teacher's agreement is measured by conf/train/smoke.yaml
+    # (it costs ~25 s per pair here and agreed on 0 of 32 pairs there)
+    "cot": {"attempts": 0},
+    "sft": {"max_steps": 12, "per_device_train_batch_size": 4, "learning_rate": 1.0e-4, "max_length": 384,
+            "warmup_steps": 2, "lr_scheduler_type": "cosine", "logging_steps": 2},
+    "sample": {"n": 4, "max_new_tokens": 6, "max_examples": 32, "temperature": 1.0,
+               "engine": {"threads": 2, "max_batch_size": 64}},
+    "dpo": {"max_steps": 4, "per_device_train_batch_size": 2, "max_length": 384, "learning_rate": 1.0e-5,
+            "logging_steps": 1},
+    "grpo": {"max_steps": 4, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 4,
+             "learning_rate": 2.0e-6, "logging_steps": 1},
+}
+GEN_ROWS = 24  # held-out rows graded by generation for the post-CoT vs think-first comparison
+GEN_TOKENS = 112  # a five-step template answer is ~90 tokens
+
+
+def main() -> None:
+    from taosr1 import config as cfgmod
+    from taosr1.config import merge, parse_overrides
+    from taosr1.training.common import read_stage
+    from taosr1.training.evaluate import evaluate_generation
+    from taosr1.training.pipeline import PipelineConfig, run_pipeline, run_stage, stage_config, values_hash
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--output", default="runs/bench")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--gen-rows", type=int, default=GEN_ROWS)
+    a = ap.parse_args()
+    out = Path(a.output)
+    values = merge(BENCH, parse_overrides(a.overrides))
+    cfg = cfgmod.build(PipelineConfig, values, source="bench")
+    t0 = time.perf_counter()
+    timings = {}
+    summary = run_pipeline(cfg, out, log=lambda m: print(f"[{time.perf_counter() - t0:7.0f}s] {m}", flush=True))
+    timings["pipeline"] = round(time.perf_counter() - t0, 1)
+
+    # think-first ablation: the same CoT data, the same SFT settings, the other response order
+    t1 = time.perf_counter()
+    tf_values = {**cfg.sft, "model": cfg.model, "data": str(out / "cot"), "output_dir": str(out / "sft_think_first"),
+                 "format": "think_first", "label_config": cfg.label_config, "labels": cfg.labels}
+    h = values_hash(tf_values)
+    if (read_stage(out / "sft_think_first") or {}).get("config_hash") != h:
+        run_stage("sft", stage_config("sft", tf_values, "bench"), h)
+    timings["sft_think_first"] = round(time.perf_counter() - t1, 1)
+
+    import pandas as pd
+
+    test = pd.read_parquet(out / "split" / "test.parquet").head(a.gen_rows)
+    gen = {}
+    for name, fmt in (("sft", "post_cot"), ("sft_think_first", "think_first")):
+        f = out / "eval" / f"gen_{name}.json"
+        if f.is_file() and json.loads(f.read_text()).get("rows") == len(test):
+            gen[name] = json.loads(f.read_text())["metrics"]
+            continue
+        t2 = time.perf_counter()
+        m, pred = evaluate_generation(str(out / name), test, gold_col=cfg.gold, fmt=fmt, threads=cfg.eval_threads,
+                                      max_new_tokens=GEN_TOKENS)
+        pred.to_parquet(out / "eval" / f"gen_{name}.parquet", index=False)
+        f.write_text(json.dumps({"rows": len(test), "metrics": m}, indent=2, default=str))
+        gen[name] = m
+        timings[f"gen_eval_{name}"] = round(time.perf_counter() - t2, 1)
+    timings["total"] = round(time.perf_counter() - t0, 1)
+
+    ev = summary.get("eval", {})
+    rows = [("zero-shot (score)", ev.get("zero_shot")), ("SFT post-CoT (score)", ev.get("sft")),
+            ("DPO (score)", ev.get("dpo")), ("GRPO (score)", ev.get("grpo")),
+            ("SFT post-CoT (generate)", gen.get("sft")), ("SFT think-first (generate)", gen.get("sft_think_first"))]
+    classes = ["Excellent", "Related", "Mismatch", "Irrelevant"]
+    print(f"\n{'model':28} {'n':>4} {'macroF1':>8} {'acc':>6} " + " ".join(f"{c[:6]:>7}" for c in classes) + "  unparsed")
+    for name, m in rows:
+        if m:
+            f1 = [m["per_class_f1"].get(c) for c in classes]
+            print(f"{name:28} {m['n']:4d} {m['macro_f1']:8.4f} {m['accuracy']:6.3f} "
+                  + " ".join(f"{x:7.3f}" if x is not None else f"{'-':>7}" for x in f1) + f"  {m['unparsed']:8d}")
+    st = summary["stages"]
+    report = {
+        "machine": f"{platform.machine()} {platform.processor() or ''} CPU, no GPU; {_cores()} cores shared with other jobs",
+        "settings": values, "gen_rows": len(test), "gen_max_new_tokens": GEN_TOKENS,
+        "split": summary.get("split"), "seconds": timings,
+        "stages": {k: {kk: vv for kk, vv in v.items() if kk not in ("rules_used",)} for k, v in st.items()},
+        "eval_score": ev, "eval_generate": gen,
+    }
+    res = ROOT / "bench" / "results"
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "train_eval.json").write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nseconds: {timings}\nwrote {res / 'train_eval.json'}")
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""What the training stages share: the serving prompt setup, stage markers, model load/save.
+
+Every stage renders prompts with `PromptBuilder` and the prompt section of the label config
+that serving reads (conf/label.yaml by default), so a trained model sees in `taosr1 label`
+exactly the text it was trained on. Every stage ends by writing `taosr1_stage.json` into its
+output folder; the pipeline skips a stage whose marker is there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from taosr1.config import ConfigError
+from taosr1.labels import LabelScheme, load_scheme
+from taosr1.prompts import FIELDS, FORMATS, PromptConfig
+
+STAGE_FILE = "taosr1_stage.json"
+COT_FILE = "cot.parquet"
+SAMPLES_FILE = "samples.parquet"
+DIFFICULTY_FILE = "difficulty.parquet"
+
+
+@dataclasses.dataclass
+class Serving:
+    """The label scheme and prompt config a stage trains for (those of `taosr1 label`)."""
+
+    scheme: LabelScheme
+    prompt: PromptConfig
+    label_config: Any  # taosr1.labeling.LabelConfig
+
+
+def serving_setup(label_config: str = "", labels: str = "", fmt: str = "post_cot") -> Serving:
+    """Scheme and prompt config from the label config ("" = conf/label.yaml), prompt format set to `fmt`.
+
+    `labels` ("" = the label config's) picks another scheme, as `taosr1 label --labels` does.
+    """
+    from taosr1 import config as cfgmod
+    from taosr1.labeling import LabelConfig
+    from taosr1.resources import conf_dir
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")
+    lc = cfgmod.load(LabelConfig, label_config or conf_dir() / "label.yaml",
+                     {"labels": labels or None, "prompt.format": fmt})
+    return Serving(scheme=load_scheme(lc.labels), prompt=lc.prompt, label_config=lc)
+
+
+def coerce_floats(cfg: Any) -> None:
+    """YAML 1.1 reads `3e-5` (no dot) as text: turn such values of float fields into floats."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, str) and isinstance(f.default, float):
+            try:
+                setattr(cfg, f.name, float(v))
+            except ValueError:
+                raise ConfigError(f"{f.name} must be a number, got {v!r}") from None
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")
+
+
+def field_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The prompt fields of a stage dataset (columns named as taosr1.prompts.FIELDS)."""
+    cols = [f for f in FIELDS if f in df.columns]
+    return [{k: (v if isinstance(v, str) and v else None) for k, v in r.items()} for r in df[cols].to_dict("records")]
+
+
+# --- stage markers -----------------------------------------------------------------------
+
+
+def write_stage(out: str | Path, stage: str, summary: dict[str, Any], values_hash: str = "") -> Path:
+    """Mark `out` complete: written last, atomically, so a crashed stage has no marker."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"stage": stage, "complete": True, "config_hash": values_hash,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary}
+    tmp = out / f".{STAGE_FILE}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
+    os.replace(tmp, out / STAGE_FILE)
+    return out / STAGE_FILE
+
+
+def read_stage(out: str | Path) -> dict[str, Any] | None:
+    f = Path(out) / STAGE_FILE
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def require_stage(path: str | Path, stage: str, what: str) -> Path:
+    """`path` as the complete output folder of `stage`, or an error saying which command makes it."""
+    p = Path(path)
+    if not str(path):
+        raise ConfigError(f"{what} is not set; give the output folder of `taosr1 {stage}`")
+    marker = read_stage(p)
+    if marker is None:
+        raise ConfigError(f"{what} {p} is not a complete `{stage}` output (no {STAGE_FILE}); run that stage first")
+    if marker.get("stage") != stage:
+        raise ConfigError(f"{what} {p} is the output of stage {marker.get('stage')!r}, expected {stage!r}")
+    return p
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+def load_for_training(model: str, device_dtype: str = "auto"):
+    """(model, tokenizer) for a trainer: float32 on CPU, bfloat16 on CUDA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from taosr1.models import load_tokenizer, resolve_model
+
+    path = resolve_model(model)
+    dtype = torch.bfloat16 if (device_dtype == "auto" and torch.cuda.is_available()) else torch.float32
+    m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tok = load_tokenizer(path)
+    if m.generation_config.pad_token_id is None:
+        m.generation_config.pad_token_id = tok.pad_token_id
+    return m, tok, path
+
+
+def lora_config(cfg: Any):
+    """A peft LoraConfig when `cfg.lora_r` > 0, else None (full fine-tuning)."""
+    if cfg.lora_r <= 0:
+        return None
+    from peft import LoraConfig
+
+    targets: Any = cfg.lora_target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+def save_model(model: Any, tokenizer: Any, out: str | Path) -> Path:
+    """A plain Hugging Face folder `taosr1 label --model` loads: LoRA adapters merged in."""
+    import torch
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):  # a peft model
+        model = model.merge_and_unload()
+    model = model.to(torch.float32) if not torch.cuda.is_available() else model
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def train_metrics(trainer: Any) -> dict[str, Any]:
+    """Steps, the last logged loss and the train summary from a finished TRL trainer."""
+    hist = trainer.state.log_history
+    losses = [h["loss"] for h in hist if "loss" in h]
+    summary = next((h for h in reversed(hist) if "train_runtime" in h), {})
+    a = trainer.args
+    out = {"steps": trainer.state.global_step,
+           "batch_size": a.per_device_train_batch_size * a.gradient_accumulation_steps * max(a.world_size, 1),
+           "first_loss": round(losses[0], 4) if losses else None,
+           "last_loss": round(losses[-1], 4) if losses else None,
+           "train_seconds": round(summary.get("train_runtime", 0.0), 1)}
+    for k in ("rewards/label_reward/mean", "rewards/format_reward/mean", "frac_reward_zero_std",
+              "rewards/chosen", "rewards/margins", "rewards/accuracies"):
+        vals = [h[k] for h in hist if k in h]
+        if vals:
+            out[f"first_{k}"] = round(vals[0], 4)
+            out[f"last_{k}"] = round(vals[-1], 4)
+    return out
+
+
+# --- the fields every training stage adds to its TRL config -------------------------------
+
+
+@dataclasses.dataclass
+class TrainStage:
+    """Mixed into SFTConfig / DPOConfig / GRPOConfig: the project's fields, and TRL defaults changed.
+
+    Parameters:
+        model: the model folder training starts from ("" = the embedded default model).
+        data: the output folder of `taosr1 cot` (pairs, gold labels, reference responses).
+        label_config: the LabelConfig YAML serving uses ("" = conf/label.yaml): its scheme and
+            prompt section render the training prompts, so `taosr1 label` sees the same text.
+        labels: label scheme ("" = the label config's).
+        format: `post_cot` (label first; the default) or `think_first` (the ablation).
+        max_examples: train on the first N examples (0 = all).
+        lora_r: LoRA rank; 0 = full fine-tuning. The saved model has the adapters merged in.
+        lora_alpha, lora_dropout, lora_target_modules: LoRA options (`all-linear` or comma-separated names).
+
+    Changed TRL defaults: no gradient checkpointing (small models; set it for big ones), report_to
+    none, no intermediate checkpoints, log every step; on a machine without CUDA, use_cpu and
+    fp32 (TRL's bf16 default fails there).
+    """
+
+    model: str = ""
+    data: str = ""
+    label_config: str = ""
+    labels: str = ""
+    format: str = "post_cot"
+    max_examples: int = 0
+    lora_r: int = 0
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"
+    # TrainingArguments fields with defaults changed for this project
+    gradient_checkpointing: bool = False
+    report_to: Any = "none"
+    save_strategy: Any = "no"
+    logging_steps: float = 1
+    bf16: bool | None = None
+
+    def __post_init__(self) -> None:
+        import torch
+
+        coerce_floats(self)
+        check_format(self.format)
+        if self.max_examples < 0:
+            raise ConfigError(f"max_examples must be >= 0, got {self.max_examples}")
+        if self.lora_r < 0:
+            raise ConfigError(f"lora_r must be >= 0 (0 = full fine-tuning), got {self.lora_r}")
+        if not torch.cuda.is_available():
+            self.use_cpu = True  # type: ignore[attr-defined]
+            if self.bf16 is None:
+                self.bf16 = False
+        super().__post_init__()  # type: ignore[misc]

@@ -1,0 +1,288 @@
+"""CoT data: a teacher writes the five-step reasoning for labelled pairs, rules in its prompt.
+
+For each pair the rules that apply are retrieved from the knowledge base (BM25), the
+teacher (any local model, through `engine.generate`) answers in the post-CoT format, and
+its response is kept only when its label equals the gold label and all five steps parse.
+Rejected pairs are retried up to `attempts` times (only the rejected ones, one batch per
+round); a pair the teacher never gets right falls back to a deterministic template that
+states the gold judgement, marked `source = "template"`. Every row keeps its steps, so the
+same data trains the post-CoT model and the think-first ablation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from taosr1.config import ConfigError
+from taosr1.engines.base import EngineConfig
+from taosr1.labels import Label, LabelScheme
+from taosr1.prompts import FIELDS, STEPS, PromptBuilder, format_response, parse_response, user_prompt
+from taosr1.training.rules import Rule, RuleIndex, words
+
+
+@dataclass
+class CoTConfig:
+    """`taosr1 cot`: reasoning data for labelled pairs (conf/train/cot.yaml).
+
+    Parameters:
+        input: labelled pairs (csv, parquet, jsonl or delta); "" = the bundled ESCI sample.
+        gold: the column holding the gold label (any spelling the scheme parses).
+        output_dir: folder that receives cot.parquet, quarantine.parquet and taosr1_stage.json.
+        label_config: the LabelConfig YAML whose columns and prompt sections serving uses ("" = conf/label.yaml).
+        labels: label scheme ("" = the label config's).
+        rules: rules YAML file or folder ("" = conf/rules).
+        rules_per_pair: rules retrieved into each teacher prompt.
+        attempts: teacher tries per pair (k) before the template fallback; 0 = template only.
+        temperature, max_new_tokens, seed: teacher sampling.
+        limit: use the first N valid pairs (0 = all).
+        teacher: engine section for the teacher model (model "" = the default model).
+    """
+
+    input: str = ""
+    gold: str = "esci_label"
+    output_dir: str = ""
+    label_config: str = ""
+    labels: str = ""
+    rules: str = ""
+    rules_per_pair: int = 3
+    attempts: int = 2
+    temperature: float = 0.7  # > 0 so that a retry can differ from the first try
+    max_new_tokens: int = 160
+    seed: int = 0
+    limit: int = 0
+    teacher: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        from taosr1.training.common import coerce_floats
+
+        coerce_floats(self)
+        if self.attempts < 0:
+            raise ConfigError(f"attempts must be >= 0, got {self.attempts}")
+        if self.rules_per_pair < 0:
+            raise ConfigError(f"rules_per_pair must be >= 0, got {self.rules_per_pair}")
+        if self.temperature < 0 or self.max_new_tokens < 1:
+            raise ConfigError(f"temperature must be >= 0 and max_new_tokens >= 1, got {self.temperature}, {self.max_new_tokens}")
+        if self.limit < 0:
+            raise ConfigError(f"limit must be >= 0, got {self.limit}")
+
+
+TITLE_WORDS = 12  # the template quotes the title's head: responses stay short, the prompt has the rest
+_STEP = re.compile(r"^\s*\**\s*(\d)\s*[.)]\s*\**\s*([A-Za-z]+)\s*\**\s*[:：-]\s*(.*)$")
+
+
+def parse_steps(reasoning: str) -> list[str] | None:
+    """The five step texts of `1. Query: ...` ... `5. Judgement: ...` lines, or None when any is missing."""
+    found: dict[int, str] = {}
+    for line in (reasoning or "").splitlines():
+        m = _STEP.match(line)
+        if not m:
+            continue
+        num, name, text = int(m.group(1)), m.group(2).lower(), " ".join(m.group(3).split())
+        if 1 <= num <= len(STEPS) and name.startswith(STEPS[num - 1].lower()[:5]) and text and num not in found:
+            found[num] = text[:400]
+    if len(found) != len(STEPS):
+        return None
+    return [found[i + 1] for i in range(len(STEPS))]
+
+
+def teacher_system(builder: PromptBuilder, rules: Sequence[Rule]) -> str:
+    """The serving system prompt, the retrieved rules, and the exact answer layout."""
+    lines = [builder.system]
+    if rules:
+        lines.append("Rules that apply:")
+        lines += [f"- {r.text}" for r in rules]
+    tokens = "/".join(lab.token for lab in builder.scheme.labels)
+    layout = "\n".join(f"{i + 1}. {s}: ..." for i, s in enumerate(STEPS))
+    lines.append(f"Reply exactly in this layout, the grade ({tokens}) alone on the first line:\n<grade>\n{layout}")
+    return "\n".join(lines)
+
+
+def teacher_prompts(builder: PromptBuilder, fields: Sequence[dict[str, str]], rules: Sequence[Sequence[Rule]]) -> list[list[int]]:
+    tok = builder.tok
+    texts = [
+        tok.apply_chat_template(
+            [{"role": "system", "content": teacher_system(builder, r)}, {"role": "user", "content": user_prompt(f)}],
+            chat_template=builder.template, tokenize=False, add_generation_prompt=True,
+        )
+        for f, r in zip(fields, rules)
+    ]
+    return [list(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+
+def _position_phrase(gold: Label, scheme: LabelScheme) -> str:
+    i = scheme.labels.index(gold)
+    if i == 0:
+        return "The item is the product type the query asks for."
+    if i == len(scheme.labels) - 1:
+        return "The item is not the product type the query asks for."
+    return f"The item is close to what the query asks for but not an exact fit: {gold.description or gold.name}."
+
+
+def template_steps(fields: dict[str, str], gold: Label, scheme: LabelScheme, rules: Sequence[Rule]) -> list[str]:
+    """Deterministic reasoning that states the gold judgement (the fallback when the teacher never agrees)."""
+    q, t = fields["query"], fields["title"]
+    tw = set(words(t))
+    qwords = list(dict.fromkeys(words(q)))
+    shared = [w for w in qwords if w in tw]
+    missing = [w for w in qwords if w not in tw]
+    short = " ".join(t.split()[:TITLE_WORDS]) + (" ..." if len(t.split()) > TITLE_WORDS else "")
+    item = f'The item is "{short}"' + (f" by {fields['brand']}" if fields.get("brand") else "") + "."
+    attrs = (f"The title shares {', '.join(shared)} with the query" if shared else "The title shares no word with the query")
+    attrs += f" and lacks {', '.join(missing)}." if missing else " and lacks none of its words."
+    rule = next((r for r in rules if re.search(rf"\b{re.escape(gold.name)}\b", r.text)), None)
+    judge = f"{gold.name}: {gold.description or gold.name}." + (f" Rule: {rule.text}" if rule else "")
+    return [f'The shopper searches for "{q}".', item, _position_phrase(gold, scheme), attrs, judge]
+
+
+@dataclass
+class CoTResult:
+    frame: pd.DataFrame  # one row per pair kept
+    quarantine: pd.DataFrame  # input rows that could not be used, with `reason`
+    stats: dict[str, Any]
+
+
+def build_cot(
+    df: pd.DataFrame,
+    *,
+    gold_col: str,
+    builder: PromptBuilder,
+    columns: Any,
+    index: RuleIndex,
+    engine: Any | None,
+    cfg: CoTConfig,
+    progress: Callable[[int], None] | None = None,
+) -> CoTResult:
+    """Reasoning data for the labelled pairs in `df` (see the module docstring for the rules)."""
+    from taosr1.validate import duplicate_mask, validate_rows
+
+    scheme = builder.scheme
+    if gold_col not in df.columns:
+        raise ValueError(f"input: gold label column {gold_col!r} is missing; found {list(df.columns)} (set `gold`)")
+    df = df.reset_index(drop=True)
+    fields_df, reasons = validate_rows(df, columns)
+    reasons = list(reasons)
+    dup = duplicate_mask(df, columns.keys).tolist()
+    gold: list[Label | None] = []
+    for i, v in enumerate(df[gold_col].tolist()):
+        lab = scheme.parse(v)
+        gold.append(lab)
+        if reasons[i] is None and dup[i]:
+            reasons[i] = "duplicate_key: this key appeared earlier in the input"
+        if reasons[i] is None and lab is None:
+            reasons[i] = f"bad_gold: {gold_col} value {str(v)[:40]!r} is not a label of scheme {scheme.name}"
+    ok = [i for i, r in enumerate(reasons) if r is None]
+    if cfg.limit:
+        ok = ok[: cfg.limit]
+    rows = [{f: fields_df.at[i, f] for f in FIELDS} for i in ok]
+    fields, _ = builder.cut_fields(rows)
+    rules = [index.search(" ".join(v for v in f.values() if v), cfg.rules_per_pair) if cfg.rules_per_pair else [] for f in fields]
+
+    steps: list[list[str] | None] = [None] * len(ok)
+    attempts = [0] * len(ok)
+    teacher_label: list[str | None] = [None] * len(ok)
+    teacher_text: list[str | None] = [None] * len(ok)  # the last answer, kept for inspection
+    outcomes: Counter[str] = Counter()
+    responses = agreeing = 0
+    pending = list(range(len(ok))) if engine is not None else []
+    prompts = teacher_prompts(builder, fields, rules) if pending else []
+    for attempt in range(1, cfg.attempts + 1 if engine is not None else 1):
+        if not pending:
+            break
+        gens = engine.generate([prompts[j] for j in pending], n=1, temperature=cfg.temperature,
+                               max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + attempt, progress=progress)
+        still = []
+        for j, g in zip(pending, gens):
+            attempts[j] = attempt
+            parsed = parse_response(g[0], scheme, "post_cot")
+            responses += 1
+            teacher_label[j] = parsed.label.name if parsed.label else None
+            teacher_text[j] = g[0]
+            if parsed.label is None:
+                outcomes["unparseable"] += 1
+            elif parsed.label != gold[ok[j]]:
+                outcomes["label_mismatch"] += 1
+            else:
+                agreeing += 1
+                s = parse_steps(parsed.reasoning)
+                if s is None:
+                    outcomes["missing_steps"] += 1
+                else:
+                    outcomes["accepted"] += 1
+                    steps[j] = s
+                    continue
+            still.append(j)
+        pending = still
+
+    records = []
+    for j, i in enumerate(ok):
+        g = gold[i]
+        assert g is not None
+        source = "teacher" if steps[j] is not None else "template"
+        s = steps[j] if steps[j] is not None else template_steps(fields[j], g, scheme, rules[j])
+        rec = {"pair_id": j, **{k: str(df.at[i, k]) for k in columns.keys},
+               **{f: rows[j][f] for f in FIELDS}, "gold": g.name, "source": source, "attempts": attempts[j],
+               "teacher_label": teacher_label[j], "teacher_response": teacher_text[j], "rules": ",".join(r.id for r in rules[j]), "steps": s,
+               "response_post_cot": format_response(g, s, "post_cot"),
+               "response_think_first": format_response(g, s, "think_first")}
+        records.append(rec)
+    frame = pd.DataFrame.from_records(records)
+    bad = [i for i, r in enumerate(reasons) if r is not None]
+    quarantine = df.iloc[bad].astype(str).assign(reason=[reasons[i] for i in bad]).reset_index(drop=True)
+    n = len(frame)
+    teacher_rows = int((frame["source"] == "teacher").sum()) if n else 0
+    stats = {
+        "pairs": n,
+        "quarantined": len(quarantine),
+        "teacher_rows": teacher_rows,
+        "template_rows": n - teacher_rows,
+        "pair_agreement_rate": round(teacher_rows / n, 4) if n else 0.0,  # pairs whose reasoning is the teacher's
+        "response_label_agreement": round(agreeing / responses, 4) if responses else 0.0,  # teacher label == gold, per response
+        "teacher_responses": responses,
+        "outcomes": dict(outcomes),
+        "gold_counts": frame["gold"].value_counts().to_dict() if n else {},
+        "rules_used": Counter(r for x in frame["rules"] for r in x.split(",") if r).most_common(5) if n else [],
+    }
+    return CoTResult(frame, quarantine, stats)
+
+
+def run_cot(cfg: CoTConfig, values_hash: str = "") -> dict[str, Any]:
+    """`taosr1 cot`: read the pairs, build the data, write cot.parquet and the stage marker."""
+    from pathlib import Path
+
+    from taosr1.engines import make_engine
+    from taosr1.io import read_table
+    from taosr1.resources import sample_path
+    from taosr1.training.common import COT_FILE, serving_setup, write_stage
+    from taosr1.training.rules import load_rules
+    from taosr1.validate import check_columns
+
+    if not cfg.output_dir:
+        raise ConfigError("output_dir is not set; give --output DIR or output_dir in the config")
+    serving = serving_setup(cfg.label_config, cfg.labels, "post_cot")
+    src = cfg.input or str(sample_path())
+    df = read_table(src)
+    check_columns(df, serving.label_config.columns, source=src)
+    index = RuleIndex(load_rules(cfg.rules))
+    engine = make_engine(cfg.teacher) if cfg.attempts > 0 else None
+    tok = engine.tokenizer if engine is not None else _tokenizer(cfg.teacher.model)
+    builder = PromptBuilder(tok, serving.scheme, serving.prompt)
+    result = build_cot(df, gold_col=cfg.gold, builder=builder, columns=serving.label_config.columns,
+                       index=index, engine=engine, cfg=cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result.frame.to_parquet(out / COT_FILE, index=False)
+    result.quarantine.to_parquet(out / "quarantine.parquet", index=False)
+    summary = {"input": src, "labels": serving.scheme.name, "teacher": getattr(engine, "model_path", None), **result.stats}
+    write_stage(out, "cot", summary, values_hash)
+    return summary
+
+
+def _tokenizer(model: str):
+    from taosr1.models import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model(model))

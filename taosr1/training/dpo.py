@@ -1,0 +1,126 @@
+"""`taosr1 train dpo`: preference pairs from the pass@N samples, trained with TRL's DPOTrainer.
+
+Pairs, per prompt (TaoSR1 stage 2):
+- some samples right, some wrong: chosen = a right sample, rejected = a wrong one (`right_vs_wrong`);
+- no sample right: chosen = the reference response from the CoT data (the teacher's, or the
+  gold template), rejected = a sample (`reference_vs_sample`);
+- every sample right: no pair (`all_right`, nothing to prefer).
+A wrong sample is any sample whose label is not the gold label, an unparseable one included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from trl import DPOConfig
+
+from taosr1.config import ConfigError
+from taosr1.training.common import TrainStage
+
+PAIR_KINDS = ("right_vs_wrong", "reference_vs_sample")
+
+
+def build_pairs(samples: pd.DataFrame, reference: pd.DataFrame, *, pairs_per_prompt: int = 1, seed: int = 0
+                ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Preference pairs (pair_id, kind, chosen, rejected) and how many prompts fell in each case.
+
+    `samples`: pair_id, sample, response, correct. `reference`: pair_id, response (the CoT
+    response in the same format). Up to `pairs_per_prompt` pairs per prompt, drawn with `seed`.
+    """
+    if pairs_per_prompt < 1:
+        raise ValueError(f"pairs_per_prompt must be >= 1, got {pairs_per_prompt}")
+    rng = np.random.default_rng(seed)
+    ref = dict(zip(reference["pair_id"].astype(int), reference["response"]))
+    counts = {"right_vs_wrong": 0, "reference_vs_sample": 0, "all_right": 0, "no_reference": 0,
+              "pairs": 0, "prompts": 0}
+    recs = []
+    for pid, g in samples.sort_values(["pair_id", "sample"]).groupby("pair_id", sort=True):
+        counts["prompts"] += 1
+        right = g.loc[g["correct"], "response"].tolist()
+        wrong = g.loc[~g["correct"], "response"].tolist()
+        if not wrong:
+            counts["all_right"] += 1
+            continue
+        rng.shuffle(wrong)
+        if right:
+            rng.shuffle(right)
+            kind, chosen = "right_vs_wrong", right
+        elif int(pid) in ref:
+            kind, chosen = "reference_vs_sample", [ref[int(pid)]]
+        else:
+            counts["no_reference"] += 1
+            continue
+        counts[kind] += 1
+        for k in range(min(pairs_per_prompt, len(wrong))):
+            recs.append({"pair_id": int(pid), "kind": kind, "chosen": chosen[k % len(chosen)], "rejected": wrong[k]})
+    pairs = pd.DataFrame.from_records(recs, columns=["pair_id", "kind", "chosen", "rejected"])
+    counts["pairs"] = len(pairs)
+    return pairs, counts
+
+
+@dataclass
+class DPOStageConfig(TrainStage, DPOConfig):
+    """DPOConfig plus the project's fields (see TrainStage); conf/train/dpo.yaml.
+
+    Parameters:
+        model: the policy to improve (the SFT model); it is also the frozen reference.
+        samples: the output folder of `taosr1 sample` (pass@N samples of that model).
+        pairs_per_prompt: preference pairs per prompt at most.
+    """
+
+    samples: str = ""
+    pairs_per_prompt: int = 1
+    max_length: int | None = 768
+    learning_rate: float = 5e-6
+
+    def __post_init__(self) -> None:
+        if self.pairs_per_prompt < 1:
+            raise ConfigError(f"pairs_per_prompt must be >= 1, got {self.pairs_per_prompt}")
+        super().__post_init__()
+
+
+def read_samples(path: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    from taosr1.training.common import DIFFICULTY_FILE, SAMPLES_FILE, read_stage, require_stage
+
+    p = require_stage(path, "sample", "samples")
+    return pd.read_parquet(p / SAMPLES_FILE), pd.read_parquet(p / DIFFICULTY_FILE), read_stage(p) or {}
+
+
+def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
+    """Build the pairs, train DPO, save the (merged) model and the stage marker."""
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from taosr1.prompts import PromptBuilder
+    from taosr1.training.common import field_rows, load_for_training, lora_config, save_model, serving_setup, train_metrics, write_stage
+    from taosr1.training.sft import read_cot
+
+    serving = serving_setup(cfg.label_config, cfg.labels, cfg.format)
+    cot = read_cot(cfg.data)
+    samples, _, sample_info = read_samples(cfg.samples)
+    if sample_info.get("format", cfg.format) != cfg.format:
+        raise ConfigError(f"samples {cfg.samples} are in format {sample_info.get('format')!r}, this stage trains {cfg.format!r}")
+    reference = cot[["pair_id", f"response_{cfg.format}"]].rename(columns={f"response_{cfg.format}": "response"})
+    pairs, counts = build_pairs(samples, reference, pairs_per_prompt=cfg.pairs_per_prompt, seed=cfg.seed)
+    if cfg.max_examples:
+        pairs = pairs.head(cfg.max_examples)
+    if pairs.empty:
+        raise ConfigError(f"no preference pairs from {cfg.samples}: {counts} (every prompt was always solved?)")
+    model, tok, start = load_for_training(cfg.model)
+    builder = PromptBuilder(tok, serving.scheme, serving.prompt)
+    prompts = dict(zip(cot["pair_id"].astype(int), builder.texts(field_rows(cot))))
+    data = pd.DataFrame({"prompt": [prompts[int(p)] for p in pairs["pair_id"]],
+                         "chosen": pairs["chosen"].tolist(), "rejected": pairs["rejected"].tolist()})
+    trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_pandas(data), processing_class=tok,
+                         peft_config=lora_config(cfg))
+    trainer.train()
+    save_model(trainer.model, tok, cfg.output_dir)
+    trained = pairs.head(len(data))
+    summary = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name, "pair_counts": counts,
+               "pairs_trained": len(data), "pairs_trained_by_kind": trained["kind"].value_counts().to_dict(),
+               "lora_r": cfg.lora_r, **train_metrics(trainer)}
+    write_stage(cfg.output_dir, "dpo", summary, values_hash)
+    return summary

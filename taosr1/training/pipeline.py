@@ -1,0 +1,262 @@
+"""`taosr1 pipeline`: the training stages in order from one config, resumable stage by stage.
+
+split (by query) -> cot -> sft -> sample -> dpo -> grpo -> eval. Each stage writes into
+OUTPUT/<stage>; the pipeline wires each stage's inputs to the earlier stages' folders.
+A stage whose folder holds a complete marker written with the same settings is skipped;
+a stage that runs again makes every later stage run again. The summary
+(OUTPUT/pipeline_summary.json) holds each stage's data counts and metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from taosr1.config import ConfigError
+
+STAGES = ("cot", "sft", "sample", "dpo", "grpo")
+# Keys the pipeline sets in each stage section (a section may not set them itself).
+WIRED = {
+    "cot": {"input", "gold", "output_dir", "label_config", "labels", "limit"},
+    "sft": {"model", "data", "output_dir", "label_config", "labels", "format"},
+    "sample": {"data", "output_dir", "label_config", "labels", "format"},
+    "dpo": {"model", "data", "samples", "output_dir", "label_config", "labels", "format"},
+    "grpo": {"model", "data", "samples", "output_dir", "label_config", "labels", "format"},
+}
+
+
+@dataclass
+class PipelineConfig:
+    """One config for every stage (conf/train/smoke.yaml).
+
+    Parameters:
+        input: labelled pairs ("" = the bundled ESCI sample); gold: their gold label column.
+        test_size: fraction of queries held out for evaluation (split by query); 0 = no split, no eval.
+        train_rows, test_rows: use at most this many training / test pairs (0 = all).
+        seed: split seed.
+        model: the model SFT starts from ("" = the embedded default model); also the zero-shot baseline.
+        label_config, labels, format: the serving setup every stage trains for (see TrainStage).
+        stages: the stages to run, in pipeline order.
+        evaluate: grade the test split with the start model and each trained model.
+        eval_threads: torch CPU threads for evaluation (0 = torch's default).
+        eval_max_new_tokens: response budget when a think-first model is graded by generation.
+        cot, sft, sample, dpo, grpo: each stage's own settings (keys of CoTConfig, SFTStageConfig,
+            SampleConfig, DPOStageConfig, GRPOStageConfig), less the ones the pipeline wires (WIRED).
+    """
+
+    input: str = ""
+    gold: str = "esci_label"
+    test_size: float = 0.3
+    train_rows: int = 0
+    test_rows: int = 0
+    seed: int = 0
+    model: str = ""
+    label_config: str = ""
+    labels: str = ""
+    format: str = "post_cot"
+    stages: list = field(default_factory=lambda: list(STAGES))
+    evaluate: bool = True
+    eval_threads: int = 0
+    eval_max_new_tokens: int = 160
+    cot: dict = field(default_factory=dict)
+    sft: dict = field(default_factory=dict)
+    sample: dict = field(default_factory=dict)
+    dpo: dict = field(default_factory=dict)
+    grpo: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from taosr1.training.common import check_format
+
+        check_format(self.format)
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad:
+            raise ConfigError(f"stages: unknown stage(s) {bad}; the stages are {list(STAGES)}")
+        if list(self.stages) != [s for s in STAGES if s in self.stages]:
+            raise ConfigError(f"stages must be in pipeline order {list(STAGES)}, got {list(self.stages)}")
+        if not 0 <= self.test_size < 1:
+            raise ConfigError(f"test_size must be in [0, 1), got {self.test_size}")
+        for name in STAGES:
+            section = getattr(self, name)
+            if not isinstance(section, dict):
+                raise ConfigError(f"{name} must be a mapping of that stage's keys, got {section!r}")
+            clash = sorted(set(section) & WIRED[name])
+            if name == "sample" and "model" in (section.get("engine") or {}):
+                clash.append("engine.model")
+            if clash:
+                raise ConfigError(f"{name}: key(s) {clash} are set by the pipeline (from input, gold, model, "
+                                  "label_config, labels, format, train_rows and the stage folders); remove them")
+
+
+def values_hash(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _stage_values(cfg: PipelineConfig, name: str, out: Path, train_input: str) -> dict[str, Any]:
+    """A stage's config values: its section plus the wiring to the earlier stages' folders."""
+    from taosr1.training.common import read_stage
+
+    d = dict(getattr(cfg, name))
+    common = {"label_config": cfg.label_config, "labels": cfg.labels}
+    if name == "cot":
+        d.update(common, input=train_input, gold=cfg.gold, limit=cfg.train_rows)
+        d.setdefault("teacher", {})
+    elif name == "sft":
+        d.update(common, format=cfg.format, model=cfg.model, data=str(out / "cot"))
+    elif name == "sample":
+        d.update(common, format=cfg.format, data=str(out / "cot"))
+        d["engine"] = {**d.get("engine", {}), "model": str(out / "sft")}
+    elif name == "dpo":
+        d.update(common, format=cfg.format, model=str(out / "sft"), data=str(out / "cot"), samples=str(out / "sample"))
+    elif name == "grpo":
+        after_dpo = "dpo" in cfg.stages or read_stage(out / "dpo") is not None
+        has_samples = "sample" in cfg.stages or read_stage(out / "sample") is not None
+        d.update(common, format=cfg.format, model=str(out / ("dpo" if after_dpo else "sft")), data=str(out / "cot"),
+                 samples=str(out / "sample") if has_samples else "")
+    d["output_dir"] = str(out / name)
+    return d
+
+
+def stage_config(name: str, values: dict[str, Any], source: str = "pipeline"):
+    """Build stage `name`'s config dataclass from values (unknown keys rejected)."""
+    from taosr1 import config as cfgmod
+
+    if name == "cot":
+        from taosr1.training.cot import CoTConfig as cls
+    elif name == "sample":
+        from taosr1.training.sampling import SampleConfig as cls  # type: ignore[no-redef]
+    elif name == "sft":
+        from taosr1.training.sft import SFTStageConfig as cls  # type: ignore[no-redef]
+    elif name == "dpo":
+        from taosr1.training.dpo import DPOStageConfig as cls  # type: ignore[no-redef]
+    elif name == "grpo":
+        from taosr1.training.grpo import GRPOStageConfig as cls  # type: ignore[no-redef]
+    else:
+        raise ConfigError(f"unknown stage {name!r}")
+    return cfgmod.build(cls, values, source=f"{source}: {name}")
+
+
+def run_stage(name: str, cfg: Any, h: str = "") -> dict[str, Any]:
+    if name == "cot":
+        from taosr1.training.cot import run_cot as fn
+    elif name == "sample":
+        from taosr1.training.sampling import run_sampling as fn  # type: ignore[no-redef]
+    elif name == "sft":
+        from taosr1.training.sft import run_sft as fn  # type: ignore[no-redef]
+    elif name == "dpo":
+        from taosr1.training.dpo import run_dpo as fn  # type: ignore[no-redef]
+    else:
+        from taosr1.training.grpo import run_grpo as fn  # type: ignore[no-redef]
+    return fn(cfg, h)
+
+
+def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[str, str | None, dict[str, Any]]:
+    """The training input, and the test file (None without a split)."""
+    from taosr1.io import read_table
+    from taosr1.resources import sample_path
+    from taosr1.training.common import read_stage, write_stage
+    from taosr1.training.split import split_by_query
+
+    src = cfg.input or str(sample_path())
+    if not cfg.test_size:
+        return src, None, {"input": src}
+    d = out / "split"
+    h = values_hash({"input": src, "test_size": cfg.test_size, "seed": cfg.seed, "test_rows": cfg.test_rows,
+                     "label_config": cfg.label_config})
+    marker = read_stage(d)
+    if marker is None or marker.get("config_hash") != h:
+        from taosr1.training.common import serving_setup
+
+        qcol = serving_setup(cfg.label_config, cfg.labels).label_config.columns.query
+        train, test = split_by_query(read_table(src), qcol, cfg.test_size, cfg.seed)
+        # shuffled, so that train_rows / test_rows caps take many queries, not the first few
+        train = train.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+        test = test.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+        if cfg.test_rows:
+            test = test.head(cfg.test_rows)
+        d.mkdir(parents=True, exist_ok=True)
+        train.to_parquet(d / "train.parquet", index=False)
+        test.to_parquet(d / "test.parquet", index=False)
+        shared = set(train[qcol].str.lower().str.strip()) & set(test[qcol].str.lower().str.strip())
+        marker = write_stage(d, "split", {"input": src, "train_rows": len(train), "test_rows": len(test),
+                                          "train_queries": int(train[qcol].nunique()), "test_queries": int(test[qcol].nunique()),
+                                          "queries_in_both": len(shared)}, h)
+        marker = read_stage(d)
+        log(f"split: {marker['train_rows']} train / {marker['test_rows']} test rows, no query in both")
+    return str(d / "train.parquet"), str(d / "test.parquet"), marker or {}
+
+
+def evaluate_models(cfg: PipelineConfig, out: Path, test_file: str, models: dict[str, str],
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """Grade the test split with each model, caching each result in OUTPUT/eval/<name>.json."""
+    import pandas as pd
+
+    from taosr1.training.evaluate import evaluate_generation, evaluate_scoring
+
+    test = pd.read_parquet(test_file)
+    ev = out / "eval"
+    ev.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, model in models.items():
+        f = ev / f"{name}.json"
+        # the start model is graded zero-shot with the post-CoT prompt; trained models in their format
+        fmt = cfg.format if name != "zero_shot" else "post_cot"
+        key = values_hash({"model": model, "marker": _marker_time(model), "rows": len(test), "fmt": fmt,
+                           "max_new_tokens": cfg.eval_max_new_tokens})
+        if f.is_file() and json.loads(f.read_text()).get("key") == key:
+            results[name] = json.loads(f.read_text())["metrics"]
+            continue
+        if fmt == "post_cot":
+            m, pred = evaluate_scoring(model, test, gold_col=cfg.gold, label_config=cfg.label_config,
+                                       labels=cfg.labels, threads=cfg.eval_threads)
+        else:
+            m, pred = evaluate_generation(model, test, gold_col=cfg.gold, fmt=fmt, label_config=cfg.label_config,
+                                          labels=cfg.labels, threads=cfg.eval_threads,
+                                          max_new_tokens=cfg.eval_max_new_tokens)
+        pred.to_parquet(ev / f"{name}.parquet", index=False)
+        f.write_text(json.dumps({"key": key, "model": model, "metrics": m}, indent=2, default=str))
+        log(f"eval {name}: macro-F1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f} on {m['n']} rows")
+        results[name] = m
+    return results
+
+
+def _marker_time(model: str) -> str:
+    from taosr1.training.common import read_stage
+
+    return (read_stage(model) or {}).get("finished", "")
+
+
+def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], None] = print,
+                 source: str = "pipeline") -> dict[str, Any]:
+    """Run the configured stages into `output`, skipping the ones already complete; return the summary."""
+    from taosr1.models import resolve_model
+    from taosr1.training.common import read_stage
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    train_input, test_file, split_info = _split(cfg, out, log)
+    # Build every stage config first: a bad key fails before hours of training.
+    plan = []
+    for name in cfg.stages:
+        values = _stage_values(cfg, name, out, train_input)
+        plan.append((name, stage_config(name, values, source), values_hash(values)))
+    summary: dict[str, Any] = {"output": str(out), "split": split_info, "stages": {}}
+    rerun = False
+    for name, scfg, h in plan:
+        marker = read_stage(out / name)
+        if not rerun and marker is not None and marker.get("config_hash") == h and marker.get("stage") == name:
+            log(f"{name}: complete in {out / name}, skipped")
+            summary["stages"][name] = {**marker, "skipped": True}
+            continue
+        why = "settings changed" if marker is not None else "no complete output"
+        log(f"{name}: running ({why if not rerun else 'an earlier stage ran again'}) -> {out / name}")
+        summary["stages"][name] = run_stage(name, scfg, h)
+        rerun = True
+    if cfg.evaluate and test_file:
+        models = {"zero_shot": resolve_model(cfg.model)}
+        models.update({s: str(out / s) for s in ("sft", "dpo", "grpo") if read_stage(out / s) is not None})
+        summary["eval"] = evaluate_models(cfg, out, test_file, models, log)
+    (out / "pipeline_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary

@@ -1,0 +1,25 @@
+"""Train/test split by query: no query in both parts, so evaluation never sees a trained query."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def split_by_query(df: pd.DataFrame, query_col: str = "query", test_size: float = 0.3, seed: int = 0
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) with every query's rows on one side (sklearn GroupShuffleSplit).
+
+    `test_size` is the fraction of queries (not rows) held out.
+    """
+    from sklearn.model_selection import GroupShuffleSplit
+
+    if query_col not in df.columns:
+        raise ValueError(f"split: query column {query_col!r} is missing; found {list(df.columns)}")
+    if not 0 < test_size < 1:
+        raise ValueError(f"split: test_size must be in (0, 1), got {test_size}")
+    groups = df[query_col].astype(str).str.strip().str.lower()
+    if groups.nunique() < 2:
+        raise ValueError(f"split: needs at least two distinct queries in {query_col!r}, found {groups.nunique()}")
+    gss = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+    train_idx, test_idx = next(gss.split(df, groups=groups))
+    return df.iloc[sorted(train_idx)].reset_index(drop=True), df.iloc[sorted(test_idx)].reset_index(drop=True)
