@@ -106,9 +106,6 @@ class VLLMEngine:
         # In-process on a CPU, vLLM's calls run in this thread, so a scoped switch suffices.
         self._no_compile = self.on_cpu and in_process and "TORCH_COMPILE_DISABLE" not in os.environ
         self.llm = None
-        previous = VLLMEngine._live() if in_process and VLLMEngine._live is not None else None
-        if previous is not None:
-            previous.close()
         try:
             import torch
             from vllm import LLM
@@ -130,6 +127,9 @@ class VLLMEngine:
         self.tokenizer = load_tokenizer(model_path)
         eos = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
         self._stop = sorted(t for t in eos if isinstance(t, int) and t >= 0)
+        previous = VLLMEngine._live() if in_process and VLLMEngine._live is not None else None
+        if previous is not None:
+            previous.close()
         set_threads = torch.set_num_threads
         try:
             with self._calls():
@@ -145,9 +145,8 @@ class VLLMEngine:
                 )
         except Exception as e:
             raise RuntimeError(
-                f"vLLM could not load the model in {model_path}: {type(e).__name__}: {e}. "
-                "Check that the folder holds a complete Hugging Face causal LM that vLLM supports "
-                "(on CPUs: head size 32, 64, 80, 96, 112, 128, 160, 192, 224, 256 or 512)."
+                f"vLLM could not start on the model in {model_path}: {type(e).__name__}: {e} "
+                "(the folder must hold a complete Hugging Face causal LM of an architecture vLLM supports)"
             ) from e
         finally:
             # vLLM's CPU worker, in-process, replaces torch.set_num_threads for the whole
