@@ -73,6 +73,22 @@ def default_model_dir() -> Path:
     return cache_dir() / "models" / DEFAULT_MODEL_NAME
 
 
+def _drop_gguf_quantization(folder: Path) -> None:
+    """Remove the `quantization_config` (gguf) that the converted model inherits from its GGUF
+    source: its weights are plain dequantised tensors, and vLLM refuses a model that claims
+    an unknown quantization method. Rewritten atomically: other workers may be reading it."""
+    cfg_file = folder / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    if (cfg.get("quantization_config") or {}).get("quant_method") != "gguf":
+        return
+    del cfg["quantization_config"]
+    fd, tmp = tempfile.mkstemp(prefix=".config-", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, cfg_file)
+
+
 def ensure_default_model() -> Path:
     """The default model as a safetensors folder, converted on first use.
 
@@ -82,6 +98,7 @@ def ensure_default_model() -> Path:
     """
     target = default_model_dir()
     if (target / "config.json").is_file():
+        _drop_gguf_quantization(target)  # a folder converted before that fix
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -102,6 +119,7 @@ def ensure_default_model() -> Path:
         fresh.generation_config.pad_token_id = tok.pad_token_id
         fresh.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        _drop_gguf_quantization(tmp)
         try:
             tmp.rename(target)
         except OSError:  # another worker finished first
