@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def main() -> None:
         return
 
     results, probs = [], {}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in args.dtypes.split(","):
             for name in args.engines.split(","):
@@ -130,10 +132,13 @@ def main() -> None:
               f"{'' if s is None else f'{s:.1%}':>8}")
     for dtype, x in ratios.items():
         print(f"transformers / vLLM items/s at {dtype}: {x} (target >= 0.8)")
+    print(f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
     summary = {
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, CPU, no GPU",
         "model": args.model or "default (SmolLM2-135M-Instruct)",
         "rows": args.rows or "all", "warmup_prompts": WARMUP,
+        # Other processes share the cores: the run's figures are only comparable at similar load.
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "transformers_over_vllm_items_per_s": ratios, "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

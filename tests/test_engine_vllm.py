@@ -44,8 +44,15 @@ def prompts(tiny_engine, sample_df):
 
 
 def test_tiny_model_scores_match_transformers_and_generate_reproducibly(tiny_model, tiny_engine, prompts):
+    import torch
+
+    set_threads = torch.set_num_threads
     with make_engine(EngineConfig(engine="vllm", model=tiny_model, dtype="float32")) as engine:
         assert engine.name == "vllm" and engine.on_cpu
+        # CPU settings: the user's value kept, the others set; torch keeps its thread control.
+        assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"
+        assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        assert torch.set_num_threads is set_threads
         for scheme in ("taosr1", "esci"):
             ids = load_scheme(scheme).token_ids(engine.tokenizer)
             got = engine.score(prompts, ids)
