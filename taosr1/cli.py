@@ -135,7 +135,8 @@ def label(input_path, output_path, quarantine_path, in_fmt, out_fmt, limit, conf
 @click.option("--model", default=None, help="Model folder to record the beta in (default: the embedded default model).")
 @click.option("--write/--no-write", default=True, help="Record the chosen beta beside the model.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl", "delta"]))
-def calibrate(predictions, gold_col, labels, model, write, fmt):
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Also write the calibration report (CumPT curve, reliability diagram) here.")
+def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir):
     """Pick CumPT beta on labelled predictions (maximising macro-F1) and print the curve.
 
     The chosen beta is written beside the model, where `taosr1 label` and the nightly
@@ -171,9 +172,16 @@ def calibrate(predictions, gold_col, labels, model, write, fmt):
     for b, f1, acc in curve:
         click.echo(f"{b:6.2f} {f1:9.4f} {acc:9.4f}{'  <- chosen' if b == beta else ''}")
     best = next(r for r in curve if r[0] == beta)
+    path = None
     if write:
         path = write_calibration(resolve_model(model), scheme.name, beta, macro_f1=best[1], n=len(df))
         click.echo(f"beta {beta} written to {path}")
+    if out_dir:
+        from taosr1.evaluation.evaluate import write_calibration_report
+
+        paths = write_calibration_report(out_dir, probs, gold_idx, scheme, predictions=predictions,
+                                         written_to=str(path) if path else None)
+        click.echo(f"calibration report: {paths['html']}")
     click.echo(json.dumps({"beta": beta, "macro_f1": best[1], "accuracy": best[2], "n": len(df)}))
 
 
@@ -227,8 +235,12 @@ def prepare_model():
 
 
 from taosr1.cli_nightly import nightly  # noqa: E402
+from taosr1.evaluation.cli import compare_cmd, drift_cmd, eval_cmd  # noqa: E402
 
 main.add_command(nightly)
+main.add_command(eval_cmd)
+main.add_command(compare_cmd)
+main.add_command(drift_cmd)
 
 if __name__ == "__main__":
     main()

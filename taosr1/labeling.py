@@ -187,7 +187,7 @@ def label_frame(df: pd.DataFrame, labeler: Labeler, cols: ColumnConfig, progress
     # Chunks cut in (character) length order keep each chunk's length-sorted batches tight.
     approx_len = fields.loc[ok_index].fillna("").apply(lambda r: sum(len(v) for v in r), axis=1)
     ok_index = approx_len.sort_values(ascending=False, kind="stable").index if len(ok_index) else ok_index
-    stats0 = (labeler.engine.stats.real_tokens, labeler.engine.stats.computed_tokens)
+    stats0 = (labeler.engine.stats.padding_tokens, labeler.engine.stats.computed_tokens)
     parts = []
     for s in range(0, len(ok_index), chunk_rows):
         idx = ok_index[s : s + chunk_rows]
@@ -204,12 +204,12 @@ def label_frame(df: pd.DataFrame, labeler: Labeler, cols: ColumnConfig, progress
         for c in labeler.output_columns:
             out[c] = pd.Series(dtype=object)
     quarantine = quarantine_frame(df, ~graded_mask, reasons)
-    real = labeler.engine.stats.real_tokens - stats0[0]
+    padding = labeler.engine.stats.padding_tokens - stats0[0]
     computed = labeler.engine.stats.computed_tokens - stats0[1]
     return LabelResult(
         graded=out.reset_index(drop=True),
         quarantine=quarantine,
         rows_in=len(df),
         seconds=time.perf_counter() - start,
-        padding_efficiency=real / computed if computed else 1.0,
+        padding_efficiency=1.0 - padding / computed if computed else 1.0,
     )

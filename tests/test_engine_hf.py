@@ -26,9 +26,11 @@ def reference(engine, prompts, label_ids):
     return np.stack(out)
 
 
-@pytest.mark.parametrize("max_batch_size,max_batch_tokens", [(1, 100_000), (4, 100_000), (64, 100_000), (64, 2_000)])
-def test_probabilities_match_reference_whatever_the_batching(tiny_model, prompts, max_batch_size, max_batch_tokens):
-    engine = make_engine(EngineConfig(model=tiny_model, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens))
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+@pytest.mark.parametrize("max_batch_size,max_batch_tokens", [(1, 100_000), (4, 100_000), (64, 100_000), (64, 400)])
+def test_probabilities_match_reference_whatever_the_batching(tiny_model, prompts, max_batch_size, max_batch_tokens, reuse_prefix):
+    engine = make_engine(EngineConfig(model=tiny_model, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
+                                      reuse_prefix=reuse_prefix))
     ids = load_scheme("taosr1").token_ids(engine.tokenizer)
     got = engine.score(prompts, ids)
     ref = reference(engine, prompts, ids)
@@ -55,12 +57,26 @@ def test_length_batches_respect_budget_and_cover_every_index():
     assert batches[0] == [6]  # longer than the budget: alone, and first
 
 
-def test_padding_efficiency_is_counted(tiny_model, prompts):
-    engine = make_engine(EngineConfig(model=tiny_model, max_batch_size=64))
-    engine.score(prompts, load_scheme("taosr1").token_ids(engine.tokenizer))
-    s = engine.stats
+def test_token_counters_and_shared_prefix_reuse(tiny_model, prompts):
+    ids = load_scheme("taosr1").token_ids(make_engine(EngineConfig(model=tiny_model)).tokenizer)
+    plain = make_engine(EngineConfig(model=tiny_model, max_batch_size=64, reuse_prefix=False))
+    plain.score(prompts, ids)
+    s = plain.stats
     assert s.real_tokens == sum(len(p) for p in prompts)
-    assert 0 < s.padding_efficiency <= 1
+    assert s.computed_tokens == s.real_tokens + s.padding_tokens
+    assert 0 < s.padding_efficiency < 1  # one short prompt among long ones pads the batch
+    reused = make_engine(EngineConfig(model=tiny_model, max_batch_size=64))
+    reused.score(prompts, ids)
+    r = reused.stats
+    assert r.real_tokens == s.real_tokens
+    assert r.computed_tokens < s.computed_tokens / 2  # the system prompt ran once, not 24 times
+
+
+def test_prompts_without_a_shared_prefix_still_score(tiny_engine):
+    ids = load_scheme("taosr1").token_ids(tiny_engine.tokenizer)
+    prompts = [[5, 6, 7, 8], [9, 10, 11], [5, 6, 7, 8, 9]]
+    got = tiny_engine.score(prompts, ids)
+    np.testing.assert_allclose(got, reference(tiny_engine, prompts, ids), atol=1e-5)
 
 
 def test_generate_gives_n_samples_reproducibly(tiny_engine, prompts):

@@ -27,6 +27,8 @@ class EngineConfig:
         max_batch_size: rows per forward pass, whatever their length.
         max_model_len, gpu_memory_utilization, enable_prefix_caching, tensor_parallel_size:
             vLLM engine options.
+        reuse_prefix: transformers engine: run the prefix shared by all prompts of a call once
+            and reuse its KV cache (the counterpart of vLLM's prefix caching).
     """
 
     engine: str = "transformers"
@@ -40,6 +42,7 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.85
     enable_prefix_caching: bool = True
     tensor_parallel_size: int = 1
+    reuse_prefix: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,16 +60,19 @@ class EngineConfig:
 
 @dataclass
 class EngineStats:
-    """Counters for the padding-efficiency figure: real tokens / tokens computed."""
+    """Token counters. real: prompt tokens scored; computed: positions run through the model
+    (a reused shared prefix counts once); padding: computed positions that were padding."""
 
     real_tokens: int = 0
     computed_tokens: int = 0
+    padding_tokens: int = 0
     forward_passes: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
     def padding_efficiency(self) -> float:
-        return self.real_tokens / self.computed_tokens if self.computed_tokens else 1.0
+        """Share of computed positions that were real tokens, not padding."""
+        return 1.0 - self.padding_tokens / self.computed_tokens if self.computed_tokens else 1.0
 
 
 Progress = Callable[[int], None]

@@ -2,8 +2,10 @@
 
 Scoring runs the decoder body only, gathers the hidden state at each prompt's last
 position and multiplies it by the label tokens' rows of the output embedding: no
-logits for the whole vocabulary, no logits at other positions. Prompts are right-padded
-in length-sorted batches, so a row's result does not depend on its batch.
+logits for the whole vocabulary, no logits at other positions. The prefix every prompt
+shares (system prompt) runs once per call and its KV cache is reused by every batch.
+Prompts are right-padded in length-sorted batches, so a row's result does not depend
+on its batch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ def pick_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
+
+
+MIN_SHARED_PREFIX = 16  # below this, a separate prefix pass is not worth its overhead
 
 
 class TransformersEngine:
@@ -74,34 +79,67 @@ class TransformersEngine:
         b = self.head.bias.index_select(0, idx).float() if getattr(self.head, "bias", None) is not None else None
         return w, b
 
+    def _shared_prefix(self, prompts: Sequence[Sequence[int]]):
+        """KV cache of the tokens every prompt starts with (system prompt, template), or None.
+
+        Post-CoT prompts share a long system prompt; computing it once per call instead of
+        once per row is most of the work saved on short pairs. Each prompt keeps at least one
+        token of its own, whose hidden state gives its answer.
+        """
+        import torch
+
+        first = prompts[0]
+        n = min(len(p) for p in prompts) - 1
+        for p in prompts[1:]:
+            k = 0
+            while k < n and p[k] == first[k]:
+                k += 1
+            n = k
+            if n < MIN_SHARED_PREFIX:
+                return 0, None
+        with torch.inference_mode():
+            out = self.body(input_ids=torch.tensor([list(first[:n])], device=self.device), use_cache=True)
+        self.stats.computed_tokens += n
+        return n, out.past_key_values
+
     def score(self, prompts: Sequence[Sequence[int]], label_ids: Sequence[int], progress: Progress | None = None) -> np.ndarray:
+        import copy
+
         import torch
 
         out = np.zeros((len(prompts), len(label_ids)), dtype=np.float64)
         if not len(prompts):
             return out
-        lengths = [len(p) for p in prompts]
-        if min(lengths) == 0:
+        if min(len(p) for p in prompts) == 0:
             raise ValueError("an empty prompt cannot be scored")
         w, b = self._label_head(label_ids)
+        shared, cache = self._shared_prefix(prompts) if self.cfg.reuse_prefix and len(prompts) > 1 else (0, None)
+        lengths = [len(p) - shared for p in prompts]  # the tokens each row still needs to run
         for batch in length_batches(lengths, self.cfg.max_batch_tokens, self.cfg.max_batch_size):
             width = max(lengths[i] for i in batch)
             ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                ids[r, : lengths[i]] = torch.tensor(prompts[i])
-                mask[r, : lengths[i]] = 1
+            mask = torch.zeros((len(batch), shared + width), dtype=torch.long)
+            mask[:, :shared] = 1
+            for r, i in enumerate(batch):  # right padding: a row never attends to its padding
+                ids[r, : lengths[i]] = torch.tensor(prompts[i][shared:])
+                mask[r, shared : shared + lengths[i]] = 1
             ids, mask = ids.to(self.device), mask.to(self.device)
             last = torch.tensor([lengths[i] - 1 for i in batch], device=self.device)
+            past = None
+            if cache is not None:
+                past = copy.deepcopy(cache)
+                past.batch_repeat_interleave(len(batch))
             with torch.inference_mode():
-                hidden = self.body(input_ids=ids, attention_mask=mask).last_hidden_state
+                hidden = self.body(input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=past is not None).last_hidden_state
                 h = hidden[torch.arange(len(batch), device=self.device), last].float()
                 logits = h @ w.T
                 if b is not None:
                     logits = logits + b
             out[batch] = softmax_rows(logits.cpu().numpy())
-            self.stats.real_tokens += sum(lengths[i] for i in batch)
+            real = sum(lengths[i] for i in batch)
+            self.stats.real_tokens += real + shared * len(batch)
             self.stats.computed_tokens += width * len(batch)
+            self.stats.padding_tokens += width * len(batch) - real
             self.stats.forward_passes += 1
             if progress:
                 progress(len(batch))

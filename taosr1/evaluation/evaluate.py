@@ -1,0 +1,158 @@
+"""One evaluation of graded predictions against gold labels, as metrics, figures and tables
+ready for `write_report` (used by `taosr1 eval` and `taosr1 calibrate --out`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from taosr1.evaluation import plots
+from taosr1.evaluation.calibration import calibration_report, cumpt_curve
+from taosr1.evaluation.config import EvalConfig
+from taosr1.evaluation.data import Labelled
+from taosr1.evaluation.metrics import bootstrap_intervals, by_segment, evaluate
+from taosr1.labels import LabelScheme
+
+
+def _single(frame: pd.DataFrame, column: str) -> Any:
+    """The one value of a column that is constant across the predictions (model, beta), else None."""
+    if column not in frame.columns:
+        return None
+    values = frame[column].dropna().unique()
+    if len(values) != 1:
+        return None
+    return values[0].item() if isinstance(values[0], np.generic) else values[0]
+
+
+def _beta(frame: pd.DataFrame) -> float | None:
+    """The beta the predictions were graded with (a CSV round trip leaves it as text)."""
+    value = _single(frame, "beta")
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+def per_class_table(m: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame([{"label": k, **v} for k, v in m["per_class"].items()])
+
+
+def tier_table(m: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame([{"tier": k, **v} for k, v in m["tiers"]["per_tier"].items()])
+
+
+CAPTIONS = {
+    "confusion": "Rows: gold label; columns: predicted label. Each cell: count and share of its row (the row's recall "
+                 "on the diagonal).",
+    "tier_confusion": "The same with labels folded into tiers: confusing two labels of one tier costs nothing here.",
+    "reliability": "Left: rows binned by their highest P(label); a bar below the diagonal means the model is "
+                   "overconfident there. Right: each label's P against how often gold is that label.",
+    "cumpt_curve": "CumPT picks the first grade (best first) where the running sum of P reaches beta. Higher beta: "
+                   "fewer, more precise Good calls. The solid line marks the beta of best macro-F1 on these rows.",
+    "per_class": "precision / recall are empty where undefined (a label never predicted / never gold).",
+}
+
+
+def with_interval(value: float, ci: dict[str, float | None] | None) -> str:
+    if not ci or ci.get("low") is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]"
+
+
+def calibration_section(probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme, cfg: EvalConfig,
+                        used_beta: float | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
+    """Calibration metrics, the CumPT curve with the best beta; their figures and tables."""
+    from taosr1.cumpt import best_beta
+
+    cal, top_bins, class_bins = calibration_report(probs, gold, scheme, cfg.calibration_bins)
+    curve = cumpt_curve(probs, gold, scheme)
+    chosen = best_beta(list(curve[["beta", "macro_f1", "accuracy"]].itertuples(index=False, name=None)))
+    best = curve.loc[(curve["beta"] - chosen).abs().idxmin()]
+    cumpt = {"best_beta": chosen, "macro_f1_at_best_beta": float(best["macro_f1"]),
+             "accuracy_at_best_beta": float(best["accuracy"]), "beta_of_predictions": used_beta,
+             "curve": curve.to_dict("records")}
+    figures = {"reliability": plots.reliability_figure(top_bins, class_bins, cal["ece"]),
+               "cumpt_curve": plots.cumpt_figure(curve, chosen, used_beta)}
+    tables = {"reliability_bins": top_bins, "cumpt_curve": curve}
+    return {**cal, "cumpt": cumpt}, figures, tables
+
+
+def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str, ...] = (), *,
+                predictions: str = "", gold: str = "") -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame], dict[str, Any], list[str]]:
+    """Metrics, figures, tables, headline and notes of one evaluation."""
+    missing = [c for c in segments if c not in lab.frame.columns]
+    if missing:
+        raise ValueError(f"{predictions}: segment column(s) {missing} not found (columns: {list(lab.frame.columns)})")
+    scheme = lab.scheme
+    m = evaluate(lab.gold, lab.pred, scheme)
+    ci = bootstrap_intervals(lab.gold, lab.pred, scheme, n_boot=cfg.bootstrap, level=cfg.ci_level,
+                             seed=cfg.seed) if cfg.bootstrap else {}
+    scalars = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ordinal_mae": m["ordinal_mae"],
+               "tier_accuracy": m["tiers"]["accuracy"], "tier_macro_f1": m["tiers"]["macro_f1"]}
+    metrics: dict[str, Any] = {
+        "n": m["n"], **scalars, "weighted_f1": m["weighted_f1"],
+        "label_scheme": scheme.name, "model": _single(lab.frame, "model"), "beta": _beta(lab.frame),
+        "predictions": predictions, "gold": gold,
+        "excluded_unparsed_gold": lab.excluded_unparsed, "gold_without_prediction": lab.gold_without_prediction,
+        "ci": ci, "bootstrap": {"resamples": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed},
+        "per_class": m["per_class"], "macro_over": m["macro_over"], "confusion": m["confusion"], "tiers": m["tiers"],
+        "distribution": {"gold": {n: int((lab.gold == i).sum()) for i, n in enumerate(scheme.names)},
+                         "predicted": {n: int((lab.pred == i).sum()) for i, n in enumerate(scheme.names)}},
+    }
+    figures: dict[str, Any] = {
+        "confusion": plots.confusion_figure(m["confusion"]["matrix"], scheme.names,
+                                            f"Confusion ({scheme.name}, n={m['n']})"),
+        "tier_confusion": plots.confusion_figure(m["tiers"]["confusion"]["matrix"], scheme.tiers, "Tier confusion",
+                                                 ylabel="gold tier", xlabel="predicted tier"),
+    }
+    tables: dict[str, pd.DataFrame] = {"per_class": per_class_table(m), "tiers": tier_table(m)}
+    summary: dict[str, Any] = {"pairs evaluated": m["n"], "label scheme": scheme.name,
+                               "model": metrics["model"], "beta": metrics["beta"]}
+    summary.update({name: with_interval(v, ci.get(name)) for name, v in scalars.items()})
+    notes = [f"Predictions: {predictions}; gold labels: {gold}.",
+             f"Intervals: {cfg.ci_level:.0%} percentile bootstrap, {cfg.bootstrap} resamples, seed {cfg.seed}.",
+             f"Macro averages run over the labels present in gold or predictions: {m['macro_over']}."]
+    if lab.excluded_unparsed:
+        notes.append(f"{lab.excluded_unparsed} row(s) left out because their gold value is not a label (--drop-unparsed).")
+    if lab.gold_without_prediction:
+        notes.append(f"{lab.gold_without_prediction} gold row(s) have no prediction (quarantined or not graded).")
+    if lab.probs is not None:
+        cal, f, t = calibration_section(lab.probs, lab.gold, scheme, cfg, metrics["beta"])
+        metrics["ece"] = cal["ece"]
+        metrics["calibration"] = cal
+        summary["ECE (top-label)"] = round(cal["ece"], 4)
+        summary["best CumPT beta (in-sample)"] = cal["cumpt"]["best_beta"]
+        figures.update(f)
+        tables.update(t)
+    else:
+        notes.append(f"No calibration: the predictions lack the columns {scheme.prob_columns}.")
+    metrics["segments"] = {}
+    for col in segments:
+        seg = by_segment(lab.gold, lab.pred, lab.frame[col], scheme, n_boot=cfg.bootstrap, level=cfg.ci_level,
+                         seed=cfg.seed)
+        metrics["segments"][col] = seg.to_dict("records")
+        figures[f"by_{col}"] = plots.segment_figure(seg, col)
+        tables[f"by_{col}"] = seg
+    return metrics, figures, tables, summary, notes
+
+
+def write_calibration_report(out_dir, probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme, *,
+                             predictions: str = "", cfg: EvalConfig | None = None, written_to: str | None = None):
+    """The report of `taosr1 calibrate --out`: CumPT curve with the chosen beta, reliability diagram, ECE."""
+    from taosr1.evaluation.report import write_report
+
+    cfg = cfg or EvalConfig()
+    cal, figures, tables = calibration_section(probs, gold, scheme, cfg, None)
+    c = cal.pop("cumpt")
+    metrics = {"n": int(len(gold)), "label_scheme": scheme.name, "beta": c["best_beta"],
+               "macro_f1": c["macro_f1_at_best_beta"], "accuracy": c["accuracy_at_best_beta"], **cal,
+               "predictions": predictions, "written_to": written_to, "curve": c["curve"]}
+    summary = {"pairs": len(gold), "chosen beta": c["best_beta"], "macro-F1 at beta": c["macro_f1_at_best_beta"],
+               "accuracy at beta": c["accuracy_at_best_beta"], "ECE (top-label)": cal["ece"],
+               "Brier score": cal["brier"], "beta recorded in": written_to or "(not written: --no-write)"}
+    notes = [f"Predictions: {predictions}. beta maximises macro-F1 over the curve (ties: nearest 0.5); "
+             "in-sample, so expect a little less on new data."]
+    return write_report(out_dir, f"CumPT calibration ({scheme.name})", metrics, figures, tables, summary=summary,
+                        notes=notes, captions=CAPTIONS)
