@@ -24,8 +24,10 @@ from taosr1.config import ConfigError, parse_overrides
 @click.option("--spark-profile", help="conf/spark profile: local, gpu, or a YAML path.")
 @click.option("--partitions", type=int, help="Grading partitions (0: the cluster's parallelism).")
 @click.option("--input-format", type=click.Choice(["auto", "csv", "parquet", "json", "delta", "table"]))
+@click.option("--resume", "resume_id", metavar="RUN_ID", help="Resume a run that died before its commit: its staged "
+              "partitions are reused, the rest graded (same input, date and config).")
 def nightly(input_path, output, run_date, quarantine, runs, config, overrides, model, engine, labels, beta,
-            spark_profile, partitions, input_format):
+            spark_profile, partitions, input_format, resume_id):
     """Grade a query-product table on Spark into the RUN_DATE partition of Delta tables.
 
     Every input row ends in OUTPUT or in the quarantine table with a reason; each table's
@@ -56,7 +58,8 @@ def nightly(input_path, output, run_date, quarantine, runs, config, overrides, m
     ours = SparkSession.getActiveSession() is None
     spark = get_session(cfg.spark_profile)
     try:
-        record = run(spark, cfg, input=input_path, output=output, run_date=run_date, quarantine=quarantine, runs=runs)
+        record = run(spark, cfg, input=input_path, output=output, run_date=run_date, quarantine=quarantine, runs=runs,
+                     run_id=resume_id, resume=bool(resume_id))
     except (ContractError, TableSchemaError, ConfigError, FileNotFoundError, ValueError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -157,14 +157,68 @@ def replace_partition(table: str | Path, staged: list[Path], arrow_schema, parti
         rows += n
     props = CommitProperties(custom_metadata={"taosr1.run_id": run_id, **(metadata or {})})
     delta_schema = Schema.from_arrow(arrow_schema)
-    if DeltaTable.is_deltatable(str(root)):
-        DeltaTable(str(root)).create_write_transaction(
-            actions, mode="overwrite", schema=delta_schema, partition_by=[partition_col],
-            partition_filters=[(partition_col, "=", value)], commit_properties=props)
-    else:
-        create_table_with_add_actions(str(root), delta_schema, actions, mode="error", partition_by=[partition_col],
-                                      commit_properties=props)
-    return Commit(version=DeltaTable(str(root)).version(), files=len(actions), rows=rows)
+
+    def commit() -> None:
+        if DeltaTable.is_deltatable(str(root)):
+            DeltaTable(str(root)).create_write_transaction(
+                actions, mode="overwrite", schema=delta_schema, partition_by=[partition_col],
+                partition_filters=[(partition_col, "=", value)], commit_properties=props)
+        else:
+            create_table_with_add_actions(str(root), delta_schema, actions, mode="error",
+                                          partition_by=[partition_col], commit_properties=props)
+
+    with_conflict_retry(commit, f"{root} {partition_col}={value}")
+    # this run's commit, not a version another writer committed since (history is newest first)
+    return Commit(version=commit_version(root, run_id), files=len(actions), rows=rows)
+
+
+def commit_version(table: str | Path, run_id: str) -> int:
+    """The version of the newest commit made by `run_id` (read from the log's commitInfo).
+
+    The table's current version may already be another writer's; delta-rs's history()
+    numbers entries from the version it loaded, which races with concurrent writers.
+    """
+    log = local_path(str(table)) / "_delta_log"
+    for f in sorted(log.glob("[0-9]*.json"), reverse=True):
+        for line in f.read_text().splitlines():
+            info = json.loads(line).get("commitInfo")
+            if info is not None and info.get("taosr1.run_id") == run_id:
+                return int(f.stem)
+    raise RuntimeError(f"{table}: no commit of run {run_id} in the log")
+
+
+COMMIT_RETRIES = 20
+
+
+def is_conflict(err: BaseException) -> bool:
+    """A commit lost a race with another writer (retry on the new table state)."""
+    from deltalake.exceptions import CommitFailedError
+
+    if isinstance(err, CommitFailedError):
+        return True
+    text = str(err).lower()
+    return any(s in text for s in ("already exists", "conflict", "concurrent", "version mismatch"))
+
+
+def with_conflict_retry(commit, what: str, retries: int = COMMIT_RETRIES) -> None:
+    """Run `commit` (re-reading the table each time), retrying when another writer won the race.
+
+    Two runs for different dates commit to one table at once: delta-rs rejects the loser's
+    commit (or its table creation); retried on the new version it succeeds, and since each
+    run only replaces its own partition, neither loses the other's rows.
+    """
+    import random
+    import time
+
+    from deltalake.exceptions import DeltaError
+
+    for attempt in range(retries + 1):
+        try:
+            return commit()
+        except (DeltaError, OSError) as e:
+            if attempt == retries or not is_conflict(e):
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
 
 
 def append_rows(table: str | Path, arrow_table) -> int:
@@ -172,7 +226,7 @@ def append_rows(table: str | Path, arrow_table) -> int:
     from deltalake import DeltaTable, write_deltalake
 
     root = str(local_path(str(table)))
-    write_deltalake(root, arrow_table, mode="append")
+    with_conflict_retry(lambda: write_deltalake(root, arrow_table, mode="append"), f"{root} append")
     return DeltaTable(root).version()
 
 

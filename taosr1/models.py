@@ -37,6 +37,23 @@ def default_gguf() -> Path:
     return path
 
 
+def _check_safetensors(f: Path) -> None:
+    """A truncated weights file fails here, on the driver, not in every executor after the input is read."""
+    import struct
+
+    size = f.stat().st_size
+    try:
+        with f.open("rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n)) if 0 < n <= size - 8 else None
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, AttributeError):
+        header, end = None, 0
+    if header is None or 8 + n + end > size:
+        raise ConfigError(f"model weights {f} are truncated or not safetensors ({size} bytes); copy the model "
+                          "folder again")
+
+
 def check_model_dir(path: str | Path) -> Path:
     """Fail before any work when `path` is not a usable model folder, saying what to do."""
     p = Path(path)
@@ -55,6 +72,8 @@ def check_model_dir(path: str | Path) -> Path:
         raise ConfigError(f"model folder {p} holds a {arch[0]}; taosr1 needs a causal language model (*ForCausalLM)")
     if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
         raise ConfigError(f"model folder {p} has no weights (*.safetensors or *.bin)")
+    for w in sorted(p.glob("*.safetensors")):
+        _check_safetensors(w)
     if not (p / "tokenizer.json").is_file() and not (p / "tokenizer_config.json").is_file():
         raise ConfigError(f"model folder {p} has no tokenizer (tokenizer.json); save the tokenizer beside the model")
     return p

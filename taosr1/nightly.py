@@ -28,6 +28,24 @@ PARTITION = "run_date"
 
 
 @dataclass
+class FaultConfig:
+    """Fault injection for drills and tests (docs/reliability.md); all off by default.
+
+    Parameters:
+        fail_batch: k > 0 raises in the k-th Arrow batch of every grading task's first
+            attempt; Spark retries the task (needs task retries: `local[N,F]` or a cluster).
+        fail_partition: p >= 0 makes grading partition p fail on every attempt once the other
+            partitions are staged: the run dies with most work done (resume it).
+        die_before_commit: the driver process exits (code 137, as if killed) after staging,
+            before the first commit.
+    """
+
+    fail_batch: int = 0
+    fail_partition: int = -1
+    die_before_commit: bool = False
+
+
+@dataclass
 class NightlyConfig:
     """The nightly job's settings (conf/nightly.yaml).
 
@@ -42,6 +60,7 @@ class NightlyConfig:
             csv, parquet, json, delta or table.
         keep_staging: keep the staged Parquet files after the commit (debugging).
         label: the labeling settings, as in conf/label.yaml (LabelConfig).
+        fault: fault injection switches (FaultConfig), off by default.
     """
 
     spark_profile: str = "local"
@@ -50,6 +69,7 @@ class NightlyConfig:
     input_format: str = "auto"
     keep_staging: bool = False
     label: LabelConfig = field(default_factory=LabelConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
         if self.partitions < 0:
@@ -144,9 +164,11 @@ def _read_delta_files(spark, source: str):
 # ---------------------------------------------------------------- run
 
 def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, quarantine: str | None = None,
-        runs: str | None = None, run_id: str | None = None, log=None) -> dict[str, Any]:
+        runs: str | None = None, run_id: str | None = None, resume: bool = False, log=None) -> dict[str, Any]:
     """Grade `input` into the `run_date` partition of `output` (and `quarantine`), record the run.
 
+    `resume=True` with the `run_id` of a run that died before its commit reuses the grading
+    partitions that run staged (same input, date and config required) and grades the rest.
     Returns the run record (also appended to the `runs` table).
     """
     from pyspark.sql import Window
@@ -173,6 +195,10 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     if writer == "delta-rs":
         for t in (output, quarantine, runs):
             delta.local_path(t)  # fails now on a location delta-rs cannot write here
+    elif resume:
+        raise ConfigError("resume needs the delta-rs writer (staged partitions); rerun the date instead")
+    if resume and not run_id:
+        raise ConfigError("resume needs the run id of the run to resume (printed when it started)")
     scheme = load_scheme(lc.labels)
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
@@ -211,9 +237,9 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     # 4. grade each partition longest prompts first, so every engine batch is of like lengths
     graded_schema = StructType([*[f for f in prepared_schema.fields if f.name in input_names],
                                 *[StructField(c.name, _spark_type(c.type)) for c in grade_cols]])
-    graded = (prepared.filter(F.col(D.REASON).isNull())
-              .sortWithinPartitions(F.desc(D.NTOK), *keys)
-              .mapInArrow(D.grade_fn(spec, [(c.name, c.type) for c in grade_cols], stats), graded_schema)
+    to_grade = (prepared.filter(F.col(D.REASON).isNull())
+                .sortWithinPartitions(F.desc(D.NTOK), *keys))
+    graded = (to_grade.mapInArrow(D.grade_fn(spec, [(c.name, c.type) for c in grade_cols], stats), graded_schema)
               .withColumn("run_id", F.lit(run_id)))
     quarantined = prepared.filter(F.col(D.REASON).isNotNull()).select(
         *[F.col(f"`{c}`").cast("string").alias(c) for c in input_names], F.col(D.REASON).alias("reason"),
@@ -233,7 +259,10 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         log(f"run {run_id}: {rows_in} input rows read, validated and tokenized in {time.perf_counter() - t0:.1f} s; "
             f"grading on {partitions} partition(s), {writer} writer")
         if writer == "delta-rs":
-            counts = _write_delta_rs(graded, quarantined, output, quarantine, run_id, date, rows_in,
+            stage = _Stage(to_grade, spec, [(c.name, c.type) for c in grade_cols], stats, partitions, cfg.fault,
+                           resume, {"run_date": date.isoformat(), "input": input, "partitions": partitions,
+                                    "rows_in": rows_in, "config_hash": resume_hash(cfg)})
+            counts = _write_delta_rs(stage, quarantined, output, quarantine, run_id, date, rows_in,
                                      grades_schema, quarantine_schema, cfg.keep_staging, log)
         else:
             counts = _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in)
@@ -277,6 +306,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         "writer": writer,
         "grades_version": counts["grades_version"],
         "quarantine_version": counts["quarantine_version"],
+        "resumed_rows": counts.get("resumed_rows", 0),  # staged by the run resumed, not graded again
     }
     _append_run(spark, runs, record, writer)
     return record
@@ -302,18 +332,79 @@ def _check_counts(rows_in: int, graded: int, quarantined: int, where: str) -> No
                            f"nothing was committed ({where})")
 
 
-def _write_delta_rs(graded, quarantined, output, quarantine, run_id, date, rows_in, grades_schema,
+def resume_hash(cfg: NightlyConfig) -> str:
+    """The config hash a resumed run must match: fault switches and keep_staging left out."""
+    return config_hash(dataclasses.replace(cfg, fault=FaultConfig(), keep_staging=False))
+
+
+@dataclass
+class _Stage:
+    """What durable per-partition staging of the grades needs (see dispatch.stage_fn)."""
+
+    to_grade: Any  # the rows to grade, partitioned and sorted
+    spec: Any
+    out_columns: list
+    stats: Any
+    partitions: int
+    fault: FaultConfig
+    resume: bool
+    manifest: dict[str, Any]
+
+
+def _stage_grades(stage: _Stage, folder: Path, run_id: str, arrow_schema, log) -> int:
+    """Grade into `folder`, one Parquet file per partition; returns the rows reused from a resumed run."""
+    import shutil
+
+    import pyarrow as pa
+    from pyspark.sql.types import BooleanType, IntegerType, LongType, StructField, StructType
+
+    from taosr1.spark import dispatch as D
+
+    manifest_file = folder / "_run.json"
+    done: dict[int, int] = {}
+    if stage.resume:
+        if not manifest_file.is_file():
+            raise ConfigError(f"nothing to resume: run {run_id} staged nothing under {folder}; start a fresh run")
+        staged = json.loads(manifest_file.read_text())
+        differ = sorted(k for k, v in stage.manifest.items() if staged.get(k) != v)
+        if differ:
+            raise ConfigError(f"cannot resume run {run_id}: its {differ} differ from this run's "
+                              f"({ {k: staged.get(k) for k in differ} } vs { {k: stage.manifest[k] for k in differ} }); "
+                              "start a fresh run (without --resume)")
+        done = D.staged_partitions(folder)
+        log(f"run {run_id}: resuming, {len(done)} of {stage.partitions} partition(s) staged "
+            f"({sum(done.values())} rows not graded again)")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        D._write_json(manifest_file, stage.manifest)
+    # the file schema: the grades table's columns without the partition column
+    file_schema = pa.schema([f for f in arrow_schema if f.name != PARTITION])
+    result = StructType([StructField("partition", IntegerType()), StructField("rows", LongType()),
+                         StructField("skipped", BooleanType())])
+    fn = D.stage_fn(stage.spec, stage.out_columns, file_schema, str(folder), done, run_id, stage.stats,
+                    stage.fault.fail_batch, stage.fault.fail_partition, stage.partitions)
+    stage.to_grade.mapInArrow(fn, result).collect()
+    return sum(done.values())
+
+
+def _write_delta_rs(stage, quarantined, output, quarantine, run_id, date, rows_in, grades_schema,
                     quarantine_schema, keep_staging, log) -> dict[str, int]:
-    """Executors write Parquet into each table's staging folder; the driver commits each table once."""
+    """Executors stage Parquet files in each table's staging folder; the driver commits each table once."""
+    import os
+
     from taosr1 import delta
 
     g_stage, q_stage = delta.staging_dir(output, run_id), delta.staging_dir(quarantine, run_id)
-    graded.write.mode("overwrite").parquet(str(g_stage))
+    resumed = _stage_grades(stage, g_stage, run_id, grades_schema, log)
     quarantined.write.mode("overwrite").parquet(str(q_stage))
     log(f"run {run_id}: graded and staged under {g_stage.parent}")
     g_files, q_files = delta.staged_files(g_stage), delta.staged_files(q_stage)
     n_graded, n_quarantined = delta.count_rows(g_files), delta.count_rows(q_files)
     _check_counts(rows_in, n_graded, n_quarantined, f"staged files kept in {g_stage} and {q_stage}")
+    if stage.fault.die_before_commit:
+        log(f"run {run_id}: fault injection: the driver dies before the commit")
+        os._exit(137)
     value = date.isoformat()
     # Quarantine first: once the grades commit is visible, the run's quarantine is too.
     q = delta.replace_partition(quarantine, q_files, quarantine_schema, PARTITION, value, run_id=run_id)
@@ -321,7 +412,8 @@ def _write_delta_rs(graded, quarantined, output, quarantine, run_id, date, rows_
     if not keep_staging:
         delta.remove_staging(output, run_id)
         delta.remove_staging(quarantine, run_id)
-    return {"graded": g.rows, "quarantined": q.rows, "grades_version": g.version, "quarantine_version": q.version}
+    return {"graded": g.rows, "quarantined": q.rows, "grades_version": g.version, "quarantine_version": q.version,
+            "resumed_rows": resumed}
 
 
 def _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in) -> dict[str, int]:

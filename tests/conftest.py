@@ -37,7 +37,7 @@ def spark():
     from taosr1.spark.session import get_session, load_profile
 
     profile = load_profile("local")
-    profile.master = "local[2]"
+    profile.master = "local[2,2]"  # 2 cores; a failed task is retried once (fault-injection tests)
     session = get_session(profile)
     yield session
     session.stop()
