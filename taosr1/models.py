@@ -37,6 +37,10 @@ def default_gguf() -> Path:
     return path
 
 
+class WeightsError(ConfigError, RuntimeError):
+    """Unreadable weights: a config error (fails before work), also the RuntimeError a failed load raises."""
+
+
 def _check_safetensors(f: Path) -> None:
     """A truncated weights file fails here, on the driver, not in every executor after the input is read."""
     import struct
@@ -50,8 +54,8 @@ def _check_safetensors(f: Path) -> None:
     except (struct.error, json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, AttributeError):
         header, end = None, 0
     if header is None or 8 + n + end > size:
-        raise ConfigError(f"model weights {f} are truncated or not safetensors ({size} bytes); copy the model "
-                          "folder again")
+        raise WeightsError(f"could not load the model in {f.parent}: weights {f.name} are truncated or not "
+                           f"safetensors ({size} bytes); copy the model folder again")
 
 
 def check_model_dir(path: str | Path) -> Path:
