@@ -23,6 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="", help="model folder (default: the embedded default model)")
     ap.add_argument("--rows", type=int, default=128, help="rows for the post-CoT vs think-first comparison")
+    ap.add_argument("--sample-rows", type=int, default=0, help="rows for the whole-sample post-CoT runs (0: all)")
     ap.add_argument("--think-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32")
@@ -35,6 +36,8 @@ def main() -> None:
     from taosr1.resources import sample_path
 
     df = pd.read_csv(sample_path(), dtype=str, keep_default_na=False)
+    if args.sample_rows:
+        df = df.head(args.sample_rows)
     rows = [{"query": q, "title": t} for q, t in zip(df["query"], df["product_title"])]
     scheme = load_scheme("taosr1")
     results = []
@@ -58,9 +61,9 @@ def main() -> None:
     post = PromptBuilder(tok, scheme, PromptConfig(format="post_cot")).build(rows).ids
     think = PromptBuilder(tok, scheme, PromptConfig(format="think_first")).build(rows[: args.rows]).ids
 
-    run_scoring(f"post-CoT, all {len(post)} rows", engine, post, label_ids)
+    run_scoring(f"post-CoT, {len(post)} rows", engine, post, label_ids)
     engine.cfg.reuse_prefix = False
-    run_scoring(f"post-CoT, all rows, no prefix reuse", engine, post, label_ids)
+    run_scoring(f"post-CoT, {len(post)} rows, no prefix reuse", engine, post, label_ids)
     engine.cfg.reuse_prefix = True
     run_scoring(f"post-CoT, first {args.rows} rows", engine, post[: args.rows], label_ids)
 

@@ -153,3 +153,14 @@ def test_cli_label_with_the_vllm_engine(tmp_path, tiny_model, sample_df):
     assert (a["grade"] == b["grade"]).all()
     probs = [c for c in a.columns if c.startswith("p_")]
     np.testing.assert_allclose(b[probs].to_numpy(), a[probs].to_numpy(), atol=1e-4)
+
+
+def test_starts_in_a_process_that_imported_flask(tiny_model, tiny_engine, prompts):
+    """vLLM 0.31's CPU start-up scans every module's globals with hasattr; Flask's unbound
+    `request`/`g` proxies raise RuntimeError there. The engine hides them while it starts."""
+    import flask  # noqa: F401  (as the SBS rating page, or a test session that collected it)
+    from flask import g, request  # noqa: F401
+
+    ids = load_scheme("taosr1").token_ids(tiny_engine.tokenizer)
+    engine = make_engine(EngineConfig(engine="vllm", model=tiny_model, dtype="float32"))
+    assert_parity(engine.score(prompts, ids), tiny_engine.score(prompts, ids))

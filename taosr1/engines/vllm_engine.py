@@ -79,6 +79,33 @@ def _prompt_seed(seed: int, prompt: Sequence[int]) -> int:
     return (seed * 1_000_003 + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes())) % (2**31 - 1)
 
 
+@contextlib.contextmanager
+def _without_unbound_proxies():
+    """Hide modules holding Werkzeug context proxies (Flask's `request`, `g`, ...) while vLLM starts.
+
+    vLLM 0.31's CPU start-up rebinds Triton kernels by scanning every global of every loaded
+    module with `hasattr`, and an unbound proxy raises RuntimeError ("Working outside of
+    application context") instead of AttributeError. So a process that imported Flask (the
+    SBS rating page, or a test session that collected its tests) could not start vLLM.
+    """
+    import sys
+
+    local = sys.modules.get("werkzeug.local")
+    proxy = getattr(local, "LocalProxy", None)
+    hidden = {}
+    if proxy is not None:
+        for name, module in list(sys.modules.items()):
+            try:
+                if any(isinstance(v, proxy) for v in vars(module).values()):
+                    hidden[name] = sys.modules.pop(name)
+            except Exception:  # a module without a __dict__, or one that refuses inspection
+                continue
+    try:
+        yield
+    finally:
+        sys.modules.update(hidden)
+
+
 class VLLMEngine:
     """One vLLM `LLM` per engine object; `close()` (or `with`) shuts it down.
 
@@ -132,7 +159,7 @@ class VLLMEngine:
             previous.close()
         set_threads = torch.set_num_threads
         try:
-            with self._calls():
+            with self._calls(), _without_unbound_proxies():
                 self.llm = LLM(
                     model=self.model_path,
                     dtype=self.dtype,
