@@ -87,6 +87,15 @@ class LabelScheme:
             value = int(value)
         return self._lookup.get(str(value).strip().lower())
 
+    def answer(self, value: str) -> Label | None:
+        """The label a model's answer names: its token or its name only, never a gold alias
+        (in the taosr1 scheme "I" is an alias of Irrelevant, and "I think..." is no answer)."""
+        v = str(value).strip().lower()
+        for lab in self.labels:
+            if v in (lab.token.lower(), lab.name.lower()):
+                return lab
+        return None
+
     def token_ids(self, tokenizer: Any) -> list[int]:
         """The one token id that answers each label, checked against `tokenizer`.
 

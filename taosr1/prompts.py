@@ -176,7 +176,7 @@ def parse_response(text: str, scheme: LabelScheme, fmt: str = "post_cot") -> Par
         head, _, rest = text.partition("\n")
         first = head.strip().split()[0] if head.strip() else ""
         first = first.strip("*:.#")
-        lab = scheme.parse(first)
+        lab = scheme.answer(first)
         if lab is None:
             return Parsed(None, text, f"first word {first[:40]!r} is not a label of scheme {scheme.name}")
         return Parsed(lab, rest.strip())
@@ -184,7 +184,7 @@ def parse_response(text: str, scheme: LabelScheme, fmt: str = "post_cot") -> Par
         found = _ANSWER.findall(text)
         if not found:
             return Parsed(None, text, "no 'Answer: <label>' line")
-        lab = scheme.parse(found[-1])
+        lab = scheme.answer(found[-1])
         if lab is None:
             return Parsed(None, text, f"answer {found[-1][:40]!r} is not a label of scheme {scheme.name}")
         return Parsed(lab, text[: text.lower().rfind("answer")].strip())

@@ -54,6 +54,7 @@ def test_think_first_response_round_trips():
     ("post_cot", "Maybe relevant\n...", "first word 'Maybe' is not a label"),
     ("think_first", "1. Query: ... no verdict", "no 'Answer: <label>' line"),
     ("think_first", "reasoning\nAnswer: 7", "answer '7' is not a label"),
+    ("post_cot", "I think it fits\n...", "first word 'I' is not a label"),  # a gold alias is no answer
 ])
 def test_unparseable_responses_are_reported(fmt, text, why):
     parsed = parse_response(text, S, fmt)
