@@ -8,6 +8,7 @@ bench/results/train_eval.json.
 
     python bench/train_eval.py --output runs/bench                 # CPU-sized defaults below
     python bench/train_eval.py --output runs/bench --set sft.max_steps=200 --set train_rows=0   # bigger
+    python bench/train_eval.py --config conf/train/gpu.yaml --output runs/gpu --gen-rows 0   # one GPU, all rows
 
 Sizes are set for a 2-core CPU: a few hundred pairs, a few dozen steps. Re-running resumes:
 complete stages are skipped.
@@ -21,6 +22,8 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,7 +50,18 @@ BENCH = {
              "learning_rate": 2.0e-6, "logging_steps": 1},
 }
 GEN_ROWS = 12  # held-out rows graded by generation for the post-CoT vs think-first comparison
-GEN_TOKENS = 112  # a five-step template answer is ~90 tokens
+GEN_MARGIN = 16  # tokens beyond the longest training response, so no answer is cut off
+
+
+def gen_budget(out: Path) -> int:
+    """Tokens to generate when grading by generation: the longest think-first training response
+    plus a margin. A fixed budget cut think-first answers off before their label (the label comes
+    last there), which scored them as wrong; post-CoT gets the same budget, for a fair comparison."""
+    from taosr1.models import load_tokenizer
+
+    cot = pd.read_parquet(out / "cot" / "cot.parquet", columns=["response_think_first"])
+    tok = load_tokenizer(str(out / "sft"))
+    return max(len(tok(r)["input_ids"]) for r in cot["response_think_first"]) + GEN_MARGIN
 
 
 def main() -> None:
@@ -59,13 +73,20 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", default="runs/bench")
+    ap.add_argument("--config", help="a pipeline YAML to start from instead of the CPU-sized settings below")
+    ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "train_eval.json"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--gen-rows", type=int, default=GEN_ROWS)
+    ap.add_argument("--gen-rows", type=int, default=GEN_ROWS, help="held-out rows graded by generation (0 = all)")
     ap.add_argument("--skip-generate", action="append", default=[], choices=["sft", "sft_think_first"],
                     help="Leave this model's generation grading out (it costs ~50 s per row on a loaded 2-core CPU).")
     a = ap.parse_args()
     out = Path(a.output)
-    values = merge(BENCH, parse_overrides(a.overrides))
+    base = BENCH
+    if a.config:
+        import yaml
+
+        base = yaml.safe_load(Path(a.config).read_text())
+    values = merge(base, parse_overrides(a.overrides))
     cfg = cfgmod.build(PipelineConfig, values, source="bench")
     t0 = time.perf_counter()
     timings = {}
@@ -81,9 +102,9 @@ def main() -> None:
         run_stage("sft", stage_config("sft", tf_values, "bench"), h)
     timings["sft_think_first"] = round(time.perf_counter() - t1, 1)
 
-    import pandas as pd
-
-    test = pd.read_parquet(out / "split" / "test.parquet").head(a.gen_rows)
+    test = pd.read_parquet(out / "split" / "test.parquet")
+    gen_tokens = gen_budget(out)
+    test = test.head(a.gen_rows) if a.gen_rows else test
     gen = {}
     for name, fmt in (("sft", "post_cot"), ("sft_think_first", "think_first")):
         f = out / "eval" / f"gen_{name}.json"
@@ -94,7 +115,7 @@ def main() -> None:
             continue
         t2 = time.perf_counter()
         m, pred = evaluate_generation(str(out / name), test, gold_col=cfg.gold, fmt=fmt, threads=cfg.eval_threads,
-                                      max_new_tokens=GEN_TOKENS)
+                                      max_new_tokens=gen_tokens)
         pred.to_parquet(out / "eval" / f"gen_{name}.parquet", index=False)
         f.write_text(json.dumps({"rows": len(test), "metrics": m}, indent=2, default=str))
         gen[name] = m
@@ -114,27 +135,27 @@ def main() -> None:
                   + " ".join(f"{x:7.3f}" if x is not None else f"{'-':>7}" for x in f1) + f"  {m['unparsed']:8d}")
     st = summary["stages"]
     report = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} CPU, no GPU; {_cores()} cores shared with other jobs",
-        "settings": values, "gen_rows": len(test), "gen_max_new_tokens": GEN_TOKENS,
+        "machine": _machine(),
+        "settings": values, "gen_rows": len(test), "gen_max_new_tokens": gen_tokens,
         "split": summary.get("split"), "seconds": timings,
         "stages": {k: {kk: vv for kk, vv in v.items() if kk not in ("rules_used",)} for k, v in st.items()},
         "sft_think_first": read_stage(out / "sft_think_first"),
         "eval_score": ev, "eval_generate": gen,
     }
-    prev = ROOT / "bench" / "results" / "train_eval.json"
-    if prev.is_file():  # keep the wall times of the run that did the work, not of a resumed one
-        old = json.loads(prev.read_text())
-        report["first_run_wall_seconds"] = old.get("first_run_wall_seconds")
-    res = ROOT / "bench" / "results"
-    res.mkdir(parents=True, exist_ok=True)
-    (res / "train_eval.json").write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nseconds: {timings}\nwrote {res / 'train_eval.json'}")
+    res = Path(a.results)
+    res.parent.mkdir(parents=True, exist_ok=True)
+    res.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nseconds: {timings}\nwrote {res}")
 
 
-def _cores() -> int:
+def _machine() -> str:
     import os
 
-    return os.cpu_count() or 0
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU"
 
 
 if __name__ == "__main__":

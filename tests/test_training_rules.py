@@ -165,3 +165,19 @@ def test_split_by_query_never_shares_a_query(sample_df):
     assert math.isclose(test["query"].nunique() / q, 0.3, abs_tol=0.02)
     with pytest.raises(ValueError, match="missing"):
         split_by_query(sample_df, "nope")
+
+
+def test_training_metrics_count_a_missing_label_as_wrong_and_unparsed():
+    """A response with no label is wrong and unparsed, whether it reaches the metrics as None
+    (pandas 2 object column) or NaN (pandas 3 string column); it never drops out of the counts."""
+    import numpy as np
+
+    from taosr1.training.evaluate import classification_metrics
+
+    scheme = load_scheme("taosr1")
+    gold = ["Excellent", "Excellent", "Irrelevant", "Irrelevant"]
+    for missing in (None, np.nan, pd.NA):
+        m = classification_metrics(gold, ["Excellent", missing, "Irrelevant", missing], scheme)
+        assert m["unparsed"] == 2 and m["accuracy"] == 0.5
+        assert m["pred_counts"] == {"Excellent": 1, "Irrelevant": 1, "<none>": 2}
+        assert m["per_class_f1"] == pytest.approx({"Excellent": 2 / 3, "Irrelevant": 2 / 3}, abs=1e-4)

@@ -63,12 +63,27 @@ class TransformersEngine:
                 f"could not load the model in {model_path}: {type(e).__name__}: {e}. "
                 "Check that the folder holds a complete Hugging Face causal LM (config.json and weights)."
             ) from e
+        self._attach(model)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, cfg: EngineConfig, name: str = "(in memory)") -> "TransformersEngine":
+        """An engine around a model already in memory (benchmarks of random-weight shapes).
+        `tokenizer` may be None when only `score` is used: padding then uses token id 0."""
+        self = cls.__new__(cls)
+        self.cfg, self.model_path, self.tokenizer = cfg, name, tokenizer
+        self.device = str(next(model.parameters()).device)
+        self.dtype = next(model.parameters()).dtype
+        self._attach(model)
+        return self
+
+    def _attach(self, model) -> None:
         self.model = model.to(self.device).eval()
         self.body = getattr(self.model, self.model.base_model_prefix)
         self.head = self.model.get_output_embeddings()
-        self.pad_id = self.tokenizer.pad_token_id
+        tok = self.tokenizer
+        self.pad_id = tok.pad_token_id if tok is not None else None
         if self.pad_id is None:
-            self.pad_id = self.tokenizer.eos_token_id or 0
+            self.pad_id = (tok.eos_token_id if tok is not None else None) or 0
         self.stats = EngineStats()
 
     def _label_head(self, label_ids: Sequence[int]):

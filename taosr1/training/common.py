@@ -121,15 +121,21 @@ def _jsonable(v: Any) -> Any:
 # --- models --------------------------------------------------------------------------------
 
 
-def load_for_training(model: str, device_dtype: str = "auto"):
-    """(model, tokenizer) for a trainer: float32 on CPU, bfloat16 on CUDA."""
+def load_for_training(model: str, lora: bool = False):
+    """(model, tokenizer, path) for a trainer.
+
+    Full fine-tuning keeps float32 master weights (on CUDA the trainer's bf16 autocast does
+    the matmuls): in bfloat16 weights an update below ~1/256 of a weight rounds away, which
+    at learning rates of 1e-6..1e-4 is most of them. With LoRA the frozen base is bfloat16
+    on CUDA; peft keeps the adapters in float32.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     from taosr1.models import load_tokenizer, resolve_model
 
     path = resolve_model(model)
-    dtype = torch.bfloat16 if (device_dtype == "auto" and torch.cuda.is_available()) else torch.float32
+    dtype = torch.bfloat16 if (lora and torch.cuda.is_available()) else torch.float32
     m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tok = load_tokenizer(path)
     if m.generation_config.pad_token_id is None:

@@ -109,7 +109,7 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
         pairs = pairs.head(cfg.max_examples)
     if pairs.empty:
         raise ConfigError(f"no preference pairs from {cfg.samples}: {counts} (every prompt was always solved?)")
-    model, tok, start = load_for_training(cfg.model)
+    model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
     prompts = dict(zip(cot["pair_id"].astype(int), builder.texts(field_rows(cot))))
     data = pd.DataFrame({"prompt": [prompts[int(p)] for p in pairs["pair_id"]],

@@ -20,14 +20,14 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str | None], sche
     from sklearn.metrics import accuracy_score, f1_score
 
     names = [n for n in scheme.names if n in set(gold)]
-    pred_ = [p if p is not None else "<none>" for p in pred]
+    pred_ = [p if isinstance(p, str) else "<none>" for p in pred]  # None, or NaN from a pandas 3 string column
     per = f1_score(gold, pred_, labels=names, average=None, zero_division=0) if len(gold) else []
     return {
         "n": len(gold),
         "macro_f1": round(float(per.mean()), 4) if len(gold) else 0.0,
         "accuracy": round(float(accuracy_score(gold, pred_)), 4) if len(gold) else 0.0,
         "per_class_f1": {n: round(float(f), 4) for n, f in zip(names, per)},
-        "unparsed": sum(p is None for p in pred),
+        "unparsed": pred_.count("<none>"),
         "pred_counts": pd.Series(pred_).value_counts().to_dict() if len(pred_) else {},
     }
 

@@ -171,7 +171,7 @@ def run_grpo(cfg: GRPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     if rows.empty:
         raise ConfigError(f"no prompt left for GRPO after the data rules: {info}; sample with a larger n, "
                           "raise gamma, or start from a model that solves some prompts")
-    model, tok, start = load_for_training(cfg.model)
+    model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
     data = pd.DataFrame({"prompt": builder.texts(field_rows(rows)), "gold": rows["gold"].tolist()})
     trainer_cls = group_filter_trainer()

@@ -56,7 +56,7 @@ def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
 
     serving = serving_setup(cfg.label_config, cfg.labels, cfg.format)
     cot = read_cot(cfg.data, cfg.max_examples)
-    model, tok, start = load_for_training(cfg.model)
+    model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
     data = sft_dataset(cot, builder, cfg.format)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_pandas(data),
