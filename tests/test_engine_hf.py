@@ -85,8 +85,26 @@ def test_generate_gives_n_samples_reproducibly(tiny_engine, prompts):
     assert [len(x) for x in a] == [2, 2, 2]
     assert a == b
     assert all(isinstance(t, str) and t for x in a for t in x)
+    # a prompt's samples depend on the seed and the prompt, not on the batch it is in
+    assert tiny_engine.generate(prompts[1:3], n=2, temperature=1.0, max_new_tokens=6, seed=7) == a[1:]
+    assert tiny_engine.generate(prompts[:3][::-1], n=2, temperature=1.0, max_new_tokens=6, seed=7) == a[::-1]
+    assert tiny_engine.generate(prompts[:3], n=2, temperature=1.0, max_new_tokens=6, seed=8) != a
     greedy = tiny_engine.generate(prompts[:2], n=1, temperature=0.0, max_new_tokens=6)
     assert greedy == tiny_engine.generate(prompts[:2], n=1, temperature=0.0, max_new_tokens=6, seed=99)
+
+
+def test_sampled_tokens_follow_the_models_distribution(tiny_engine):
+    """The per-row seeded sampler (Gumbel-max) draws from softmax(logits / temperature)."""
+    prompt, t, n = [5, 6, 7, 8, 9], 0.05, 2000  # a low temperature: a few likely tokens
+    with torch.inference_mode():
+        logits = tiny_engine.model(input_ids=torch.tensor([prompt])).logits[0, -1].double()
+    probs = torch.softmax(logits / t, dim=0).numpy()
+    texts = tiny_engine.generate([prompt], n=n, temperature=t, max_new_tokens=1, seed=3)[0]
+    for k in np.argsort(-probs)[:4]:
+        text = tiny_engine.tokenizer.decode([int(k)])
+        expected = sum(probs[j] for j in range(len(probs)) if tiny_engine.tokenizer.decode([j]) == text)
+        share = sum(x == text for x in texts) / n
+        assert abs(share - expected) < 4 * np.sqrt(expected * (1 - expected) / n), (text, share, expected)
 
 
 def test_bfloat16_on_cpu_stays_close(tiny_model, prompts):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import zlib
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -123,6 +124,12 @@ def length_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size
     if cur:
         batches.append(cur)
     return batches
+
+
+def prompt_seed(seed: int, prompt: Sequence[int]) -> int:
+    """A sampling seed from the run's seed and the prompt itself: a row's samples do not
+    depend on which batch, chunk or Spark partition it lands in."""
+    return (seed * 1_000_003 + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes())) % (2**31 - 1)
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:

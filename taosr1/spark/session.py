@@ -61,8 +61,11 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
-def get_session(profile: SparkProfile | str = "local"):
-    """The active SparkSession, or a new one configured by `profile`."""
+def get_session(profile: SparkProfile | str = "local", master: str = ""):
+    """The active SparkSession, or a new one configured by `profile`.
+
+    `master` (a job's own --master option) wins over spark-submit's and the profile's.
+    """
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
@@ -80,7 +83,9 @@ def get_session(profile: SparkProfile | str = "local"):
     for key, value in profile.conf.items():
         if not conf.contains(key):
             conf.set(key, _spark_str(value))
-    if profile.master and not conf.contains("spark.master"):
+    if master:
+        conf.setMaster(master)
+    elif profile.master and not conf.contains("spark.master"):
         conf.setMaster(profile.master)
     if not conf.contains("spark.app.name"):
         conf.setAppName(profile.app_name)

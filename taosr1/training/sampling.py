@@ -40,7 +40,8 @@ class SampleConfig:
         label_config, labels: as for the training stages (the serving prompt).
         max_examples: sample the first N prompts (0 = all).
         batch_rows: prompts per engine call.
-        seed: sampling seed.
+        seed: sampling seed; the engines seed each prompt from it and the prompt's tokens, so a
+            prompt's samples do not depend on its batch (nor on the Spark job's partitions).
         engine: engine section; `engine.model` is the model sampled (the SFT model).
     """
 
@@ -144,7 +145,7 @@ def run_sampling(cfg: SampleConfig, values_hash: str = "") -> dict[str, Any]:
         for s in range(0, len(cot), cfg.batch_rows):
             parts.append(sample_batch(cot.iloc[s: s + cfg.batch_rows], engine, builder, n=cfg.n,
                                       temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                      seed=cfg.seed + s, fmt=cfg.format, progress=bar.update))
+                                      seed=cfg.seed, fmt=cfg.format, progress=bar.update))
     samples = pd.concat(parts, ignore_index=True) if parts else empty_samples()
     diff = pass_rates(samples)
     out = Path(cfg.output_dir)
