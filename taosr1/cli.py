@@ -6,11 +6,11 @@ Commands stay thin: they parse options into configs and call the library.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
+from taosr1.clitools import fail as _fail
 from taosr1.config import ConfigError, parse_overrides
 
 START_HERE = """Label query-product relevance with a reasoning LLM (TaoSR1-style).
@@ -22,11 +22,6 @@ Start here:
   taosr1 explain INPUT.csv --rows 3          read the model's reasoning for a few rows
 The nightly Spark job: spark-submit jobs/label_relevance.py --help
 """
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
 
 
 @click.group(help=START_HERE)

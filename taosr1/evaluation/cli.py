@@ -11,21 +11,17 @@ from pathlib import Path
 
 import click
 
-from taosr1.config import ConfigError, parse_overrides
+from taosr1.clitools import fail as _fail
+from taosr1.clitools import option_values
+from taosr1.config import ConfigError
 
 _ERRORS = (ConfigError, ValueError, FileNotFoundError, KeyError)
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
 
 
 def _config(config, overrides, **values):
     from taosr1.evaluation.config import load_eval_config
 
-    merged = {k: v for k, v in values.items() if v is not None and v != ()}
-    merged.update(parse_overrides(overrides))
+    merged = option_values(values, overrides)
     return load_eval_config(config, merged)
 
 

@@ -7,14 +7,10 @@ overrides, and calls the stage's `run_*`. Heavy imports happen inside the comman
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-
-def _fail(msg: str) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
+from taosr1.clitools import fail as _fail
 
 
 def config_options(f):

@@ -365,14 +365,11 @@ def sample_job(config, output, overrides, master, spark_profile, partitions):
     Writes samples.parquet, difficulty.parquet, quarantine.parquet and taosr1_stage.json into
     OUTPUT, as `taosr1 sample` does; the summary is printed as JSON.
     """
+    from taosr1.clitools import fail
     from taosr1.config import merge, parse_overrides, read_yaml
     from taosr1.resources import conf_dir
     from taosr1.spark.session import SparkProfile, load_profile
     from taosr1.training.pipeline import stage_config, values_hash
-
-    def fail(msg: str) -> None:
-        click.echo(f"error: {msg}", err=True)
-        sys.exit(2)
 
     try:
         path = config or str(conf_dir() / "train" / "sample.yaml")
