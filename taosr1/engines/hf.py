@@ -226,7 +226,8 @@ class _SeededSampler:
     of row r at step t comes from a generator seeded with (seeds[r], t) alone, so a row draws
     the same tokens in any batch (HF's own sampling shares one random stream across the batch).
     Batches of other shapes can still change a logit in its last float bits, which flips a
-    token only where two candidates tie to that precision.
+    token only where two candidates tie to that precision. The noise comes from the device's
+    own generator, so a CPU and a GPU draw different (equally valid) samples for one seed.
     """
 
     def __init__(self, seeds: Sequence[int], temperature: float):
@@ -237,11 +238,12 @@ class _SeededSampler:
     def __call__(self, input_ids, scores):
         import torch
 
-        gen = torch.Generator()
-        u = torch.empty(scores.shape, dtype=torch.float32)
+        # noise drawn where the scores are: on a GPU, no vocabulary-sized host-to-device copy per step
+        gen = torch.Generator(device=scores.device)
+        u = torch.empty(scores.shape, dtype=torch.float32, device=scores.device)
         for r, s in enumerate(self.seeds):
             gen.manual_seed((s * 1_000_003 + self.step) % (2**63 - 1))
             u[r].uniform_(generator=gen)
         self.step += 1
         gumbel = -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
-        return scores.float() / self.temperature + gumbel.to(scores.device)
+        return scores.float() / self.temperature + gumbel
