@@ -275,7 +275,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         log(f"run {run_id}: worker {wid}: {w.get('rows', 0)} rows graded in {w.get('score_seconds', 0):.1f} s, "
             f"prepare {w.get('prepare_seconds', 0):.1f} s, {w.get('loads', 0)} engine load(s) "
             f"({w.get('load_seconds', 0):.1f} s), threads {w.get('threads', 0)}, GPU {w.get('gpu') or '-'}")
-    real = sum(w.get("real_tokens", 0) for w in workers.values())
+    padding = sum(w.get("padding_tokens", 0) for w in workers.values())
     computed = sum(w.get("computed_tokens", 0) for w in workers.values())
     record = {
         "run_id": run_id,
@@ -296,7 +296,9 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         "quarantined": counts["quarantined"],
         "seconds": round(seconds, 3),
         "items_per_s": round(counts["graded"] / seconds, 3) if seconds > 0 else 0.0,
-        "padding_efficiency": round(real / computed, 4) if computed else None,
+        # as EngineStats and `taosr1 label`: the share of computed positions that were not padding
+        # (real / computed would exceed 1 where a reused shared prefix counts for every row)
+        "padding_efficiency": round(1.0 - padding / computed, 4) if computed else None,
         "partitions": partitions,
         "workers": sum(1 for w in workers.values() if w.get("rows", 0) > 0),
         "gpus": ",".join(sorted({w["gpu"] for w in workers.values() if w.get("gpu")})),

@@ -57,6 +57,9 @@ def test_sample_run_counts_and_keys(sample_run, sample_df):
     # one engine per Python worker, however many tasks and batches ran
     assert 1 <= record["workers"] <= 2 and record["engine_loads"] == record["workers"]
     assert record["partitions"] == 2 and record["writer"] == "delta-rs" and record["gpus"] == ""
+    # a share of computed positions, as `taosr1 label` reports it: never above 1, even with the
+    # shared prefix run once for many rows
+    assert 0 < record["padding_efficiency"] <= 1
 
 
 def test_sample_run_matches_contract_and_scheme(sample_run, sample_df):

@@ -260,7 +260,8 @@ def _grade(spec: WorkerSpec, out_columns: list[tuple[str, str]], stats, batches:
     loaded = _CACHE.get("loads", 0) - loads_before
     engine_stats = labeler.engine.stats
     mine = {"rows": 0, "score_seconds": 0.0, "tasks": 1}
-    base = (engine_stats.real_tokens, engine_stats.computed_tokens, engine_stats.forward_passes)
+    base = (engine_stats.real_tokens, engine_stats.computed_tokens, engine_stats.forward_passes,
+            engine_stats.padding_tokens)
     for batch in batches:
         n = batch.num_rows
         if n == 0:
@@ -288,6 +289,7 @@ def _grade(spec: WorkerSpec, out_columns: list[tuple[str, str]], stats, batches:
             "real_tokens": engine_stats.real_tokens - base[0],
             "computed_tokens": engine_stats.computed_tokens - base[1],
             "forward_passes": engine_stats.forward_passes - base[2],
+            "padding_tokens": engine_stats.padding_tokens - base[3],
             "gpu": gpu or "",
             "threads": cpus,
         }})
