@@ -59,6 +59,19 @@ def test_pipeline_configs_load_and_refuse_wired_keys():
         stage_config("grpo", {"gamma": 1.5})
 
 
+def test_gpu_pipeline_config_builds_every_stage(tmp_path):
+    """conf/train/gpu.yaml is run on a lent GPU with no second try: every stage section must be a
+    valid stage config (a misspelt TRL key fails here, not minutes into the run)."""
+    from taosr1.training.pipeline import _stage_values
+
+    cfg = cfgmod.load(PipelineConfig, conf_dir() / "train" / "gpu.yaml")
+    assert cfg.train_rows == 0 and cfg.test_rows == 0 and cfg.stages == ["cot", "sft", "sample", "dpo", "grpo"]
+    for name in cfg.stages:
+        stage_config(name, _stage_values(cfg, name, tmp_path, str(tmp_path / "train.parquet")), source="gpu.yaml")
+    grpo = cfg.grpo
+    assert grpo["per_device_train_batch_size"] * grpo["gradient_accumulation_steps"] % grpo["num_generations"] == 0
+
+
 # --- CoT acceptance, retries, fallback ------------------------------------------------------
 
 
