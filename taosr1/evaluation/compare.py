@@ -108,14 +108,9 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
                    gold_source: str = "", name_a: str = "A", name_b: str = "B"):
     """Metrics, figures, tables, headline and notes comparing A and B (for `write_report`)."""
     from taosr1.evaluation import plots
-    from taosr1.evaluation.data import labelled, parse_labels, scheme_of
+    from taosr1.evaluation.data import common_scheme, labelled, parse_labels
 
-    scheme = scheme_of(a, labels, source_a)
-    if not labels and "label_scheme" in b.columns:
-        other = scheme_of(b, None, source_b)
-        if other.name != scheme.name:
-            raise ValueError(f"{source_a} uses label scheme {scheme.name}, {source_b} uses {other.name}; "
-                             f"compare predictions in one scheme (or force one with --labels)")
+    scheme = common_scheme(a, b, labels, source_a, source_b)
     a = a.reset_index(drop=True)
     b = align(a, b, cfg.keys, source_a, source_b)
     col_b = "label" if "label" in b.columns else "grade" if "grade" in b.columns else None

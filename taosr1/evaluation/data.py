@@ -45,6 +45,17 @@ def scheme_of(df: pd.DataFrame, labels: str | None, source: str) -> LabelScheme:
     return load_scheme("taosr1")
 
 
+def common_scheme(a: pd.DataFrame, b: pd.DataFrame, labels: str | None, source_a: str, source_b: str) -> LabelScheme:
+    """The scheme of two prediction sets compared with each other (scheme_of each); they must agree."""
+    scheme = scheme_of(a, labels, source_a)
+    if not labels and "label_scheme" in b.columns:
+        other = scheme_of(b, None, source_b)
+        if other.name != scheme.name:
+            raise ValueError(f"{source_a} uses label scheme {scheme.name}, {source_b} uses {other.name}; "
+                             f"compare predictions in one scheme (or force one with --labels)")
+    return scheme
+
+
 def parse_labels(values: pd.Series, scheme: LabelScheme) -> np.ndarray:
     """Index of each value's label in `scheme.labels`, -1 where the value is not a label."""
     index = {lab.name: i for i, lab in enumerate(scheme.labels)}

@@ -130,14 +130,9 @@ def make_tasks(a: pd.DataFrame, b: pd.DataFrame, cfg: SbsConfig, *, gold: pd.Dat
     A is the baseline and B the candidate: the report's GSB is B against A.
     """
     from taosr1.evaluation.compare import align
-    from taosr1.evaluation.data import scheme_of
+    from taosr1.evaluation.data import common_scheme
 
-    scheme = scheme_of(a, labels, source_a)
-    if not labels and "label_scheme" in b.columns:
-        other = scheme_of(b, None, source_b)
-        if other.name != scheme.name:
-            raise ValueError(f"{source_a} uses label scheme {scheme.name}, {source_b} uses {other.name}; "
-                             f"compare predictions in one scheme (or force one with --labels)")
+    scheme = common_scheme(a, b, labels, source_a, source_b)
     if len(cfg.raters) < cfg.k:
         raise ValueError(f"{len(cfg.raters)} rater(s) named ({cfg.raters}) but k={cfg.k} raters per item; name at "
                          f"least {cfg.k} with --raters a,b,c or lower --k")
