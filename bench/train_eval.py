@@ -66,7 +66,7 @@ def gen_budget(out: Path) -> int:
 
 def main() -> None:
     from taosr1 import config as cfgmod
-    from taosr1.config import merge, parse_overrides
+    from taosr1.config import merge, parse_overrides, read_yaml
     from taosr1.training.common import read_stage
     from taosr1.training.evaluate import evaluate_generation
     from taosr1.training.pipeline import PipelineConfig, run_pipeline, run_stage, stage_config, values_hash
@@ -81,12 +81,7 @@ def main() -> None:
                     help="Leave this model's generation grading out (it costs ~50 s per row on a loaded 2-core CPU).")
     a = ap.parse_args()
     out = Path(a.output)
-    base = BENCH
-    if a.config:
-        import yaml
-
-        base = yaml.safe_load(Path(a.config).read_text())
-    values = merge(base, parse_overrides(a.overrides))
+    values = merge(read_yaml(a.config) if a.config else BENCH, parse_overrides(a.overrides))
     cfg = cfgmod.build(PipelineConfig, values, source="bench")
     t0 = time.perf_counter()
     timings = {}

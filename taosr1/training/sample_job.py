@@ -229,8 +229,10 @@ def samples_schema():
 
 # ---------------------------------------------------------------- driver
 
-def run_job(spark, cfg, *, partitions: int = 0, values_hash: str = "", log=None) -> dict[str, Any]:
-    """Sample every prompt of cfg.data on the executors; write cfg.output_dir; return the stage summary."""
+def run_job(spark, cfg, *, partitions: int = 0, values_hash: str = "", log=None,
+            inputs: Inputs | None = None) -> dict[str, Any]:
+    """Sample every prompt of cfg.data on the executors; write cfg.output_dir; return the stage summary.
+    `inputs`: check_inputs(cfg) when the caller ran it already (before starting Spark)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
@@ -239,7 +241,7 @@ def run_job(spark, cfg, *, partitions: int = 0, values_hash: str = "", log=None)
     from taosr1.training.common import STAGE_FILE
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    inputs = check_inputs(cfg)
+    inputs = inputs or check_inputs(cfg)
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -380,7 +382,7 @@ def sample_job(config, output, overrides, master, spark_profile, partitions):
         cfg = stage_config("sample", values, source=path)
         if partitions < 0:
             raise ConfigError(f"--partitions must be >= 0 (0: the cluster's parallelism), got {partitions}")
-        check_inputs(cfg)  # before any Spark work
+        inputs = check_inputs(cfg)  # before any Spark work
         profile = load_profile(spark_profile)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         fail(str(e))
@@ -394,7 +396,7 @@ def sample_job(config, output, overrides, master, spark_profile, partitions):
     ours = SparkSession.getActiveSession() is None
     spark = get_session(profile, master=master)
     try:
-        summary = run_job(spark, cfg, partitions=partitions, values_hash=values_hash(values))
+        summary = run_job(spark, cfg, partitions=partitions, values_hash=values_hash(values), inputs=inputs)
     except (ConfigError, FileNotFoundError) as e:
         fail(str(e))
     finally:
