@@ -16,7 +16,7 @@ import pandas as pd
 
 from taosr1.config import ConfigError
 from taosr1.cumpt import check_beta, grade_rows
-from taosr1.engines.base import Engine, EngineConfig
+from taosr1.engines.base import Engine, EngineConfig, EngineStats
 from taosr1.labels import LabelScheme, load_scheme
 from taosr1.prompts import BuiltPrompts, PromptBuilder, PromptConfig
 from taosr1.validate import ColumnConfig, duplicate_mask, validate_rows
@@ -211,5 +211,5 @@ def label_frame(df: pd.DataFrame, labeler: Labeler, cols: ColumnConfig, progress
         quarantine=quarantine,
         rows_in=len(df),
         seconds=time.perf_counter() - start,
-        padding_efficiency=1.0 - padding / computed if computed else 1.0,
+        padding_efficiency=EngineStats(padding_tokens=padding, computed_tokens=computed).padding_efficiency,
     )

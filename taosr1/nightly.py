@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from taosr1.config import ConfigError, config_hash
+from taosr1.engines.base import EngineStats
 from taosr1.labeling import LabelConfig
 
 WRITERS = ("auto", "delta-rs", "spark")
@@ -296,9 +297,10 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         "quarantined": counts["quarantined"],
         "seconds": round(seconds, 3),
         "items_per_s": round(counts["graded"] / seconds, 3) if seconds > 0 else 0.0,
-        # as EngineStats and `taosr1 label`: the share of computed positions that were not padding
-        # (real / computed would exceed 1 where a reused shared prefix counts for every row)
-        "padding_efficiency": round(1.0 - padding / computed, 4) if computed else None,
+        # EngineStats' measure, as `taosr1 label` reports it: the share of computed positions that
+        # were not padding (real / computed would exceed 1 where a reused shared prefix counts for every row)
+        "padding_efficiency": round(EngineStats(padding_tokens=padding, computed_tokens=computed).padding_efficiency, 4)
+        if computed else None,
         "partitions": partitions,
         "workers": sum(1 for w in workers.values() if w.get("rows", 0) > 0),
         "gpus": ",".join(sorted({w["gpu"] for w in workers.values() if w.get("gpu")})),
