@@ -1,0 +1,153 @@
+"""Baselines and trained models on the same held-out queries, over several query splits.
+
+For each seed, the training pipeline's own split of the input (default: the bundled ESCI sample;
+test_size 0.3) is written to WORK/seed<N>/split. Each baseline (taosr1.evaluation.baselines) is
+fitted on the training part and grades the test part; model rows are graded files the lead's runs
+already wrote. Every file, baseline or model, is scored by `taosr1 eval` with gold joined from the
+seed's test split on the key columns, so a model graded on other pairs than that split fails loudly.
+Prints mean and min-max over seeds of macro-F1, accuracy and per-class F1 and writes the JSON.
+
+    python bench/quality.py --out bench/results/quality_baselines.json          # baselines only
+    # add model rows: a pipeline output folder per seed (one row per OUT/eval/<stage>.parquet) ...
+    python bench/quality.py --pipeline recipe=runs/recipe_seed{seed} --include bench/results/quality_baselines.json
+    # ... or one graded file per seed (a `taosr1 label` output, or any file with `label` and the keys)
+    python bench/quality.py --model sft=runs/recipe_seed{seed}/eval/sft.parquet --baselines none
+
+`--include` takes the rows of an earlier result (same seeds, test_size and input) instead of
+recomputing them; `--seeds 0` runs one split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from taosr1.evaluation import quality as q  # noqa: E402
+from taosr1.evaluation.baselines import BASELINES, make_baseline  # noqa: E402
+
+
+def _named(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        name, sep, pattern = v.partition("=")
+        if not sep or not name or "{seed}" not in pattern:
+            sys.exit(f"{flag} {v!r}: expected NAME=PATTERN with {{seed}} in the pattern, e.g. "
+                     f"sft=runs/recipe_seed{{seed}}/eval/sft.parquet")
+        out[name] = pattern
+    return out
+
+
+def model_files(models: dict[str, str], pipelines: dict[str, str], seed: int) -> dict[str, Path]:
+    """Row name -> graded file of this seed."""
+    files = {}
+    for name, pattern in models.items():
+        files[name] = Path(pattern.format(seed=seed))
+    for prefix, pattern in pipelines.items():
+        d = Path(pattern.format(seed=seed))
+        found = sorted(glob.glob(str(d / "eval" / "*.parquet")))
+        if not found:
+            sys.exit(f"--pipeline {prefix}: no graded files {d}/eval/*.parquet for seed {seed} "
+                     f"(run `taosr1 pipeline` with seed {seed} and evaluate on)")
+        for f in found:
+            files[f"{prefix}/{Path(f).stem}"] = Path(f)
+    for name, f in files.items():
+        if not f.is_file():
+            sys.exit(f"model row {name}: {f} (seed {seed}) does not exist")
+    return files
+
+
+def _check_pipeline_split(pipelines: dict[str, str], seed: int, test_file: Path) -> None:
+    """A pipeline folder's split/test.parquet must hold the same pairs as this seed's split."""
+    ours = pd.read_parquet(test_file, columns=["query_id", "product_id"]).astype(str)
+    for prefix, pattern in pipelines.items():
+        theirs_f = Path(pattern.format(seed=seed)) / "split" / "test.parquet"
+        if not theirs_f.is_file():
+            continue
+        theirs = pd.read_parquet(theirs_f, columns=["query_id", "product_id"]).astype(str)
+        extra = theirs.merge(ours, how="left", indicator=True)["_merge"].eq("left_only").sum()
+        if extra:
+            sys.exit(f"--pipeline {prefix}: {theirs_f} holds {extra} test pair(s) outside seed {seed}'s split "
+                     f"({test_file}); was the pipeline run with seed {seed} and the same test_size and input?")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0,1,2", help="Split seeds, comma-separated.")
+    ap.add_argument("--test-size", type=float, default=0.3, help="Share of queries held out.")
+    ap.add_argument("--input", default="", help="Labelled pairs (default: the bundled ESCI sample).")
+    ap.add_argument("--gold-col", default="esci_label")
+    ap.add_argument("--baselines", default=",".join(BASELINES), help=f"Comma-separated of {list(BASELINES)}, or none.")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=FILE_PATTERN",
+                    help="A graded file per seed, {seed} in the path (repeatable).")
+    ap.add_argument("--pipeline", action="append", default=[], metavar="PREFIX=DIR_PATTERN",
+                    help="A `taosr1 pipeline` output folder per seed; one row per DIR/eval/<stage>.parquet.")
+    ap.add_argument("--include", action="append", default=[], help="Rows of an earlier result JSON to keep.")
+    ap.add_argument("--work", default="runs/quality", help="Splits, graded files and eval reports go here.")
+    ap.add_argument("--out", default="bench/results/quality.json")
+    a = ap.parse_args(argv)
+
+    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    names = [] if a.baselines.strip() == "none" else [b.strip() for b in a.baselines.split(",") if b.strip()]
+    models, pipelines = _named(a.model, "--model"), _named(a.pipeline, "--pipeline")
+    work = Path(a.work)
+    setup = {"seeds": seeds, "test_size": a.test_size, "input": a.input or "bundled ESCI sample", "gold_col": a.gold_col}
+
+    rows: dict[str, dict] = {}
+    for inc in a.include:
+        prev = json.loads(Path(inc).read_text())
+        differ = {k: (prev.get(k), v) for k, v in setup.items() if prev.get(k) != v}
+        if differ:
+            sys.exit(f"--include {inc}: made with other settings {differ} (theirs, ours); rerun those rows instead")
+        rows.update(prev["rows"])
+
+    baselines = {n: make_baseline(n) for n in names}  # one instance per baseline: cosine keeps its embeddings
+    labels = baselines[names[0]].scheme.names if names else ["Excellent", "Related", "Mismatch", "Irrelevant"]
+    for seed in seeds:
+        sdir = work / f"seed{seed}"
+        train_f, test_f = q.split_for_seed(seed, sdir, a.test_size, a.input, log=print)
+        train, test = pd.read_parquet(train_f), pd.read_parquet(test_f)
+        print(f"seed {seed}: {len(train)} training / {len(test)} test pairs ({test_f})", flush=True)
+        graded: dict[str, tuple[Path, dict]] = {}
+        for n, b in baselines.items():
+            f = sdir / "baselines" / f"{n}.parquet"
+            info = q.run_baseline(b, train, test, a.gold_col, f)
+            graded[n] = (f, {"kind": "baseline", **info})
+        _check_pipeline_split(pipelines, seed, test_f)
+        for n, f in model_files(models, pipelines, seed).items():
+            graded[n] = (f, {"kind": "model"})
+        for n, (f, info) in graded.items():
+            m = q.taosr1_eval(f, test_f, a.gold_col, sdir / "eval" / n.replace("/", "_"))
+            row = rows.setdefault(n, {"kind": info["kind"], "per_seed": {}})
+            row["per_seed"][str(seed)] = {**q.seed_row(m), "predictions": str(f), **{k: v for k, v in info.items()
+                                                                                   if k != "kind"}}
+            print(f"  {n:<20} macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  n {m['n']}", flush=True)
+    for r in rows.values():
+        r["summary"] = q.summarize(r["per_seed"])
+
+    table = q.markdown_table(rows, labels)
+    print("\nmean (min-max) over seeds " + ",".join(map(str, seeds)) + ", each computed by `taosr1 eval`:\n")
+    print(table)
+    print("\nmacro-F1 / accuracy per seed:\n")
+    print(q.per_seed_table(rows, seeds))
+    result = {**setup, "labels": labels, "rows": rows, "table": table,
+              "machine": f"{platform.machine()} {platform.processor() or ''} {__import__('os').cpu_count()} cores".strip(),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

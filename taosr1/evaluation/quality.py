@@ -1,0 +1,116 @@
+"""Quality over several query splits: baselines and trained models side by side, scored by `taosr1 eval`.
+
+Each seed's split is the training pipeline's own (`taosr1.training.pipeline._split`), so a
+pipeline run with that seed and test_size graded exactly these held-out queries. Every number
+comes from `taosr1 eval` (invoked as the CLI, gold joined from the split's test file on the key
+columns), then `summarize` folds the seeds into mean and min-max. bench/quality.py drives it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("macro_f1", "accuracy")
+
+
+def split_for_seed(seed: int, out: str | Path, test_size: float = 0.3, input: str = "",
+                   log: Callable[[str], None] = lambda s: None) -> tuple[Path, Path]:
+    """(train, test) parquet files of the pipeline's split for `seed`, written under OUT/split."""
+    from taosr1.training.pipeline import PipelineConfig, _split
+
+    cfg = PipelineConfig(input=input, test_size=test_size, seed=seed, stages=[], evaluate=False)
+    train, test, _ = _split(cfg, Path(out), log)
+    return Path(train), Path(test)
+
+
+def taosr1_eval(predictions: str | Path, gold: str | Path, gold_col: str, out_dir: str | Path) -> dict[str, Any]:
+    """Run `taosr1 eval PREDICTIONS --gold GOLD --gold-col COL --bootstrap 0 --out OUT`; its metrics.json."""
+    from click.testing import CliRunner
+
+    from taosr1.cli import main
+
+    args = ["eval", str(predictions), "--gold", str(gold), "--gold-col", gold_col, "--bootstrap", "0",
+            "--out", str(out_dir)]
+    res = CliRunner().invoke(main, args)
+    if res.exit_code != 0:
+        raise RuntimeError(f"taosr1 {' '.join(args)} failed (exit {res.exit_code}): {res.output.strip()}"
+                           + (f" {res.exception!r}" if res.exception and not isinstance(res.exception, SystemExit) else ""))
+    return json.loads((Path(out_dir) / "metrics.json").read_text())
+
+
+def seed_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The numbers kept per seed from a `taosr1 eval` metrics.json."""
+    return {"n": metrics["n"], "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
+            "per_class_f1": {k: v["f1"] for k, v in metrics["per_class"].items()},
+            "predicted": {k: v["predicted"] for k, v in metrics["per_class"].items()},
+            "macro_over": metrics["macro_over"], "gold_without_prediction": metrics["gold_without_prediction"]}
+
+
+def _spread(values: list[float | None]) -> dict[str, Any] | None:
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    return {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v)), "seeds": len(v)}
+
+
+def summarize(per_seed: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and min-max over seeds of macro-F1, accuracy and each class's F1.
+
+    A class's F1 is undefined on a seed where it is neither gold nor predicted (None there); it is
+    averaged over the seeds where it is defined, and `seeds` says over how many.
+    """
+    rows = list(per_seed.values())
+    out: dict[str, Any] = {m: _spread([r[m] for r in rows]) for m in METRICS}
+    labels = list(dict.fromkeys(k for r in rows for k in r["per_class_f1"]))
+    out["per_class_f1"] = {k: _spread([r["per_class_f1"].get(k) for r in rows]) for k in labels}
+    out["n"] = [r["n"] for r in rows]
+    return out
+
+
+def _cell(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "-"
+    if s["seeds"] == 1 or s["min"] == s["max"]:
+        return f"{s['mean']:.3f}"
+    return f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
+
+
+def markdown_table(rows: dict[str, dict[str, Any]], labels: list[str]) -> str:
+    """One line per baseline or model: mean (min-max over seeds) of each metric."""
+    head = ["row", "seeds", "macro-F1", "accuracy", *[f"F1 {k}" for k in labels]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for name, r in rows.items():
+        s = r["summary"]
+        cells = [name, ",".join(str(k) for k in r["per_seed"]), _cell(s["macro_f1"]), _cell(s["accuracy"]),
+                 *[_cell(s["per_class_f1"].get(k)) for k in labels]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_seed_table(rows: dict[str, dict[str, Any]], seeds: list[int]) -> str:
+    """macro-F1 / accuracy of each row on each seed."""
+    head = ["row", *[f"seed {s}" for s in seeds]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for name, r in rows.items():
+        cells = []
+        for s in seeds:
+            m = r["per_seed"].get(str(s)) or r["per_seed"].get(s)
+            cells.append("-" if m is None else f"{m['macro_f1']:.3f} / {m['accuracy']:.3f} (n={m['n']})")
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def run_baseline(baseline, train: pd.DataFrame, test: pd.DataFrame, gold_col: str, out_file: Path) -> dict[str, Any]:
+    """Fit on train, grade test, write the graded file; what was fitted and how long it took."""
+    start = time.perf_counter()
+    graded = baseline.fit(train, gold_col).predict(test)
+    seconds = time.perf_counter() - start
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    graded.to_parquet(out_file, index=False)
+    return {**baseline.info(), "seconds": round(seconds, 2)}

