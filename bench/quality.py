@@ -54,7 +54,8 @@ def model_files(models: dict[str, str], pipelines: dict[str, str], seed: int) ->
         files[name] = Path(pattern.format(seed=seed))
     for prefix, pattern in pipelines.items():
         d = Path(pattern.format(seed=seed))
-        found = sorted(glob.glob(str(d / "eval" / "*.parquet")))
+        order = {"zero_shot": 0, "sft": 1, "dpo": 2, "grpo": 3}  # pipeline order, then any other name
+        found = sorted(glob.glob(str(d / "eval" / "*.parquet")), key=lambda f: (order.get(Path(f).stem, 9), f))
         if not found:
             sys.exit(f"--pipeline {prefix}: no graded files {d}/eval/*.parquet for seed {seed} "
                      f"(run `taosr1 pipeline` with seed {seed} and evaluate on)")
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             graded[n] = (f, {"kind": "baseline", **info})
         _check_pipeline_split(pipelines, seed, test_f)
         for n, f in model_files(models, pipelines, seed).items():
-            graded[n] = (f, {"kind": "model"})
+            scored, unparsed = q.without_unparsed(f, sdir / "models" / f"{n.replace('/', '_')}.parquet")
+            graded[n] = (scored, {"kind": "model", "source": str(f), "unparsed": unparsed})
         for n, (f, info) in graded.items():
             m = q.taosr1_eval(f, test_f, a.gold_col, sdir / "eval" / n.replace("/", "_"))
             row = rows.setdefault(n, {"kind": info["kind"], "per_seed": {}})

@@ -141,7 +141,7 @@ def test_summarize_mean_min_max():
     assert s["per_class_f1"]["B"] == pytest.approx({"mean": 0.6, "min": 0.5, "max": 0.7, "seeds": 2})
     assert s["n"] == [10, 12, 11]
     table = q.markdown_table({"x": {"per_seed": per_seed, "summary": s}}, ["A", "B"])
-    assert "| x | 0,1,2 | 0.300 (0.200-0.400) | 0.600 (0.500-0.700) | 0.200 (0.100-0.300) | 0.600 (0.500-0.700) |" in table
+    assert "| x | 0,1,2 | 10,12,11 | 0.300 (0.200-0.400) | 0.600 (0.500-0.700) | 0.200 (0.100-0.300) | 0.600 (0.500-0.700) |" in table
 
 
 def _bench():
@@ -159,7 +159,8 @@ def test_bench_scores_baselines_and_model_rows_with_taosr1_eval(tmp_path, split0
 
     test = split0[1]
     model = test.head(100).copy()
-    model["label"] = np.where(np.arange(100) % 2, "Excellent", "Irrelevant")
+    model["label"] = np.where(np.arange(100) % 2, "Excellent", "Irrelevant").astype(object)
+    model.loc[[3, 5], "label"] = None  # responses that did not parse: left out of `taosr1 eval` and counted
     model.drop(columns=["esci_label"]).to_parquet(tmp_path / "m0.parquet", index=False)
     out = tmp_path / "q.json"
     bench = _bench()
@@ -168,11 +169,14 @@ def test_bench_scores_baselines_and_model_rows_with_taosr1_eval(tmp_path, split0
     res = json.loads(out.read_text())
     assert list(res["rows"]) == ["majority", "overlap", "m"]
     m = res["rows"]["m"]["per_seed"]["0"]
-    assert m["n"] == 100 and m["gold_without_prediction"] == len(test) - 100
-    ref = evaluate(parse_labels(test.head(100)["esci_label"], SCHEME), parse_labels(model["label"], SCHEME), SCHEME)
+    assert m["n"] == 98 and m["unparsed"] == 2 and m["gold_without_prediction"] == len(test) - 98
+    kept = model["label"].notna()
+    ref = evaluate(parse_labels(test.head(100)["esci_label"][kept], SCHEME), parse_labels(model["label"][kept], SCHEME),
+                   SCHEME)
     assert m["macro_f1"] == pytest.approx(ref["macro_f1"]) and m["accuracy"] == pytest.approx(ref["accuracy"])
     assert res["rows"]["majority"]["per_seed"]["0"]["n"] == len(test)
     assert res["rows"]["m"]["summary"]["macro_f1"]["mean"] == pytest.approx(ref["macro_f1"])
+    assert f"m: test pairs without a label: seed 0: {len(test) - 98} (2 unparsed)" in res["table"]
     # --include keeps earlier rows and adds the new ones
     assert bench.main(["--seeds", "0", "--baselines", "none", "--model", f"m2={tmp_path}/m{{seed}}.parquet",
                        "--include", str(out), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "q1.json")]) == 0
@@ -187,3 +191,29 @@ def test_bench_scores_baselines_and_model_rows_with_taosr1_eval(tmp_path, split0
     with pytest.raises(SystemExit, match="other settings"):
         bench.main(["--seeds", "0,1", "--baselines", "none", "--include", str(out), "--work", str(tmp_path / "work"),
                     "--out", str(tmp_path / "q3.json")])
+
+
+def test_bench_pipeline_rows_and_split_check(tmp_path, split0):
+    """--pipeline takes one row per OUT/eval/<stage>.parquet and refuses a folder split with another seed."""
+    test, test_f = split0[1], split0[2]
+    for name, split_src in (("good0", test_f), ("other0", None)):
+        d = tmp_path / name
+        (d / "eval").mkdir(parents=True)
+        (d / "split").mkdir()
+        graded = test.copy()
+        graded["label"] = "Related"
+        for stage in ("zero_shot", "sft"):
+            graded.to_parquet(d / "eval" / f"{stage}.parquet", index=False)
+        if split_src is not None:
+            pd.read_parquet(split_src).to_parquet(d / "split" / "test.parquet", index=False)
+        else:
+            other_train, _ = q.split_for_seed(1, tmp_path / "s1", 0.3)
+            pd.read_parquet(other_train).to_parquet(d / "split" / "test.parquet", index=False)
+    bench, out = _bench(), tmp_path / "q.json"
+    args = ["--seeds", "0", "--baselines", "none", "--work", str(tmp_path / "work"), "--out", str(out)]
+    assert bench.main(args + ["--pipeline", f"p={tmp_path}/good{{seed}}"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["p/zero_shot", "p/sft"]  # pipeline order
+    assert rows["p/sft"]["per_seed"]["0"]["predicted"]["Related"] == len(test)
+    with pytest.raises(SystemExit, match="outside seed 0's split"):
+        bench.main(args + ["--pipeline", f"p={tmp_path}/other{{seed}}"])

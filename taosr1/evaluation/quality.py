@@ -44,6 +44,21 @@ def taosr1_eval(predictions: str | Path, gold: str | Path, gold_col: str, out_di
     return json.loads((Path(out_dir) / "metrics.json").read_text())
 
 
+def without_unparsed(predictions: str | Path, out_file: Path) -> tuple[Path, int]:
+    """The graded file to score, and how many rows had no label (a think-first response that did not
+    parse): `taosr1 eval` refuses such rows, so they go to a copy without them and are counted."""
+    from taosr1.io import read_table
+
+    df = read_table(predictions)
+    col = "label" if "label" in df.columns else "grade" if "grade" in df.columns else None
+    if col is None or not df[col].isna().any():
+        return Path(predictions), 0
+    missing = int(df[col].isna().sum())
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    df[df[col].notna()].to_parquet(out_file, index=False)
+    return out_file, missing
+
+
 def seed_row(metrics: dict[str, Any]) -> dict[str, Any]:
     """The numbers kept per seed from a `taosr1 eval` metrics.json."""
     return {"n": metrics["n"], "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
@@ -83,14 +98,21 @@ def _cell(s: dict[str, Any] | None) -> str:
 
 def markdown_table(rows: dict[str, dict[str, Any]], labels: list[str]) -> str:
     """One line per baseline or model: mean (min-max over seeds) of each metric."""
-    head = ["row", "seeds", "macro-F1", "accuracy", *[f"F1 {k}" for k in labels]]
+    head = ["row", "seeds", "pairs", "macro-F1", "accuracy", *[f"F1 {k}" for k in labels]]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    notes = []
     for name, r in rows.items():
         s = r["summary"]
-        cells = [name, ",".join(str(k) for k in r["per_seed"]), _cell(s["macro_f1"]), _cell(s["accuracy"]),
-                 *[_cell(s["per_class_f1"].get(k)) for k in labels]]
+        cells = [name, ",".join(str(k) for k in r["per_seed"]), ",".join(str(n) for n in s["n"]),
+                 _cell(s["macro_f1"]), _cell(s["accuracy"]), *[_cell(s["per_class_f1"].get(k)) for k in labels]]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        short = {k: v.get("gold_without_prediction", 0) for k, v in r["per_seed"].items()}
+        if any(short.values()):
+            per = ", ".join(f"seed {k}: {v} ({r['per_seed'][k].get('unparsed', 0)} unparsed)"
+                            for k, v in short.items() if v)
+            notes.append(f"{name}: test pairs without a label: {per}; its metrics cover the labelled pairs only "
+                         f"(the others were quarantined, unparsed, or left out by a test_rows cap).")
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def per_seed_table(rows: dict[str, dict[str, Any]], seeds: list[int]) -> str:
