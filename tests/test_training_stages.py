@@ -182,7 +182,14 @@ def test_pipeline_stages_resume_and_serve(tiny_model, tmp_path):
     assert st["cot"]["pairs"] == 16 and st["sft"]["steps"] == 2 and st["sample"]["samples"] == 48
     counts = st["dpo"]["pair_counts"]
     assert counts["prompts"] == 16 and counts["pairs"] == counts["right_vs_wrong"] + counts["reference_vs_sample"]
-    assert set(summary["eval"]) == {"zero_shot", "sft", "dpo"} and all(m["n"] == 12 for m in summary["eval"].values())
+    served = {"zero_shot", "sft", "dpo"}
+    assert set(summary["eval"]) == served | {f"{m}_argmax" for m in served}
+    assert all(m["n"] == 12 for m in summary["eval"].values())
+    # each trained model's beta comes from the calibration slice: training queries no stage trained on
+    assert summary["split"]["calib_rows"] > 0 and set(summary["calibration"]) == {"sft", "dpo"}
+    for stage in ("sft", "dpo"):
+        assert summary["eval"][stage]["beta"] == summary["calibration"][stage]["beta"]
+        assert summary["eval"][f"{stage}_argmax"]["mode"] == "argmax"
 
     # resumed: every stage complete with the same settings is skipped
     r = run(args)

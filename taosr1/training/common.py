@@ -134,7 +134,7 @@ def load_for_training(model: str, lora: bool = False):
 
     from taosr1.models import load_tokenizer, resolve_model
 
-    path = resolve_model(model)
+    path = resolve_model(model or "base")  # training starts from the untrained base unless told otherwise
     dtype = torch.bfloat16 if (lora and torch.cuda.is_available()) else torch.float32
     m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tok = load_tokenizer(path)
@@ -143,17 +143,38 @@ def load_for_training(model: str, lora: bool = False):
     return m, tok, path
 
 
-def lora_config(cfg: Any):
-    """A peft LoraConfig when `cfg.lora_r` > 0, else None (full fine-tuning)."""
+LINEAR_MODULES = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # Llama/Qwen/SmolLM blocks
+
+
+def lora_config(cfg: Any, n_layers: int = 0):
+    """A peft LoraConfig when `cfg.lora_r` > 0, else None (full fine-tuning).
+
+    `cfg.lora_layers` > 0 puts adapters on the last that many of the model's `n_layers` blocks
+    only: the frozen blocks below need no backward pass, which halves a CPU step.
+    """
     if cfg.lora_r <= 0:
         return None
     from peft import LoraConfig
 
     targets: Any = cfg.lora_target_modules
+    layers = getattr(cfg, "lora_layers", 0)
+    if layers and targets == "all-linear":  # peft takes a layer range only with named modules
+        targets = LINEAR_MODULES
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
+    extra = {"layers_to_transform": list(range(max(n_layers - layers, 0), n_layers))} if layers and n_layers else {}
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM", **extra)
+
+
+def with_lora(model: Any, cfg: Any) -> Any:
+    """`model` with trainable LoRA adapters per `cfg` (a peft model), or unchanged for full fine-tuning."""
+    lc = lora_config(cfg, model.config.num_hidden_layers)
+    if lc is None:
+        return model
+    from peft import get_peft_model
+
+    return get_peft_model(model, lc)
 
 
 def save_model(model: Any, tokenizer: Any, out: str | Path) -> Path:
@@ -198,7 +219,8 @@ class TrainStage:
     """Mixed into SFTConfig / DPOConfig / GRPOConfig: the project's fields, and TRL defaults changed.
 
     Parameters:
-        model: the model folder training starts from ("" = the embedded default model).
+        model: the model folder training starts from ("" or "base" = the untrained embedded base;
+            the embedded default is a trained model: name its folder to train it further).
         data: the output folder of `taosr1 cot` (pairs, gold labels, reference responses).
         label_config: the LabelConfig YAML serving uses ("" = conf/label.yaml): its scheme and
             prompt section render the training prompts, so `taosr1 label` sees the same text.
@@ -207,6 +229,7 @@ class TrainStage:
         max_examples: train on the first N examples (0 = all).
         lora_r: LoRA rank; 0 = full fine-tuning. The saved model has the adapters merged in.
         lora_alpha, lora_dropout, lora_target_modules: LoRA options (`all-linear` or comma-separated names).
+        lora_layers: adapters on the last N transformer blocks only (0 = every block).
 
     Changed TRL defaults: no gradient checkpointing (small models; set it for big ones), report_to
     none, no intermediate checkpoints, log every step; on a machine without CUDA, use_cpu and
@@ -223,6 +246,7 @@ class TrainStage:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: str = "all-linear"
+    lora_layers: int = 0
     # TrainingArguments fields with defaults changed for this project
     gradient_checkpointing: bool = False
     report_to: Any = "none"
@@ -239,6 +263,8 @@ class TrainStage:
             raise ConfigError(f"max_examples must be >= 0, got {self.max_examples}")
         if self.lora_r < 0:
             raise ConfigError(f"lora_r must be >= 0 (0 = full fine-tuning), got {self.lora_r}")
+        if self.lora_layers < 0:
+            raise ConfigError(f"lora_layers must be >= 0 (0 = every block), got {self.lora_layers}")
         if not torch.cuda.is_available():
             self.use_cpu = True  # type: ignore[attr-defined]
             if self.bf16 is None:

@@ -11,6 +11,7 @@ same data trains the post-CoT model and the think-first ablation.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from taosr1.config import ConfigError
 from taosr1.engines.base import EngineConfig
 from taosr1.labels import Label, LabelScheme
 from taosr1.prompts import FIELDS, STEPS, PromptBuilder, format_response, parse_response, user_prompt
-from taosr1.training.rules import Rule, RuleIndex, words
+from taosr1.evidence import Evidence, measures, pair_evidence
+from taosr1.training.rules import Rule, RuleIndex
 
 
 @dataclass
@@ -40,7 +42,10 @@ class CoTConfig:
         attempts: teacher tries per pair (k) before the template fallback; 0 = template only.
         temperature, max_new_tokens, seed: teacher sampling.
         limit: use the first N valid pairs (0 = all).
-        teacher: engine section for the teacher model (model "" = the default model).
+        negatives_per_query: built negatives: each query paired with this many items of other
+            queries that share no content word with it, graded the worst label (source
+            `built_negative`). They come from the training input only, so never reach an evaluation.
+        teacher: engine section for the teacher model (model "" or "base" = the untrained base).
     """
 
     input: str = ""
@@ -55,6 +60,7 @@ class CoTConfig:
     max_new_tokens: int = 160
     seed: int = 0
     limit: int = 0
+    negatives_per_query: int = 0
     teacher: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -69,6 +75,8 @@ class CoTConfig:
             raise ConfigError(f"temperature must be >= 0 and max_new_tokens >= 1, got {self.temperature}, {self.max_new_tokens}")
         if self.limit < 0:
             raise ConfigError(f"limit must be >= 0, got {self.limit}")
+        if self.negatives_per_query < 0:
+            raise ConfigError(f"negatives_per_query must be >= 0, got {self.negatives_per_query}")
 
 
 TITLE_WORDS = 12  # the template quotes the title's head: responses stay short, the prompt has the rest
@@ -106,7 +114,7 @@ def teacher_prompts(builder: PromptBuilder, fields: Sequence[dict[str, str]], ru
     tok = builder.tok
     texts = [
         tok.apply_chat_template(
-            [{"role": "system", "content": teacher_system(builder, r)}, {"role": "user", "content": user_prompt(f)}],
+            [{"role": "system", "content": teacher_system(builder, r)}, {"role": "user", "content": user_prompt(f, builder.cfg.evidence)}],
             chat_template=builder.template, tokenize=False, add_generation_prompt=True,
         )
         for f, r in zip(fields, rules)
@@ -114,29 +122,52 @@ def teacher_prompts(builder: PromptBuilder, fields: Sequence[dict[str, str]], ru
     return [list(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
-def _position_phrase(gold: Label, scheme: LabelScheme) -> str:
+def _judgement(gold: Label, scheme: LabelScheme, ev: Evidence) -> str:
+    """The gold grade, with the evidence that points its way (the grade is never changed)."""
     i = scheme.labels.index(gold)
+    head = f'"{ev.head}"' if ev.head else "the product"
     if i == 0:
-        return "The item is the product type the query asks for."
-    if i == len(scheme.labels) - 1:
-        return "The item is not the product type the query asks for."
-    return f"The item is close to what the query asks for but not an exact fit: {gold.description or gold.name}."
+        why = f"it is the {head} asked for" + (f", with {', '.join(ev.found)}" if ev.found else "")
+    elif i == len(scheme.labels) - 1:
+        if ev.excluded_present:
+            why = f"it has {', '.join(ev.excluded_present)}, which the query excludes"
+        elif not ev.head_found:
+            why = f"it is not a {head}"
+        else:
+            why = "it names the query's words but is not what the shopper wants"
+    else:
+        gaps = ev.measures_conflict + [f"no {w}" for w in ev.missing[:3]]
+        why = f"{gold.description or gold.name}" + (f" ({'; '.join(gaps)})" if gaps else "")
+    return f"{gold.name}: {why}."
 
 
 def template_steps(fields: dict[str, str], gold: Label, scheme: LabelScheme, rules: Sequence[Rule]) -> list[str]:
-    """Deterministic reasoning that states the gold judgement (the fallback when the teacher never agrees)."""
+    """The rule teacher: five steps filled from the pair's own evidence, ending in the gold grade.
+
+    Every step is read off the pair (taosr1/training/evidence.py): the query's product type and
+    measures, the item, whether the title names that type, the terms and measures it shares,
+    lacks or contradicts. Only the judgement knows the gold grade; it cites the evidence.
+    """
     q, t = fields["query"], fields["title"]
-    tw = set(words(t))
-    qwords = list(dict.fromkeys(words(q)))
-    shared = [w for w in qwords if w in tw]
-    missing = [w for w in qwords if w not in tw]
+    ev = pair_evidence(q, t, fields.get("brand"))
+    asks = f'The shopper searches for "{q}"' + (f", a {ev.head}" if ev.head else "")
+    qm = sorted(measures(q))
+    asks += (f" of {', '.join(f'{n} {u}' for n, u in qm)}" if qm else "") + "."
     short = " ".join(t.split()[:TITLE_WORDS]) + (" ..." if len(t.split()) > TITLE_WORDS else "")
     item = f'The item is "{short}"' + (f" by {fields['brand']}" if fields.get("brand") else "") + "."
-    attrs = (f"The title shares {', '.join(shared)} with the query" if shared else "The title shares no word with the query")
-    attrs += f" and lacks {', '.join(missing)}." if missing else " and lacks none of its words."
+    if not ev.head:
+        cat = "The query names no product type."
+    elif ev.head_found:
+        cat = f'The title names the product type "{ev.head}".'
+    else:
+        cat = f'The title does not name "{ev.head}", the product type asked for.'
+    attrs = [f"Shares {', '.join(ev.found)}" if ev.found else "Shares no query term",
+             f"lacks {', '.join(ev.missing)}" if ev.missing else "lacks none"]
+    attrs += [f"{m} agrees" for m in ev.measures_agree] + ev.measures_conflict
+    attrs += [f"has excluded {w}" for w in ev.excluded_present]
     rule = next((r for r in rules if re.search(rf"\b{re.escape(gold.name)}\b", r.text)), None)
-    judge = f"{gold.name}: {gold.description or gold.name}." + (f" Rule: {rule.text}" if rule else "")
-    return [f'The shopper searches for "{q}".', item, _position_phrase(gold, scheme), attrs, judge]
+    judge = _judgement(gold, scheme, ev) + (f" Rule: {rule.text}" if rule else "")
+    return [asks, item, cat, "; ".join(attrs) + ".", judge]
 
 
 @dataclass
@@ -231,12 +262,15 @@ def build_cot(
                "response_think_first": format_response(g, s, "think_first")}
         records.append(rec)
     frame = pd.DataFrame.from_records(records)
+    if cfg.negatives_per_query and len(frame):
+        frame = pd.concat([frame, built_negatives(frame, scheme, cfg.negatives_per_query, cfg.seed, columns.keys)], ignore_index=True)
     bad = [i for i, r in enumerate(reasons) if r is not None]
     quarantine = df.iloc[bad].astype(str).assign(reason=[reasons[i] for i in bad]).reset_index(drop=True)
     n = len(frame)
     teacher_rows = int((frame["source"] == "teacher").sum()) if n else 0
     stats = {
         "pairs": n,
+        "built_negatives": int((frame["source"] == "built_negative").sum()) if n else 0,
         "quarantined": len(quarantine),
         "teacher_rows": teacher_rows,
         "template_rows": n - teacher_rows,
@@ -248,6 +282,44 @@ def build_cot(
         "rules_used": Counter(r for x in frame["rules"] for r in x.split(",") if r).most_common(5) if n else [],
     }
     return CoTResult(frame, quarantine, stats)
+
+
+def built_negatives(frame: pd.DataFrame, scheme: LabelScheme, per_query: int, seed: int,
+                    keys: Sequence[str] = ()) -> pd.DataFrame:
+    """Each query with `per_query` items of other queries, graded the scheme's worst label.
+
+    An item qualifies when its own query shares no content word with this query and it is
+    not one of this query's items: such a pair is almost always irrelevant. The rows carry
+    the rule teacher's reasoning like any other. A key column that maps one to one onto the
+    query (query_id) keeps the query's value; the others (product_id) read `built-<pair_id>`.
+    """
+    import numpy as np
+
+    from taosr1.evidence import pair_evidence
+
+    worst = scheme.labels[-1]
+    rng = np.random.default_rng(seed)
+    terms = {q: set(pair_evidence(q, "").terms) for q in frame["query"].unique()}
+    items = frame.drop_duplicates("title")[["query", "title", "brand"]].to_dict("records")
+    query_keys = [k for k in keys if frame.groupby("query")[k].nunique().max() == 1
+                  and frame.groupby(k)["query"].nunique().max() == 1]
+    if keys and len(query_keys) == len(keys):  # at least one key must be new, or the pair repeats a real key
+        query_keys = query_keys[:-1]
+    recs, next_id = [], int(frame["pair_id"].max()) + 1
+    for q, own in frame.groupby("query", sort=True):
+        own_titles = set(own["title"])
+        pool = [it for it in items if it["title"] not in own_titles and not (terms[q] & terms[it["query"]])]
+        for j in rng.permutation(len(pool))[:per_query]:
+            it = pool[int(j)]
+            fields = {"query": q, "title": it["title"], "brand": it.get("brand")}
+            s = template_steps(fields, worst, scheme, [])
+            recs.append({"pair_id": next_id, **{k: own.iloc[0][k] if k in query_keys else f"built-{next_id}" for k in keys},
+                         **{f: fields.get(f) for f in FIELDS}, "gold": worst.name, "source": "built_negative",
+                         "attempts": 0, "teacher_label": None, "teacher_response": None, "rules": "", "steps": s,
+                         "response_post_cot": format_response(worst, s, "post_cot"),
+                         "response_think_first": format_response(worst, s, "think_first")})
+            next_id += 1
+    return pd.DataFrame.from_records(recs, columns=frame.columns)
 
 
 def run_cot(cfg: CoTConfig, values_hash: str = "") -> dict[str, Any]:
@@ -268,7 +340,7 @@ def run_cot(cfg: CoTConfig, values_hash: str = "") -> dict[str, Any]:
     df = read_table(src)
     check_columns(df, serving.label_config.columns, source=src)
     index = RuleIndex(load_rules(cfg.rules))
-    engine = make_engine(cfg.teacher) if cfg.attempts > 0 else None
+    engine = make_engine(dataclasses.replace(cfg.teacher, model=cfg.teacher.model or "base")) if cfg.attempts > 0 else None
     tok = engine.tokenizer if engine is not None else _tokenizer(cfg.teacher.model)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
     result = build_cot(df, gold_col=cfg.gold, builder=builder, columns=serving.label_config.columns,
@@ -285,4 +357,4 @@ def run_cot(cfg: CoTConfig, values_hash: str = "") -> dict[str, Any]:
 def _tokenizer(model: str):
     from taosr1.models import load_tokenizer, resolve_model
 
-    return load_tokenizer(resolve_model(model))
+    return load_tokenizer(resolve_model(model or "base"))

@@ -115,7 +115,7 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     data = pd.DataFrame({"prompt": [prompts[int(p)] for p in pairs["pair_id"]],
                          "chosen": pairs["chosen"].tolist(), "rejected": pairs["rejected"].tolist()})
     trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_pandas(data), processing_class=tok,
-                         peft_config=lora_config(cfg))
+                         peft_config=lora_config(cfg, model.config.num_hidden_layers))
     trainer.train()
     save_model(trainer.model, tok, cfg.output_dir)
     trained = pairs.head(len(data))

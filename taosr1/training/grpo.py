@@ -176,7 +176,7 @@ def run_grpo(cfg: GRPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     data = pd.DataFrame({"prompt": builder.texts(field_rows(rows)), "gold": rows["gold"].tolist()})
     trainer_cls = group_filter_trainer()
     trainer = trainer_cls(model=model, reward_funcs=make_rewards(serving.scheme, cfg.format), args=cfg,
-                          train_dataset=Dataset.from_pandas(data), processing_class=tok, peft_config=lora_config(cfg))
+                          train_dataset=Dataset.from_pandas(data), processing_class=tok, peft_config=lora_config(cfg, model.config.num_hidden_layers))
     trainer.train()
     save_model(trainer.model, tok, cfg.output_dir)
     dropped = [h["dropped_equal_reward_groups"] for h in trainer.state.log_history if "dropped_equal_reward_groups" in h]

@@ -1,7 +1,12 @@
 """`taosr1 pipeline`: the training stages in order from one config, resumable stage by stage.
 
-split (by query) -> cot -> sft -> sample -> dpo -> grpo -> eval. Each stage writes into
-OUTPUT/<stage>; the pipeline wires each stage's inputs to the earlier stages' folders.
+split (by query) -> cot -> sft -> sample -> dpo -> grpo -> calibrate -> eval -> export.
+Each stage writes into OUTPUT/<stage>; the pipeline wires each stage's inputs to the earlier
+stages' folders. The split holds out test queries (graded after each stage) and, from the
+training queries, a calibration slice no stage trains on: each trained model's CumPT beta is
+fitted there and written beside it, never on the test queries. `export` factors the last
+model into a LoRA adapter over the start model (taosr1/training/export.py), and `ship_to`
+copies it where the embedded default model is read from.
 A stage whose folder holds a complete marker written with the same settings is skipped;
 a stage that runs again makes every later stage run again. The summary
 (OUTPUT/pipeline_summary.json) holds each stage's data counts and metrics.
@@ -36,8 +41,10 @@ class PipelineConfig:
         input: labelled pairs ("" = the bundled ESCI sample); gold: their gold label column.
         test_size: fraction of queries held out for evaluation (split by query); 0 = no split, no eval.
         train_rows, test_rows: use at most this many training / test pairs (0 = all).
+        calib_size: fraction of the training queries held out of training to calibrate beta (0 = none:
+            each model keeps beta 0.5).
         seed: split seed.
-        model: the model SFT starts from ("" = the embedded default model); also the zero-shot baseline.
+        model: the model SFT starts from ("base" = the untrained embedded base); also the zero-shot baseline.
         label_config, labels, format: the serving setup every stage trains for (see TrainStage).
         stages: the stages to run, in pipeline order.
         evaluate: grade the test split with the start model and each trained model.
@@ -45,15 +52,19 @@ class PipelineConfig:
         eval_max_new_tokens: response budget when a think-first model is graded by generation.
         cot, sft, sample, dpo, grpo: each stage's own settings (keys of CoTConfig, SFTStageConfig,
             SampleConfig, DPOStageConfig, GRPOStageConfig), less the ones the pipeline wires (WIRED).
+        export_rank: rank of the exported LoRA adapter (0 = no export).
+        ship_to: copy the exported adapter and its card into this folder ("" = no copy;
+            conf/train/default_model.yaml ships to taosr1/data/default_model).
     """
 
     input: str = ""
     gold: str = "esci_label"
     test_size: float = 0.3
+    calib_size: float = 0.15
     train_rows: int = 0
     test_rows: int = 0
     seed: int = 0
-    model: str = ""
+    model: str = "base"
     label_config: str = ""
     labels: str = ""
     format: str = "post_cot"
@@ -66,6 +77,8 @@ class PipelineConfig:
     sample: dict = field(default_factory=dict)
     dpo: dict = field(default_factory=dict)
     grpo: dict = field(default_factory=dict)
+    export_rank: int = 0
+    ship_to: str = ""
 
     def __post_init__(self) -> None:
         from taosr1.training.common import check_format
@@ -76,8 +89,12 @@ class PipelineConfig:
             raise ConfigError(f"stages: unknown stage(s) {bad}; the stages are {list(STAGES)}")
         if list(self.stages) != [s for s in STAGES if s in self.stages]:
             raise ConfigError(f"stages must be in pipeline order {list(STAGES)}, got {list(self.stages)}")
-        if not 0 <= self.test_size < 1:
-            raise ConfigError(f"test_size must be in [0, 1), got {self.test_size}")
+        if not 0 <= self.test_size < 1 or not 0 <= self.calib_size < 1:
+            raise ConfigError(f"test_size and calib_size must be in [0, 1), got {self.test_size}, {self.calib_size}")
+        if self.export_rank < 0:
+            raise ConfigError(f"export_rank must be >= 0, got {self.export_rank}")
+        if self.ship_to and not self.export_rank:
+            raise ConfigError("ship_to needs an adapter: set export_rank above 0")
         for name in STAGES:
             section = getattr(self, name)
             if not isinstance(section, dict):
@@ -153,47 +170,87 @@ def run_stage(name: str, cfg: Any, h: str = "") -> dict[str, Any]:
 
 
 def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[str, str | None, dict[str, Any]]:
-    """The training input, and the test file (None without a split)."""
+    """The training input, and the test file (None without a split); OUTPUT/split/calib.parquet
+    holds the calibration slice when `calib_size` > 0."""
     from taosr1.io import read_table
     from taosr1.resources import sample_path
     from taosr1.training.common import read_stage, write_stage
     from taosr1.training.split import split_by_query
 
     src = cfg.input or str(sample_path())
-    if not cfg.test_size:
+    if not cfg.test_size and not cfg.calib_size:
         return src, None, {"input": src}
     d = out / "split"
     h = values_hash({"input": src, "test_size": cfg.test_size, "seed": cfg.seed, "test_rows": cfg.test_rows,
-                     "label_config": cfg.label_config})
+                     "label_config": cfg.label_config, "calib_size": cfg.calib_size})
     marker = read_stage(d)
     if marker is None or marker.get("config_hash") != h:
         from taosr1.training.common import serving_setup
 
         qcol = serving_setup(cfg.label_config, cfg.labels).label_config.columns.query
-        train, test = split_by_query(read_table(src), qcol, cfg.test_size, cfg.seed)
+        df = read_table(src)
+        train, test = split_by_query(df, qcol, cfg.test_size, cfg.seed) if cfg.test_size else (df, df.head(0))
         # shuffled, so that train_rows / test_rows caps take many queries, not the first few
         train = train.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
         test = test.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
         if cfg.test_rows:
             test = test.head(cfg.test_rows)
         d.mkdir(parents=True, exist_ok=True)
+        calib = train.head(0)
+        if cfg.calib_size:  # the training split's own queries: never the test queries
+            train, calib = split_by_query(train, qcol, cfg.calib_size, cfg.seed)
+            calib.to_parquet(d / "calib.parquet", index=False)
         train.to_parquet(d / "train.parquet", index=False)
         test.to_parquet(d / "test.parquet", index=False)
-        shared = set(train[qcol].str.lower().str.strip()) & set(test[qcol].str.lower().str.strip())
-        marker = write_stage(d, "split", {"input": src, "train_rows": len(train), "test_rows": len(test),
-                                          "train_queries": int(train[qcol].nunique()), "test_queries": int(test[qcol].nunique()),
-                                          "queries_in_both": len(shared)}, h)
+        key = lambda f: set(f[qcol].str.lower().str.strip())  # noqa: E731
+        marker = write_stage(d, "split", {"input": src, "train_rows": len(train), "calib_rows": len(calib),
+                                          "test_rows": len(test), "train_queries": int(train[qcol].nunique()),
+                                          "test_queries": int(test[qcol].nunique()),
+                                          "queries_in_both": len(key(train) & key(test)) + len(key(calib) & key(test))
+                                          + len(key(train) & key(calib))}, h)
         marker = read_stage(d)
-        log(f"split: {marker['train_rows']} train / {marker['test_rows']} test rows, no query in both")
-    return str(d / "train.parquet"), str(d / "test.parquet"), marker or {}
+        log(f"split: {marker['train_rows']} train / {marker['calib_rows']} calibration / {marker['test_rows']} test rows, "
+            "no query in two")
+    return str(d / "train.parquet"), str(d / "test.parquet") if cfg.test_size else None, marker or {}
+
+
+def calibrate_model(cfg: PipelineConfig, model: str, calib_file: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """Fit CumPT beta for `model` on the calibration slice (macro-F1, as `taosr1 calibrate`) and record it beside it."""
+    import numpy as np
+    import pandas as pd
+
+    from taosr1.cumpt import best_beta, beta_curve
+    from taosr1.labeling import write_calibration
+    from taosr1.training.evaluate import evaluate_scoring
+
+    _, graded = evaluate_scoring(model, pd.read_parquet(calib_file), gold_col=cfg.gold, label_config=cfg.label_config,
+                                 labels=cfg.labels, threads=cfg.eval_threads, beta=0.5)
+    scheme = _scheme(cfg)
+    gold = np.array([scheme.labels.index(scheme.parse(v)) for v in graded[cfg.gold]])
+    curve = beta_curve(graded[scheme.prob_columns].to_numpy(dtype=float), gold, scheme)
+    beta = best_beta(curve)
+    f1 = next(r[1] for r in curve if r[0] == beta)
+    write_calibration(model, scheme.name, beta, macro_f1=f1, n=len(graded), source="pipeline calibration slice")
+    log(f"calibrate {Path(model).name}: beta {beta} (macro-F1 {f1:.4f} on {len(graded)} calibration pairs)")
+    return {"beta": beta, "macro_f1": f1, "n": len(graded)}
+
+
+def _scheme(cfg: PipelineConfig):
+    from taosr1.training.common import serving_setup
+
+    return serving_setup(cfg.label_config, cfg.labels).scheme
 
 
 def evaluate_models(cfg: PipelineConfig, out: Path, test_file: str, models: dict[str, str],
                     log: Callable[[str], None]) -> dict[str, Any]:
-    """Grade the test split with each model, caching each result in OUTPUT/eval/<name>.json."""
+    """Grade the test split with each model, caching each result in OUTPUT/eval/<name>.json.
+
+    Post-CoT models are graded as served (CumPT at the model's calibrated beta, eval/<name>.parquet)
+    and by argmax of the same probabilities (eval/<name>_argmax.parquet).
+    """
     import pandas as pd
 
-    from taosr1.training.evaluate import evaluate_generation, evaluate_scoring
+    from taosr1.training.evaluate import classification_metrics, evaluate_generation, evaluate_scoring
 
     test = pd.read_parquet(test_file)
     ev = out / "eval"
@@ -204,22 +261,37 @@ def evaluate_models(cfg: PipelineConfig, out: Path, test_file: str, models: dict
         # the start model is graded zero-shot with the post-CoT prompt; trained models in their format
         fmt = cfg.format if name != "zero_shot" else "post_cot"
         key = values_hash({"model": model, "marker": _marker_time(model), "rows": len(test), "fmt": fmt,
-                           "max_new_tokens": cfg.eval_max_new_tokens})
+                           "max_new_tokens": cfg.eval_max_new_tokens, "calibration": _calibration_time(model)})
         if f.is_file() and json.loads(f.read_text()).get("key") == key:
-            results[name] = json.loads(f.read_text())["metrics"]
+            results.update(json.loads(f.read_text())["metrics"])
             continue
+        found = {}
         if fmt == "post_cot":
             m, pred = evaluate_scoring(model, test, gold_col=cfg.gold, label_config=cfg.label_config,
                                        labels=cfg.labels, threads=cfg.eval_threads)
+            scheme = _scheme(cfg)
+            arg = pred.assign(label=[scheme.labels[i].name for i in pred[scheme.prob_columns].to_numpy().argmax(1)])
+            gold = [scheme.parse(v).name for v in arg[cfg.gold]]
+            found[f"{name}_argmax"] = ({**classification_metrics(gold, arg["label"].tolist(), scheme), "mode": "argmax"}, arg)
         else:
             m, pred = evaluate_generation(model, test, gold_col=cfg.gold, fmt=fmt, label_config=cfg.label_config,
                                           labels=cfg.labels, threads=cfg.eval_threads,
                                           max_new_tokens=cfg.eval_max_new_tokens)
-        pred.to_parquet(ev / f"{name}.parquet", index=False)
-        f.write_text(json.dumps({"key": key, "model": model, "metrics": m}, indent=2, default=str))
-        log(f"eval {name}: macro-F1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f} on {m['n']} rows")
-        results[name] = m
+        found = {name: (m, pred), **found}
+        for n, (mm, frame) in found.items():
+            frame.to_parquet(ev / f"{n}.parquet", index=False)
+            log(f"eval {n}: macro-F1 {mm['macro_f1']:.4f}, accuracy {mm['accuracy']:.4f} on {mm['n']} rows")
+        metrics = {n: mm for n, (mm, _) in found.items()}
+        f.write_text(json.dumps({"key": key, "model": model, "metrics": metrics}, indent=2, default=str))
+        results.update(metrics)
     return results
+
+
+def _calibration_time(model: str) -> str:
+    from taosr1.labeling import CALIBRATION_FILE
+
+    f = Path(model) / CALIBRATION_FILE
+    return f.read_text() if f.is_file() else ""
 
 
 def _marker_time(model: str) -> str:
@@ -254,9 +326,60 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
         log(f"{name}: running ({why if not rerun else 'an earlier stage ran again'}) -> {out / name}")
         summary["stages"][name] = run_stage(name, scfg, h)
         rerun = True
+    trained = {s: str(out / s) for s in ("sft", "dpo", "grpo") if read_stage(out / s) is not None}
+    calib = out / "split" / "calib.parquet"
+    if cfg.calib_size and calib.is_file() and cfg.format == "post_cot":
+        summary["calibration"] = {s: calibrate_model(cfg, m, str(calib), log) for s, m in trained.items()}
     if cfg.evaluate and test_file:
-        models = {"zero_shot": resolve_model(cfg.model)}
-        models.update({s: str(out / s) for s in ("sft", "dpo", "grpo") if read_stage(out / s) is not None})
+        models = {"zero_shot": resolve_model(cfg.model), **trained}
         summary["eval"] = evaluate_models(cfg, out, test_file, models, log)
+    if cfg.export_rank and trained:
+        summary["export"] = export_last(cfg, out, list(trained.values())[-1], summary, log)
     (out / "pipeline_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def export_last(cfg: PipelineConfig, out: Path, model: str, summary: dict[str, Any],
+                log: Callable[[str], None]) -> dict[str, Any]:
+    """The last trained model as a LoRA adapter over the start model (OUTPUT/adapter), checked, and shipped."""
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from taosr1.labeling import read_calibration
+    from taosr1.models import load_tokenizer, resolve_model
+    from taosr1.prompts import PromptBuilder
+    from taosr1.training.common import field_rows, serving_setup
+    from taosr1.training.export import agreement, export_adapter, write_card
+
+    base = resolve_model(cfg.model)
+    report = export_adapter(model, base, out / "adapter", rank=cfg.export_rank)
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+                                       str(out / "adapter")).merge_and_unload().eval()
+    serving = serving_setup(cfg.label_config, cfg.labels)
+    tok = load_tokenizer(model)
+    import pandas as pd
+
+    from taosr1.training.common import COT_FILE
+
+    cot = pd.read_parquet(out / "cot" / COT_FILE).head(256)
+    ids = PromptBuilder(tok, serving.scheme, serving.prompt).build(field_rows(cot)).ids
+    label_ids = [tok.convert_tokens_to_ids(lab.token) for lab in serving.scheme.labels]
+    report["agreement"] = agreement(model, merged, tok, ids, label_ids)
+    scheme = serving.scheme.name
+    beta = read_calibration(model, scheme)
+    write_card(out / "adapter", report, base=cfg.model, stage=Path(model).name, labels=scheme,
+               prompt_version=serving.prompt.version, beta={scheme: beta} if beta is not None else {},
+               split=summary.get("split"), eval=summary.get("eval"), calibration=summary.get("calibration"))
+    log(f"export: {report['matrices']} matrices at rank {report['rank']}, {report['bytes'] / 1e6:.1f} MB, "
+        f"top label agrees on {report['agreement']['top_label_agreement']:.1%} of {report['agreement']['rows']} prompts")
+    if cfg.ship_to:
+        dest = Path(cfg.ship_to)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in (out / "adapter").iterdir():
+            if f.is_file():
+                shutil.copy2(f, dest / f.name)
+        log(f"export: shipped to {dest}")
+    return report

@@ -1,4 +1,12 @@
-"""`taosr1 train sft`: supervised fine-tuning on the CoT responses (TRL SFTTrainer).
+"""`taosr1 train sft`: supervised fine-tuning, in two phases.
+
+1. The label phase (`label_epochs`): cross-entropy over the label tokens' logits at the last
+   prompt position, class-weighted, with the prefix every prompt shares run once per batch
+   (taosr1/training/label_loss.py). This is exactly what serving reads, so this is the phase
+   that teaches the grade.
+2. The CoT phase (`num_train_epochs`, TRL SFTTrainer): next-token loss on the response, so the
+   model can explain its grade (`taosr1 explain`). `label_weight` weighs the response's first
+   token, the label, against each reasoning token, so the reasoning does not wash the grade out.
 
 The dataset is in TRL's prompt-completion format: `prompt` is the text PromptBuilder
 renders for serving (the model's own chat template, fields cut to their budgets), and
@@ -15,6 +23,7 @@ from typing import Any
 import pandas as pd
 from trl import SFTConfig
 
+from taosr1.config import ConfigError
 from taosr1.training.common import TrainStage
 
 
@@ -25,11 +34,34 @@ class SFTStageConfig(TrainStage, SFTConfig):
     Parameters:
         max_length: prompt + response tokens kept (TRL truncates the end). Default 768 fits the
             default prompt budgets and a five-step response.
+        num_train_epochs: epochs of the CoT phase (0 = none: a label-only model).
+        label_epochs: epochs of the label phase, run first (0 = none). Post-CoT only.
+        label_learning_rate, label_batch_size: its optimiser settings.
+        class_weight_power: class weights of the label phase, inverse frequency to this power
+            (0 = none, 1 = balanced): macro-F1 counts a rare grade as much as a common one.
+        label_weight: weight of the label token in the CoT phase's loss, where each reasoning
+            token weighs 1 (1 = plain SFT).
     """
 
     max_length: int | None = 768
     learning_rate: float = 2e-5
     num_train_epochs: float = 1.0
+    label_epochs: float = 0.0
+    label_learning_rate: float = 5e-4
+    label_batch_size: int = 16
+    class_weight_power: float = 0.5
+    label_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.label_epochs < 0 or self.label_batch_size < 1 or self.label_weight < 0:
+            raise ConfigError(f"label_epochs and label_weight must be >= 0 and label_batch_size >= 1, got "
+                              f"{self.label_epochs}, {self.label_weight}, {self.label_batch_size}")
+        if self.label_epochs and self.format != "post_cot":
+            raise ConfigError("label_epochs trains the label read at the prompt's end: it needs format post_cot, "
+                              f"got {self.format!r}")
+        if not self.label_epochs and not self.num_train_epochs:
+            raise ConfigError("sft trains nothing: set label_epochs or num_train_epochs above 0")
+        super().__post_init__()
 
 
 def sft_dataset(cot: pd.DataFrame, builder: Any, fmt: str) -> pd.DataFrame:
@@ -46,25 +78,74 @@ def read_cot(data: str | Path, max_examples: int = 0) -> pd.DataFrame:
     return df.head(max_examples) if max_examples else df
 
 
+def label_weighted_loss(label_weight: float):
+    """Trainer `compute_loss_func`: mean next-token loss on the completion, its first token (the
+    label) weighted `label_weight` times a reasoning token."""
+    import torch
+
+    def loss_fn(outputs, labels, num_items_in_batch=None):
+        logits, target = outputs.logits[:, :-1].float(), labels[:, 1:]
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+        mask = (target != -100).float()
+        first = (mask.cumsum(1) == 1) & (mask > 0)
+        w = mask + (label_weight - 1.0) * first.float()
+        return (ce * w).sum() / w.sum().clamp(min=1.0)
+
+    return loss_fn
+
+
+def label_phase(model, tok, builder, cot: pd.DataFrame, cfg: SFTStageConfig) -> dict[str, Any]:
+    """Train the label logits serving reads on every CoT row's prompt and gold label."""
+    from taosr1.training.common import field_rows
+    from taosr1.training.label_loss import train_labels
+
+    scheme = builder.scheme
+    ids = builder.build(field_rows(cot)).ids
+    gold = [scheme.names.index(g) for g in cot["gold"]]
+    label_ids = [tok.convert_tokens_to_ids(lab.token) for lab in scheme.labels]
+    return train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id, epochs=cfg.label_epochs,
+                        learning_rate=cfg.label_learning_rate, batch_size=cfg.label_batch_size,
+                        class_weight_power=cfg.class_weight_power, bf16=bf16_autocast(), seed=cfg.seed)
+
+
+def bf16_autocast() -> bool:
+    """bf16 autocast for the label phase on CPUs with native bf16 (AMX / AVX512-bf16), and on CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
-    """Train, save the (merged) model and tokenizer into cfg.output_dir, write the stage marker."""
+    """Label phase, CoT phase; save the (merged) model and tokenizer into cfg.output_dir; write the marker."""
     from datasets import Dataset
     from trl import SFTTrainer
 
     from taosr1.prompts import PromptBuilder
-    from taosr1.training.common import load_for_training, lora_config, save_model, serving_setup, train_metrics, write_stage
+    from taosr1.training.common import load_for_training, save_model, serving_setup, train_metrics, with_lora, write_stage
 
     serving = serving_setup(cfg.label_config, cfg.labels, cfg.format)
     cot = read_cot(cfg.data, cfg.max_examples)
     model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
+    model = with_lora(model, cfg)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
-    data = sft_dataset(cot, builder, cfg.format)
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_pandas(data),
-                         processing_class=tok, peft_config=lora_config(cfg))
-    trainer.train()
-    save_model(trainer.model, tok, cfg.output_dir)
-    summary = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name,
-               "examples": len(data), "teacher_rows": int((cot["source"] == "teacher").sum()),
-               "lora_r": cfg.lora_r, **train_metrics(trainer)}
+    summary: dict[str, Any] = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name,
+                               "examples": len(cot), "sources": cot["source"].value_counts().to_dict(),
+                               "lora_r": cfg.lora_r, "lora_layers": cfg.lora_layers}
+    if cfg.label_epochs:
+        summary.update(label_phase(model, tok, builder, cot, cfg))
+    if cfg.num_train_epochs:
+        data = sft_dataset(cot, builder, cfg.format)
+        loss = label_weighted_loss(cfg.label_weight) if cfg.label_weight != 1.0 else None
+        trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_pandas(data),
+                             processing_class=tok, compute_loss_func=loss)
+        trainer.train()
+        model = trainer.model
+        summary.update(train_metrics(trainer))
+    save_model(model, tok, cfg.output_dir)
     write_stage(cfg.output_dir, "sft", summary, values_hash)
     return summary

@@ -1,0 +1,140 @@
+"""The label loss: the scorer's own computation, with gradients.
+
+Serving reads one thing from the model: the logits of the label tokens at the last prompt
+position (taosr1/engines/hf.py). Training on the whole response makes the label one token in
+~90, and the model learns the template and the label prior. This module trains exactly what
+serving reads: the prefix every prompt shares (the system prompt, ~75% of a prompt's tokens)
+runs once per batch, each row's own tokens run after it, and a class-weighted cross-entropy
+over the label tokens' logits at the last position is the loss.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def shared_prefix_len(prompts: Sequence[Sequence[int]], keep: int = 1) -> int:
+    """Tokens every prompt starts with, leaving each at least `keep` of its own."""
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - keep
+    for p in prompts[1:]:
+        k = 0
+        while k < n and p[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
+def label_logits(model, prompts: Sequence[Sequence[int]], label_ids: Sequence[int], pad_id: int, shared: int = 0):
+    """(rows, labels) logits of the label tokens at each prompt's last position.
+
+    `shared` leading tokens are the same in every prompt: they run once, and their KV cache
+    is repeated for the batch (gradients flow through it), as the engine's prefix reuse does.
+    """
+    import torch
+
+    if hasattr(model, "get_base_model"):  # a peft model: its adapters live inside the base model's layers
+        model = model.get_base_model()
+    body = getattr(model, model.base_model_prefix)
+    head = model.get_output_embeddings()
+    device = head.weight.device
+    past = None
+    if shared:
+        past = body(input_ids=torch.tensor([list(prompts[0][:shared])], device=device), use_cache=True).past_key_values
+        past.batch_repeat_interleave(len(prompts))
+    lengths = [len(p) - shared for p in prompts]
+    width = max(lengths)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    for r, p in enumerate(prompts):  # right padding, as the engine scores
+        ids[r, : lengths[r]] = torch.tensor(list(p[shared:]))
+        mask[r, shared : shared + lengths[r]] = 1
+    hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=past,
+                  use_cache=past is not None).last_hidden_state
+    last = torch.tensor([n - 1 for n in lengths], device=device)
+    h = hidden[torch.arange(len(prompts), device=device), last]
+    w = head.weight.index_select(0, torch.tensor(list(label_ids), device=device))
+    logits = h.float() @ w.float().T
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias.index_select(0, torch.tensor(list(label_ids), device=device)).float()
+    return logits
+
+
+def class_weights(gold: Sequence[int], n_labels: int, power: float = 1.0) -> list[float]:
+    """Inverse-frequency weights to the `power` (0 = uniform, 1 = balanced), mean 1 over the rows.
+
+    A class absent from `gold` gets weight 0 (it has no rows to weigh).
+    """
+    counts = [0] * n_labels
+    for g in gold:
+        counts[g] += 1
+    raw = [(len(gold) / (n_labels * c)) ** power if c else 0.0 for c in counts]
+    mean = sum(raw[g] for g in gold) / max(len(gold), 1)
+    return [r / mean if mean else 0.0 for r in raw]
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, rng) -> list[list[int]]:
+    """Shuffled batches of rows of similar length (little padding), in a shuffled order."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    batches = []
+    for k in range(0, len(idx), batch_size * 8):  # sort within windows of 8 batches: similar lengths, still random
+        window = sorted(idx[k : k + batch_size * 8], key=lambda i: lengths[i])
+        batches += [window[j : j + batch_size] for j in range(0, len(window), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], label_ids: Sequence[int], *,
+                 pad_id: int, epochs: float, learning_rate: float, batch_size: int = 16,
+                 class_weight_power: float = 1.0, warmup_ratio: float = 0.05, max_grad_norm: float = 1.0,
+                 bf16: bool = False, seed: int = 0, log=print) -> dict:
+    """Fit the label logits serving reads: AdamW, linear warm-up then cosine decay, class-weighted CE.
+
+    Only parameters with requires_grad train (LoRA adapters, or every weight). Returns the
+    losses per epoch and the seconds taken.
+    """
+    import math
+    import random
+    import time
+
+    import torch
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
+    weights = torch.tensor(class_weights(gold, len(label_ids), class_weight_power), device=device)
+    shared = shared_prefix_len(prompts)
+    per_epoch = math.ceil(len(prompts) / batch_size)
+    total = max(1, round(per_epoch * epochs))
+    warm = max(1, round(total * warmup_ratio))
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min((i + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(i, total) / total))))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    model.train()
+    start, step, losses = time.perf_counter(), 0, []
+    lengths = [len(p) for p in prompts]
+    while step < total:
+        run = 0.0
+        batches = length_batches(lengths, batch_size, rng)[: total - step]
+        for batch in batches:
+            with autocast:
+                logits = label_logits(model, [prompts[i] for i in batch], label_ids, pad_id, shared)
+            y = torch.tensor([gold[i] for i in batch], device=device)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y, weight=weights)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            run += loss.item()
+            step += 1
+        losses.append(round(run / max(len(batches), 1), 4))
+        log(f"label phase: epoch {len(losses)} loss {losses[-1]:.4f} ({step}/{total} steps, "
+            f"{time.perf_counter() - start:.0f} s)")
+    model.eval()
+    return {"label_steps": step, "label_losses": losses, "label_seconds": round(time.perf_counter() - start, 1),
+            "class_weights": [round(float(w), 3) for w in weights]}

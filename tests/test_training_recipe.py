@@ -1,0 +1,224 @@
+"""The recipe's data rules and losses: the rule teacher, built negatives, the label loss, the export.
+
+Behaviour, not metric values: what each rule must produce, on the bundled sample and a tiny model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taosr1.labels import load_scheme
+from taosr1.prompts import STEPS, parse_response
+from taosr1.training.cot import built_negatives, parse_steps, template_steps
+from taosr1.evidence import pair_evidence
+
+SCHEME = load_scheme("taosr1")
+
+
+# --- the rule teacher ---------------------------------------------------------------------------
+
+def test_evidence_reads_terms_types_measures_and_exclusions():
+    ev = pair_evidence("110cfm bathroom exhaust fan without light",
+                       "Panasonic Ventilation Fans with Light, 80 CFM, Bathroom")
+    assert ev.head == "fan" and ev.head_found  # plural-insensitive
+    assert "bathroom" in ev.found and "exhaust" in ev.missing
+    assert ev.excluded_present == ["light"]  # the query excludes what the title has
+    assert ev.measures_conflict == ["110 cfm asked, 80 cfm in the title"]
+    agree = pair_evidence("32gb usb stick", "SanDisk 32 GB USB flash drive")
+    assert agree.measures_agree == ["32 gb"] and not agree.measures_conflict
+    assert "light" not in ev.terms  # an excluded word is not a term to find
+
+
+@pytest.mark.parametrize("gold", SCHEME.labels, ids=lambda lab: lab.name)
+def test_rule_teacher_gives_five_steps_from_the_pair_and_starts_with_the_gold_label(gold, sample_df):
+    from taosr1.prompts import format_response
+
+    for q, t in sample_df[["query", "product_title"]].head(25).itertuples(index=False):
+        steps = template_steps({"query": q, "title": t}, gold, SCHEME, [])
+        response = format_response(gold, steps, "post_cot")
+        parsed = parse_response(response, SCHEME, "post_cot")
+        assert parsed.label == gold  # the first token is the gold label
+        assert parse_steps(parsed.reasoning) == steps and len(steps) == len(STEPS)
+        assert steps[4].startswith(f"{gold.name}:")
+        ev = pair_evidence(q, t)
+        if ev.found:  # the attributes step cites the pair's own shared terms
+            assert ev.found[0] in steps[3]
+
+
+def test_rule_teacher_judgement_cites_the_excluded_term():
+    worst = SCHEME.labels[-1]
+    steps = template_steps({"query": "desk lamp without usb", "title": "LED Desk Lamp with USB Charging Port"}, worst,
+                           SCHEME, [])
+    assert "usb" in steps[4] and "excludes" in steps[4]
+
+
+# --- built negatives ----------------------------------------------------------------------------
+
+def _cot_frame(sample_df: pd.DataFrame, n: int = 120) -> pd.DataFrame:
+    df = sample_df.head(n)
+    return pd.DataFrame({"pair_id": range(len(df)), "query_id": df["query_id"], "product_id": df["product_id"],
+                         "query": df["query"], "title": df["product_title"], "brand": None, "category": None,
+                         "attributes": None, "description": None, "gold": "Excellent", "source": "template",
+                         "attempts": 0, "teacher_label": None, "teacher_response": None, "rules": "",
+                         "steps": [[""] * 5] * len(df), "response_post_cot": "", "response_think_first": ""})
+
+
+def test_built_negatives_pair_each_query_with_unrelated_items_graded_worst(sample_df):
+    frame = _cot_frame(sample_df)
+    neg = built_negatives(frame, SCHEME, 2, seed=0, keys=["query_id", "product_id"])
+    assert len(neg) > 0 and set(neg["source"]) == {"built_negative"} and set(neg["gold"]) == {SCHEME.labels[-1].name}
+    assert neg.groupby("query").size().max() <= 2
+    assert set(neg["pair_id"]).isdisjoint(frame["pair_id"])
+    for r in neg.itertuples():
+        own = frame[frame["query"] == r.query]
+        assert r.title not in set(own["title"])  # never one of the query's own items
+        donor = frame[frame["title"] == r.title]["query"].iloc[0]
+        assert not set(pair_evidence(r.query, "").terms) & set(pair_evidence(donor, "").terms)
+        assert r.query_id == own["query_id"].iloc[0] and r.product_id.startswith("built-")
+        assert parse_response(r.response_post_cot, SCHEME).label == SCHEME.labels[-1]
+
+
+def test_built_negatives_never_reach_calibration_or_test(tiny_model, tmp_path):
+    """The pipeline builds negatives from the training split only: eval and calibration see none."""
+    from taosr1.training.pipeline import PipelineConfig, _split, _stage_values, run_stage, stage_config
+
+    cfg = PipelineConfig(test_size=0.3, calib_size=0.2, model=tiny_model, stages=["cot"], evaluate=False,
+                         cot={"attempts": 0, "negatives_per_query": 2})
+    out = tmp_path / "run"
+    train, test, _ = _split(cfg, out, log=lambda s: None)
+    run_stage("cot", stage_config("cot", _stage_values(cfg, "cot", out, train)))
+    cot = pd.read_parquet(out / "cot" / "cot.parquet")
+    built = cot[cot["source"] == "built_negative"]
+    assert len(built) > 0
+    held = pd.concat([pd.read_parquet(test), pd.read_parquet(out / "split" / "calib.parquet")])
+    held_q = set(held["query"].str.lower().str.strip())
+    assert held_q.isdisjoint(set(cot["query"].str.lower().str.strip()))  # no held-out query was trained on
+    assert held["product_id"].astype(str).str.startswith("built-").sum() == 0
+    assert set(built["title"]) <= set(pd.read_parquet(train)["product_title"])  # items from training pairs only
+
+
+# --- the label loss -----------------------------------------------------------------------------
+
+def test_label_logits_are_what_the_engine_scores(tiny_model, tiny_engine, sample_df):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from taosr1.prompts import PromptBuilder, PromptConfig
+    from taosr1.training.label_loss import label_logits, shared_prefix_len
+
+    tok = tiny_engine.tokenizer
+    ids = PromptBuilder(tok, SCHEME, PromptConfig()).build(
+        [{"query": q, "title": t} for q, t in sample_df[["query", "product_title"]].head(12).itertuples(index=False)]).ids
+    label_ids = [tok(lab.token, add_special_tokens=False)["input_ids"][0] for lab in SCHEME.labels]
+    served = tiny_engine.score(ids, label_ids)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for shared in (0, shared_prefix_len(ids)):
+            p = label_logits(model, ids, label_ids, tok.pad_token_id, shared).softmax(-1).numpy()
+            np.testing.assert_allclose(p, served, atol=1e-5)
+
+
+def test_class_weights_balance_classes_and_keep_mean_one():
+    from taosr1.training.label_loss import class_weights
+
+    gold = [0] * 60 + [1] * 30 + [3] * 10
+    w = class_weights(gold, 4, power=1.0)
+    totals = [w[c] * gold.count(c) for c in (0, 1, 3)]
+    assert max(totals) - min(totals) < 1e-9 and w[2] == 0.0
+    assert abs(sum(w[g] for g in gold) / len(gold) - 1.0) < 1e-9
+    assert class_weights(gold, 4, power=0.0)[:2] == [1.0, 1.0]
+
+
+def test_label_weight_scales_the_label_token_loss_only():
+    import torch
+    from types import SimpleNamespace
+
+    from taosr1.training.sft import label_weighted_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.tensor([[-100, -100, 4, 7, 1, 2], [-100, -100, -100, 5, 9, -100]])
+    out = SimpleNamespace(logits=logits)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100,
+                                           reduction="none")
+    first = torch.tensor([[0, 1, 0, 0, 0], [0, 0, 1, 0, 0]], dtype=torch.bool)  # the label: first completion token
+    rest = (labels[:, 1:] != -100) & ~first
+    for w in (1.0, 5.0):
+        want = (w * ce[first].sum() + ce[rest].sum()) / (w * first.sum() + rest.sum())
+        assert torch.allclose(label_weighted_loss(w)(out, labels), want)
+    # moving only a reasoning token's logits moves the weighted loss less than the plain one
+    bumped = logits.clone()
+    bumped[0, 3, 1] += 5.0
+    d_plain = label_weighted_loss(1.0)(SimpleNamespace(logits=bumped), labels) - label_weighted_loss(1.0)(out, labels)
+    d_heavy = label_weighted_loss(8.0)(SimpleNamespace(logits=bumped), labels) - label_weighted_loss(8.0)(out, labels)
+    assert abs(d_heavy) < abs(d_plain)
+
+
+def test_label_phase_fits_the_labels_it_is_given(tiny_model, tiny_engine, sample_df):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from taosr1.prompts import PromptBuilder, PromptConfig
+    from taosr1.training.label_loss import label_logits, train_labels
+
+    tok = tiny_engine.tokenizer
+    rows = sample_df.head(16)
+    ids = PromptBuilder(tok, SCHEME, PromptConfig()).build(
+        [{"query": q, "title": t} for q, t in rows[["query", "product_title"]].itertuples(index=False)]).ids
+    label_ids = [tok(lab.token, add_special_tokens=False)["input_ids"][0] for lab in SCHEME.labels]
+    gold = [i % 4 for i in range(len(ids))]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    info = train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id, epochs=30, learning_rate=3e-3,
+                        batch_size=8, class_weight_power=0.0, log=lambda s: None)
+    assert info["label_losses"][-1] < info["label_losses"][0]
+    with torch.no_grad():
+        pred = label_logits(model, ids, label_ids, tok.pad_token_id).argmax(-1).tolist()
+    assert sum(p == g for p, g in zip(pred, gold)) >= 12  # it memorises 16 rows; random is 4
+
+
+# --- the shipped adapter ------------------------------------------------------------------------
+
+def test_export_reproduces_a_lora_trained_model(tiny_model, tiny_engine, sample_df, tmp_path):
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from taosr1.prompts import PromptBuilder, PromptConfig
+    from taosr1.training.export import agreement, export_adapter
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], layers_to_transform=[1]))
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)
+    tuned = tmp_path / "tuned"
+    model.merge_and_unload().save_pretrained(tuned)
+    report = export_adapter(str(tuned), tiny_model, tmp_path / "adapter", rank=8)
+    assert report["modules"] == ["down_proj", "q_proj"] and report["layers"] == [1]
+    assert report["max_relative_error"] < 1e-2  # rank 4 updates fit rank 8 exactly, up to float16
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                                       str(tmp_path / "adapter")).merge_and_unload()
+    tok = tiny_engine.tokenizer
+    ids = PromptBuilder(tok, SCHEME, PromptConfig()).build(
+        [{"query": q, "title": t} for q, t in sample_df[["query", "product_title"]].head(8).itertuples(index=False)]).ids
+    label_ids = [tok(lab.token, add_special_tokens=False)["input_ids"][0] for lab in SCHEME.labels]
+    a = agreement(str(tuned), merged, tok, ids, label_ids)
+    assert a["top_label_agreement"] == 1.0 and a["max_abs_prob_diff"] < 1e-3
+
+
+def test_export_refuses_a_model_that_changed_outside_the_linear_layers(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from taosr1.config import ConfigError
+    from taosr1.training.export import export_adapter
+
+    m = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    with torch.no_grad():
+        m.model.norm.weight.add_(0.1)
+    m.save_pretrained(tmp_path / "t")
+    with pytest.raises(ConfigError, match="outside the transformer blocks"):
+        export_adapter(str(tmp_path / "t"), tiny_model, tmp_path / "a", rank=4)
