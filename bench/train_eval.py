@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--config", help="a pipeline YAML to start from instead of the CPU-sized settings below")
     ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "train_eval.json"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--think-first-epochs", type=float, default=0,
+                    help="epochs of the think-first SFT (0 = the CoT phase's num_train_epochs)")
     ap.add_argument("--gen-rows", type=int, default=GEN_ROWS, help="held-out rows graded by generation (0 = all)")
     ap.add_argument("--skip-generate", action="append", default=[], choices=["sft", "sft_think_first"],
                     help="Leave this model's generation grading out (it costs ~50 s per row on a loaded 2-core CPU).")
@@ -88,9 +90,13 @@ def main() -> None:
     summary = run_pipeline(cfg, out, log=lambda m: print(f"[{time.perf_counter() - t0:7.0f}s] {m}", flush=True))
     timings["pipeline"] = round(time.perf_counter() - t0, 1)
 
-    # think-first ablation: the same CoT data, the same SFT settings, the other response order
+    # think-first ablation: the same CoT data, the same SFT settings, the other response order. It has
+    # no label phase (its label is the last token, not read at the prompt's end): its CoT phase gets
+    # that phase's epochs too, `think_first_epochs` in all.
     t1 = time.perf_counter()
-    tf_values = {**cfg.sft, "model": cfg.model, "data": str(out / "cot"), "output_dir": str(out / "sft_think_first"),
+    sft = {k: v for k, v in cfg.sft.items() if not k.startswith("label_") and k != "class_weight_power"}
+    sft["num_train_epochs"] = a.think_first_epochs or cfg.sft.get("num_train_epochs", 1)
+    tf_values = {**sft, "model": cfg.model, "data": str(out / "cot"), "output_dir": str(out / "sft_think_first"),
                  "format": "think_first", "label_config": cfg.label_config, "labels": cfg.labels}
     h = values_hash(tf_values)
     if (read_stage(out / "sft_think_first") or {}).get("config_hash") != h:
@@ -122,12 +128,17 @@ def main() -> None:
             ("DPO (score)", ev.get("dpo")), ("GRPO (score)", ev.get("grpo")),
             ("SFT post-CoT (generate)", gen.get("sft")), ("SFT think-first (generate)", gen.get("sft_think_first"))]
     classes = ["Excellent", "Related", "Mismatch", "Irrelevant"]
-    print(f"\n{'model':28} {'n':>4} {'macroF1':>8} {'acc':>6} " + " ".join(f"{c[:6]:>7}" for c in classes) + "  unparsed")
+    rows[1:1] = [("SFT post-CoT (argmax)", ev.get("sft_argmax")), ("DPO (argmax)", ev.get("dpo_argmax")),
+                 ("GRPO (argmax)", ev.get("grpo_argmax"))]
+    print(f"\n{'model':28} {'n':>4} {'macroF1':>8} {'acc':>6} " + " ".join(f"{c[:6]:>7}" for c in classes)
+          + "  unparsed  items/s")
     for name, m in rows:
         if m:
             f1 = [m["per_class_f1"].get(c) for c in classes]
+            speed = m["n"] / m["seconds"] if m.get("seconds") else float("nan")
             print(f"{name:28} {m['n']:4d} {m['macro_f1']:8.4f} {m['accuracy']:6.3f} "
-                  + " ".join(f"{x:7.3f}" if x is not None else f"{'-':>7}" for x in f1) + f"  {m['unparsed']:8d}")
+                  + " ".join(f"{x:7.3f}" if x is not None else f"{'-':>7}" for x in f1)
+                  + f"  {m['unparsed']:8d}  {speed:7.2f}")
     st = summary["stages"]
     report = {
         "machine": _machine(),

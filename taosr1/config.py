@@ -42,7 +42,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, found {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent:  # `extends: cpu.yaml`: that file's keys, with this file's on top (sections merged key by key)
+        data = _deep_merge(read_yaml(path.parent / parent), data)
     return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _section_type(cls: type, name: str) -> type | None:

@@ -105,9 +105,10 @@ def base_model_dir() -> Path:
 
 
 def default_adapter_dir() -> Path:
+    """The shipped adapter (taosr1/data/default_model), or `$TAOSR1_DEFAULT_ADAPTER` to ship another."""
     from taosr1.resources import data_dir
 
-    return data_dir() / "default_model"
+    return Path(os.environ.get("TAOSR1_DEFAULT_ADAPTER") or data_dir() / "default_model")
 
 
 def check_default_adapter(folder: Path | None = None) -> dict:

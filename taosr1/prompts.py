@@ -47,7 +47,7 @@ class PromptConfig:
     attributes_tokens: int = 96
     description_tokens: int = 160
     max_prompt_tokens: int = 1024
-    evidence: bool = False
+    evidence: bool = True
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

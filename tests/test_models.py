@@ -54,3 +54,30 @@ def test_default_model_converts_from_the_packaged_gguf_and_scores():
     assert p.shape == (1, 4) and abs(p.sum() - 1) < 1e-9
     text = engine.generate(ids, max_new_tokens=12)[0][0]
     assert len(text.strip()) > 0  # a real language model writes words
+
+
+def test_default_model_is_the_base_with_the_shipped_adapter_and_its_beta():
+    """`--model ""` is base + taosr1/data/default_model merged once; `--model base` the untrained base."""
+    import pandas as pd
+
+    from taosr1.engines import EngineConfig, make_engine
+    from taosr1.labeling import read_calibration
+    from taosr1.labels import load_scheme
+    from taosr1.models import check_default_adapter, resolve_model
+    from taosr1.prompts import PromptBuilder, PromptConfig
+    from taosr1.resources import sample_path
+
+    default, base = resolve_model(""), resolve_model("base")
+    assert default != base and default.endswith(check_default_adapter()["sha256"][:12])
+    assert read_calibration(default, "taosr1") == check_default_adapter()["beta"]["taosr1"]
+    assert resolve_model("") == default  # merged once, then reused
+    df = pd.read_csv(sample_path()).head(40)
+    scheme = load_scheme("taosr1")
+    rows = [{"query": q, "title": t} for q, t in zip(df["query"], df["product_title"])]
+    preds = {}
+    for name in ("", "base"):
+        engine = make_engine(EngineConfig(model=name, threads=2))
+        ids = PromptBuilder(engine.tokenizer, scheme, PromptConfig(evidence=True)).build(rows).ids
+        preds[name] = engine.score(ids, scheme.token_ids(engine.tokenizer)).argmax(1)
+    assert len(set(preds[""].tolist())) > 1  # the trained default does not grade everything alike
+    assert (preds[""] != preds["base"]).any()

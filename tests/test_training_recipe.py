@@ -222,3 +222,73 @@ def test_export_refuses_a_model_that_changed_outside_the_linear_layers(tiny_mode
     m.save_pretrained(tmp_path / "t")
     with pytest.raises(ConfigError, match="outside the transformer blocks"):
         export_adapter(str(tmp_path / "t"), tiny_model, tmp_path / "a", rank=4)
+
+
+# --- the embedded default: base + shipped adapter -----------------------------------------------
+
+def test_shipped_adapter_is_whole_and_small():
+    from taosr1.models import ADAPTER_FILE, check_default_adapter, default_adapter_dir
+
+    card = check_default_adapter()
+    assert (default_adapter_dir() / ADAPTER_FILE).stat().st_size <= 8.5e6  # ~8 MB at most, float16
+    assert card["beta"] and 0 < next(iter(card["beta"].values())) <= 1
+    assert card["agreement"]["top_label_agreement"] >= 0.95  # the adapter reproduces the trained model
+
+
+@pytest.mark.parametrize("damage", ["missing", "flipped", "card"])
+def test_a_damaged_adapter_stops_the_run_at_start_naming_the_file_and_the_fix(damage, tmp_path, monkeypatch):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from taosr1.cli import main
+    from taosr1.models import ADAPTER_CARD, ADAPTER_FILE, REBUILD_HINT, default_adapter_dir
+    from taosr1.resources import sample_path
+
+    bad = tmp_path / "adapter"
+    shutil.copytree(default_adapter_dir(), bad)
+    if damage == "missing":
+        (bad / ADAPTER_FILE).unlink()
+    elif damage == "flipped":
+        data = bytearray((bad / ADAPTER_FILE).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (bad / ADAPTER_FILE).write_bytes(bytes(data))
+    else:
+        (bad / ADAPTER_CARD).write_text("{not json")
+    monkeypatch.setenv("TAOSR1_DEFAULT_ADAPTER", str(bad))
+    monkeypatch.setenv("TAOSR1_CACHE", str(tmp_path / "cache"))  # nothing merged before: the check must stop it
+    out = tmp_path / "g.parquet"
+    r = CliRunner().invoke(main, ["label", str(sample_path()), str(out), "--limit", "3"])
+    assert r.exit_code != 0 and not out.exists()
+    named = ADAPTER_CARD if damage == "card" else ADAPTER_FILE
+    assert named in r.output and REBUILD_HINT in r.output
+    assert not (tmp_path / "cache" / "models").exists() or not any(
+        p.name.startswith("SmolLM2-135M-Instruct-taosr1") for p in (tmp_path / "cache" / "models").iterdir())
+
+
+def test_cpu_recipe_runs_end_to_end_calibrates_off_test_and_ships_an_adapter(tiny_model, tmp_path):
+    """conf/train/cpu.yaml, cut to a few steps on the tiny model: label phase, CoT phase, calibration
+    on the training split's held-out slice, argmax and CumPT rows, and the shipped adapter."""
+    import json
+
+    from click.testing import CliRunner
+
+    from taosr1.cli import main
+    from taosr1.models import check_default_adapter
+    from taosr1.resources import conf_dir
+
+    out, ship = tmp_path / "run", tmp_path / "ship"
+    sets = [f"model={tiny_model}", "train_rows=24", "test_rows=12", "stages=[cot, sft]", "sft.label_epochs=1",
+            "sft.max_length=2048", "export_rank=8", f"ship_to={ship}"]
+    args = ["pipeline", "--config", str(conf_dir() / "train" / "cpu.yaml"), "--output", str(out)]
+    r = CliRunner().invoke(main, args + [x for s in sets for x in ("--set", s)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "pipeline_summary.json").read_text())
+    assert summary["stages"]["sft"]["label_steps"] > 0 and summary["stages"]["sft"]["steps"] > 0
+    assert summary["stages"]["cot"]["built_negatives"] > 0
+    assert set(summary["eval"]) == {"zero_shot", "zero_shot_argmax", "sft", "sft_argmax"}
+    assert summary["eval"]["sft"]["beta"] == summary["calibration"]["sft"]["beta"]
+    assert summary["calibration"]["sft"]["n"] == summary["split"]["calib_rows"] > 0
+    card = check_default_adapter(ship)  # whole: its sha256 matches
+    assert card["agreement"]["top_label_agreement"] == 1.0 and card["prompt_version"].endswith("-evidence")
+    assert card["beta"]["taosr1"] == summary["calibration"]["sft"]["beta"]

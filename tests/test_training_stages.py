@@ -59,17 +59,21 @@ def test_pipeline_configs_load_and_refuse_wired_keys():
         stage_config("grpo", {"gamma": 1.5})
 
 
-def test_gpu_pipeline_config_builds_every_stage(tmp_path):
-    """conf/train/gpu.yaml is run on a lent GPU with no second try: every stage section must be a
-    valid stage config (a misspelt TRL key fails here, not minutes into the run)."""
+@pytest.mark.parametrize("name", ["cpu", "gpu", "default_model"])
+def test_recipe_configs_build_every_stage(tmp_path, name):
+    """The recipe's configs run for an hour (gpu.yaml on a lent GPU, with no second try): every stage
+    section must be a valid stage config (a misspelt TRL key fails here, not minutes into the run)."""
     from taosr1.training.pipeline import _stage_values
 
-    cfg = cfgmod.load(PipelineConfig, conf_dir() / "train" / "gpu.yaml")
+    cfg = cfgmod.load(PipelineConfig, conf_dir() / "train" / f"{name}.yaml")
     assert cfg.train_rows == 0 and cfg.test_rows == 0 and cfg.stages == ["cot", "sft", "sample", "dpo", "grpo"]
-    for name in cfg.stages:
-        stage_config(name, _stage_values(cfg, name, tmp_path, str(tmp_path / "train.parquet")), source="gpu.yaml")
+    assert cfg.sft["label_epochs"] > 0 and cfg.calib_size > 0  # extends cpu.yaml: the same recipe
+    for stage in cfg.stages:
+        stage_config(stage, _stage_values(cfg, stage, tmp_path, str(tmp_path / "train.parquet")), source=name)
     grpo = cfg.grpo
-    assert grpo["per_device_train_batch_size"] * grpo["gradient_accumulation_steps"] % grpo["num_generations"] == 0
+    assert grpo["per_device_train_batch_size"] * grpo.get("gradient_accumulation_steps", 1) % grpo["num_generations"] == 0
+    if name == "default_model":
+        assert cfg.test_size == 0 and cfg.export_rank > 0 and cfg.ship_to == "taosr1/data/default_model"
 
 
 # --- CoT acceptance, retries, fallback ------------------------------------------------------

@@ -21,10 +21,14 @@ METRICS = ("macro_f1", "accuracy")
 
 def split_for_seed(seed: int, out: str | Path, test_size: float = 0.3, input: str = "",
                    log: Callable[[str], None] = lambda s: None) -> tuple[Path, Path]:
-    """(train, test) parquet files of the pipeline's split for `seed`, written under OUT/split."""
+    """(train, test) parquet files of the pipeline's split for `seed`, written under OUT/split.
+
+    The baselines fit on every training query: the models' calibration slice is training data
+    to a baseline (it has no beta to calibrate), so calib_size is 0 here; the test side is the same.
+    """
     from taosr1.training.pipeline import PipelineConfig, _split
 
-    cfg = PipelineConfig(input=input, test_size=test_size, seed=seed, stages=[], evaluate=False)
+    cfg = PipelineConfig(input=input, test_size=test_size, calib_size=0, seed=seed, stages=[], evaluate=False)
     train, test, _ = _split(cfg, Path(out), log)
     return Path(train), Path(test)
 
