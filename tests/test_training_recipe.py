@@ -133,27 +133,24 @@ def test_class_weights_balance_classes_and_keep_mean_one():
 
 def test_label_weight_scales_the_label_token_loss_only():
     import torch
-    from types import SimpleNamespace
 
-    from taosr1.training.sft import label_weighted_loss
+    from taosr1.training.sft import weighted_nll
 
     torch.manual_seed(0)
-    logits = torch.randn(2, 6, 11)
-    labels = torch.tensor([[-100, -100, 4, 7, 1, 2], [-100, -100, -100, 5, 9, -100]])
-    out = SimpleNamespace(logits=logits)
-    ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100,
-                                           reduction="none")
-    first = torch.tensor([[0, 1, 0, 0, 0], [0, 0, 1, 0, 0]], dtype=torch.bool)  # the label: first completion token
-    rest = (labels[:, 1:] != -100) & ~first
+    logp = -torch.rand(2, 6)
+    mask = torch.tensor([[0, 1, 1, 1, 1, 0], [0, 0, 1, 1, 0, 0]])  # response tokens; the first is the label
+    first = torch.tensor([[0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]], dtype=torch.bool)
+    rest = mask.bool() & ~first
     for w in (1.0, 5.0):
-        want = (w * ce[first].sum() + ce[rest].sum()) / (w * first.sum() + rest.sum())
-        assert torch.allclose(label_weighted_loss(w)(out, labels), want)
-    # moving only a reasoning token's logits moves the weighted loss less than the plain one
-    bumped = logits.clone()
-    bumped[0, 3, 1] += 5.0
-    d_plain = label_weighted_loss(1.0)(SimpleNamespace(logits=bumped), labels) - label_weighted_loss(1.0)(out, labels)
-    d_heavy = label_weighted_loss(8.0)(SimpleNamespace(logits=bumped), labels) - label_weighted_loss(8.0)(out, labels)
-    assert abs(d_heavy) < abs(d_plain)
+        want = (w * -logp[first].sum() + -logp[rest].sum()) / (w * first.sum() + rest.sum())
+        assert torch.allclose(weighted_nll(logp, mask, w), want)
+    # a reasoning token's log-prob moves the weighted loss less than the plain one; the label's, more
+    for pos, heavier in (((0, 3), False), ((0, 1), True)):
+        bumped = logp.clone()
+        bumped[pos] -= 1.0
+        d1 = weighted_nll(bumped, mask, 1.0) - weighted_nll(logp, mask, 1.0)
+        d8 = weighted_nll(bumped, mask, 8.0) - weighted_nll(logp, mask, 8.0)
+        assert (d8 > d1) == heavier
 
 
 def test_label_phase_fits_the_labels_it_is_given(tiny_model, tiny_engine, sample_df):
@@ -279,7 +276,8 @@ def test_cpu_recipe_runs_end_to_end_calibrates_off_test_and_ships_an_adapter(tin
 
     out, ship = tmp_path / "run", tmp_path / "ship"
     sets = [f"model={tiny_model}", "train_rows=24", "test_rows=12", "stages=[cot, sft]", "sft.label_epochs=1",
-            "sft.max_length=2048", "export_rank=8", f"ship_to={ship}"]
+            "sft.num_train_epochs=1", "sft.max_length=2048", "cot.negatives_per_query=1", "export_rank=8",
+            f"ship_to={ship}"]
     args = ["pipeline", "--config", str(conf_dir() / "train" / "cpu.yaml"), "--output", str(out)]
     r = CliRunner().invoke(main, args + [x for s in sets for x in ("--set", s)])
     assert r.exit_code == 0, r.output

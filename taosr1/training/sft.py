@@ -78,20 +78,30 @@ def read_cot(data: str | Path, max_examples: int = 0) -> pd.DataFrame:
     return df.head(max_examples) if max_examples else df
 
 
-def label_weighted_loss(label_weight: float):
-    """Trainer `compute_loss_func`: mean next-token loss on the completion, its first token (the
-    label) weighted `label_weight` times a reasoning token."""
-    import torch
+def weighted_nll(log_probs, mask, label_weight: float):
+    """Mean negative log-likelihood over the response tokens (`mask`), each response's first token
+    (the label) weighted `label_weight` times a reasoning token."""
+    mask = mask.float()
+    first = (mask.cumsum(1) == 1) & (mask > 0)
+    w = mask + (label_weight - 1.0) * first.float()
+    return (-log_probs * w).sum() / w.sum().clamp(min=1.0)
 
-    def loss_fn(outputs, labels, num_items_in_batch=None):
-        logits, target = outputs.logits[:, :-1].float(), labels[:, 1:]
-        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
-        mask = (target != -100).float()
-        first = (mask.cumsum(1) == 1) & (mask > 0)
-        w = mask + (label_weight - 1.0) * first.float()
-        return (ce * w).sum() / w.sum().clamp(min=1.0)
 
-    return loss_fn
+def label_weighted_trainer(label_weight: float):
+    """An SFTTrainer class whose loss is `weighted_nll` (TRL's fused per-token log-probs: no
+    full-vocabulary logits); label_weight 1 is TRL's own loss."""
+    from trl import SFTTrainer
+
+    class LabelWeightedSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if label_weight == 1.0:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False
+            outputs = model(**inputs, fused_lm_head=True)
+            loss = weighted_nll(outputs.log_probs, outputs.label_mask, label_weight)
+            return (loss, outputs) if return_outputs else loss
+
+    return LabelWeightedSFTTrainer
 
 
 def label_phase(model, tok, builder, cot: pd.DataFrame, cfg: SFTStageConfig) -> dict[str, Any]:
@@ -123,7 +133,6 @@ def bf16_autocast() -> bool:
 def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
     """Label phase, CoT phase; save the (merged) model and tokenizer into cfg.output_dir; write the marker."""
     from datasets import Dataset
-    from trl import SFTTrainer
 
     from taosr1.prompts import PromptBuilder
     from taosr1.training.common import load_for_training, save_model, serving_setup, train_metrics, with_lora, write_stage
@@ -140,9 +149,8 @@ def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
         summary.update(label_phase(model, tok, builder, cot, cfg))
     if cfg.num_train_epochs:
         data = sft_dataset(cot, builder, cfg.format)
-        loss = label_weighted_loss(cfg.label_weight) if cfg.label_weight != 1.0 else None
-        trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_pandas(data),
-                             processing_class=tok, compute_loss_func=loss)
+        trainer = label_weighted_trainer(cfg.label_weight)(model=model, args=cfg, train_dataset=Dataset.from_pandas(data),
+                                                           processing_class=tok)
         trainer.train()
         model = trainer.model
         summary.update(train_metrics(trainer))
