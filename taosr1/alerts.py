@@ -53,8 +53,9 @@ def night_psi(record: dict[str, Any], runs: str, names: list[str]) -> tuple[floa
     prev = reader.previous_run(runs, record["run_date"])
     if prev is None:
         return None, None
-    before = reader.read_table_of(prev, "output", columns=["label"])["label"]
-    tonight = reader.read_table_of(record, "output", columns=["label"])["label"]
+    path = record["output"]  # this run's path to the table both nights were written to
+    before = reader.read_table_of(prev, "output", path=path, columns=["label"])["label"]
+    tonight = reader.read_table_of(record, "output", path=path, columns=["label"])["label"]
     return label_psi(before, tonight, names), prev
 
 
@@ -62,8 +63,13 @@ def evaluate(cfg: AlertConfig, record: dict[str, Any], runs: str, names: list[st
     """The alert columns of the runs row: quarantine_share, grade_psi, previous_run_id, alerts, status."""
     rows_in = record["rows_in"]
     share = record["quarantined"] / rows_in if rows_in else 0.0
-    value, prev = night_psi(record, runs, names)
     reasons = []
+    try:
+        value, prev = night_psi(record, runs, names)
+    except Exception as e:  # noqa: BLE001 - the run is committed: a failed check must not hide it
+        value, prev = None, None
+        if cfg.max_psi is not None:
+            reasons.append(f"label PSI against the previous night could not be computed ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
     if cfg.max_quarantine_share is not None and share > cfg.max_quarantine_share:
         reasons.append(f"quarantined {share:.1%} of {rows_in} rows > max_quarantine_share {cfg.max_quarantine_share:g}")
     if cfg.max_psi is not None and value is not None and value > cfg.max_psi:

@@ -192,3 +192,28 @@ def test_raters_posting_at_once_to_a_threaded_server_all_land(task, tmp_path):
     assert store.answers_of("ann") == {i: "left" for i in tasks.queue("ann")}
     assert store.answers_of("bo") == {i: "right" for i in tasks.queue("bo")}
     assert len(store.log()) == 2 * 3 * 6
+
+
+def test_status_over_the_network_needs_the_admin_token(task, monkeypatch):
+    """`taosr1 sbs status --url` against a real server: progress with the admin token, 403 without."""
+    from click.testing import CliRunner
+    from werkzeug.serving import make_server
+
+    from taosr1.cli import main
+
+    tasks, path, tok = task
+    app = create_app(path)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        Rater(path, tok["bo"], app).post("/rate/1", {"answer": "left"}, headers=JSON)
+        monkeypatch.setenv("TAOSR1_SBS_ADMIN_TOKEN", tok["admin"])
+        r = CliRunner().invoke(main, ["sbs", "status", "--url", url])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output.strip().splitlines()[-1]) == {"answers": 1, "items": 6, "raters": {"ann": 0, "bo": 1}}
+        monkeypatch.setenv("TAOSR1_SBS_ADMIN_TOKEN", tok["bo"])  # a rater's token is not enough
+        r = CliRunner().invoke(main, ["sbs", "status", "--url", url])
+        assert r.exit_code == 2 and "admin token is not valid" in r.output
+    finally:
+        server.shutdown()
