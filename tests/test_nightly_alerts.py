@@ -54,15 +54,16 @@ def test_quarantine_share_and_psi_alert_after_the_commit(spark, tiny_model, samp
     bad = sample_df.iloc[30:60].copy()
     bad.iloc[:12, bad.columns.get_loc("product_title")] = ""  # 12 of 30 rows quarantined: 40%
     bad.to_parquet(second, index=False)
-    common = ["--model", tiny_model, "--beta", "0.5", "--partitions", "2"]
+    common = ["--model", tiny_model, "--partitions", "2"]
+    shifted = [*common, "--beta", "0.95"]  # night 2 tiers deeper: another label mix than night 1's
 
-    res = nightly(first, out, D1, *common, "--max-quarantine-share", "0.2", "--max-psi", "0")
+    res = nightly(first, out, D1, *common, "--beta", "0.5", "--max-quarantine-share", "0.2", "--max-psi", "0")
     assert res.exit_code == 0, res.output  # no previous night: no PSI, nothing to alert on
     rec1 = json.loads(res.stdout.strip().splitlines()[-1])
     assert rec1["status"] == "succeeded" and rec1["alerts"] == "" and rec1["grade_psi"] is None
     assert rec1["quarantine_share"] == 0
 
-    res = nightly(second, out, D2, *common, "--max-quarantine-share", "0.2", "--max-psi", "0")
+    res = nightly(second, out, D2, *shifted, "--max-quarantine-share", "0.2", "--max-psi", "0")
     assert res.exit_code == ALERT_EXIT, res.output
     rec2 = json.loads(res.stdout.strip().splitlines()[-1])
     line = res.stderr.strip().splitlines()[-1]
@@ -79,11 +80,11 @@ def test_quarantine_share_and_psi_alert_after_the_commit(spark, tiny_model, samp
     e, a = np.maximum(e.to_numpy(), 1e-4), np.maximum(a.to_numpy(), 1e-4)
     want = float(((a - e) * np.log(a / e)).sum())
     assert rec2["grade_psi"] == pytest.approx(want, abs=1e-5) and rec2["previous_run_id"] == rec1["run_id"]
-    assert want > 0  # other rows, another label mix: the PSI check fires at max_psi 0
+    assert want > 0.1  # the check fires at max_psi 0
     assert f"label PSI {want:.3f} against {D1} (run {rec1['run_id']}) > max_psi 0" in line
 
     # a threshold above the measured PSI does not alert on drift
-    res = nightly(second, out, D2, *common, "--max-psi", str(round(want + 0.01, 3)))
+    res = nightly(second, out, D2, *shifted, "--max-psi", str(round(want + 0.01, 3)))
     assert res.exit_code == 0, res.output
     rec3 = json.loads(res.stdout.strip().splitlines()[-1])
     assert rec3["status"] == "succeeded" and rec3["grade_psi"] == pytest.approx(want, abs=1e-5)
@@ -97,6 +98,7 @@ def test_quarantine_share_and_psi_alert_after_the_commit(spark, tiny_model, samp
     assert rows[1]["alerts"].startswith("quarantined 40.0%")
     table = CliRunner().invoke(main, ["runs", "--output", str(out), "--date", D2])
     assert table.exit_code == 0 and "alerted" in table.stdout and "40.0%" in table.stdout
-    assert rec1["run_id"] not in table.stdout
+    lines = table.stdout.strip().splitlines()  # a header and D2's two runs, newest first
+    assert len(lines) == 3 and lines[1].split()[:3] == [D2, rec3["run_id"], "succeeded"]
     missing = CliRunner().invoke(main, ["runs", "--output", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "no run has committed there yet" in missing.stderr

@@ -76,7 +76,7 @@ def test_only_a_valid_link_opens_the_page_and_reveals_nothing_else(task):
 def test_posts_without_the_sessions_csrf_token_are_refused(task, tmp_path):
     tasks, path, tok = task
     c = client(path, tok["ann"])
-    for data in ({"answer": "left"}, {"answer": "left", "csrf": "forged"}):
+    for data in ({"answer": "left"}, {"answer": "left", "csrf": "forged"}, {"answer": "left", "csrf": "é" * 43}):
         r = c.c.post("/rate/1", data=data, headers=JSON)
         assert r.status_code == 403
     old = c.csrf

@@ -98,7 +98,7 @@ def create_app(tasks_path: str | Path, db_path: str | Path | None = None, *, acc
             return None
         want = session.get("csrf")
         got = request.form.get("csrf") or request.headers.get("X-CSRF-Token") or ""
-        if not want or not hmac.compare_digest(str(want), got) or grant() is None:
+        if not want or not hmac.compare_digest(str(want).encode(), got.encode()) or grant() is None:
             return forbidden()
         return None
 
