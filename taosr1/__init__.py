@@ -6,3 +6,12 @@ Nothing here imports torch, pyspark or trl at module level, so the CLI starts fa
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`taosr1.read_grades` and friends (taosr1/reader.py), imported on first use."""
+    if name in ("read_grades", "read_quarantine", "read_run"):
+        from taosr1 import reader
+
+        return getattr(reader, name)
+    raise AttributeError(f"module 'taosr1' has no attribute {name!r}")

@@ -234,6 +234,10 @@ from taosr1.cli_nightly import nightly  # noqa: E402
 
 main.add_command(nightly)
 
+from taosr1.cli_runs import runs_cmd  # noqa: E402
+
+main.add_command(runs_cmd)
+
 from taosr1.evaluation.cli import compare_cmd, drift_cmd, eval_cmd  # noqa: E402
 
 main.add_command(eval_cmd)

@@ -24,17 +24,23 @@ from taosr1.config import ConfigError, parse_overrides
 @click.option("--spark-profile", help="conf/spark profile: local, gpu, or a YAML path.")
 @click.option("--partitions", type=int, help="Grading partitions (0: the cluster's parallelism).")
 @click.option("--input-format", type=click.Choice(["auto", "csv", "parquet", "json", "delta", "table"]))
+@click.option("--max-quarantine-share", type=float, metavar="SHARE", help="Alert (exit 3 after the commit) when more "
+              "than this share of the rows is quarantined (config: alert.max_quarantine_share).")
+@click.option("--max-psi", type=float, help="Alert (exit 3 after the commit) when the label PSI against the previous "
+              "night's committed run is above this, e.g. 0.25 (config: alert.max_psi).")
 @click.option("--resume", "resume_id", metavar="RUN_ID", help="Resume a run that died before its commit: its staged "
               "partitions are reused, the rest graded (same input, date and config).")
 def nightly(input_path, output, run_date, quarantine, runs, config, overrides, model, engine, labels, beta,
-            spark_profile, partitions, input_format, resume_id):
+            spark_profile, partitions, input_format, max_quarantine_share, max_psi, resume_id):
     """Grade a query-product table on Spark into the RUN_DATE partition of Delta tables.
 
     Every input row ends in OUTPUT or in the quarantine table with a reason; each table's
     partition is replaced in one commit, and the run record (printed as JSON) is appended
-    to the runs table.
+    to the runs table. Over an alert threshold the run stays committed, its runs row says
+    `alerted`, and the job exits 3 with one line saying why.
     """
     from taosr1 import config as cfgmod
+    from taosr1.alerts import ALERT_EXIT, alert_line
     from taosr1.contracts import ContractError
     from taosr1.delta import TableSchemaError
     from taosr1.nightly import NightlyConfig, parse_run_date, record_json, run
@@ -43,7 +49,8 @@ def nightly(input_path, output, run_date, quarantine, runs, config, overrides, m
     try:
         values = {"label.engine.model": model, "label.engine.engine": engine, "label.labels": labels,
                   "label.beta": beta, "spark_profile": spark_profile, "partitions": partitions,
-                  "input_format": input_format}
+                  "input_format": input_format, "alert.max_quarantine_share": max_quarantine_share,
+                  "alert.max_psi": max_psi}
         values.update(parse_overrides(overrides))
         cfg = cfgmod.load(NightlyConfig, config or conf_dir() / "nightly.yaml", values)
         parse_run_date(run_date)
@@ -70,3 +77,7 @@ def nightly(input_path, output, run_date, quarantine, runs, config, overrides, m
     click.echo(f"graded {record['graded']} + quarantined {record['quarantined']} = {record['rows_in']} rows in "
                f"{record['seconds']:.1f} s ({record['items_per_s']:.1f} items/s); {output} version "
                f"{record['grades_version']}", err=True)
+    line = alert_line(record)
+    if line:
+        click.echo(line, err=True)
+        sys.exit(ALERT_EXIT)

@@ -226,7 +226,9 @@ def append_rows(table: str | Path, arrow_table) -> int:
     from deltalake import DeltaTable, write_deltalake
 
     root = str(local_path(str(table)))
-    with_conflict_retry(lambda: write_deltalake(root, arrow_table, mode="append"), f"{root} append")
+    # merge: a runs table written before the contract grew a column gets it (older rows null)
+    with_conflict_retry(lambda: write_deltalake(root, arrow_table, mode="append", schema_mode="merge"),
+                        f"{root} append")
     return DeltaTable(root).version()
 
 

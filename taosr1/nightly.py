@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taosr1.alerts import AlertConfig
 from taosr1.config import ConfigError, config_hash
 from taosr1.engines.base import EngineStats
 from taosr1.labeling import LabelConfig
@@ -39,11 +40,15 @@ class FaultConfig:
             partitions are staged: the run dies with most work done (resume it).
         die_before_commit: the driver process exits (code 137, as if killed) after staging,
             before the first commit.
+        die_between_commits: the driver exits (137) after the quarantine commit, before the grades one.
+        die_before_run_record: the driver exits (137) after both commits, before the runs row.
     """
 
     fail_batch: int = 0
     fail_partition: int = -1
     die_before_commit: bool = False
+    die_between_commits: bool = False
+    die_before_run_record: bool = False
 
 
 @dataclass
@@ -62,6 +67,7 @@ class NightlyConfig:
         keep_staging: keep the staged Parquet files after the commit (debugging).
         label: the labeling settings, as in conf/label.yaml (LabelConfig).
         fault: fault injection switches (FaultConfig), off by default.
+        alert: thresholds that fail a committed run (AlertConfig, taosr1/alerts.py), off by default.
     """
 
     spark_profile: str = "local"
@@ -71,6 +77,7 @@ class NightlyConfig:
     keep_staging: bool = False
     label: LabelConfig = field(default_factory=LabelConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
+    alert: AlertConfig = field(default_factory=AlertConfig)
 
     def __post_init__(self) -> None:
         if self.partitions < 0:
@@ -312,6 +319,10 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         "quarantine_version": counts["quarantine_version"],
         "resumed_rows": counts.get("resumed_rows", 0),  # staged by the run resumed, not graded again
     }
+    from taosr1 import alerts
+
+    record.update(alerts.evaluate(cfg.alert, record, runs, scheme.names))  # after the commits: data is kept
+    _die_if(cfg.fault.die_before_run_record, run_id, "after both commits, before the runs row", log)
     _append_run(spark, runs, record, writer)
     return record
 
@@ -337,8 +348,17 @@ def _check_counts(rows_in: int, graded: int, quarantined: int, where: str) -> No
 
 
 def resume_hash(cfg: NightlyConfig) -> str:
-    """The config hash a resumed run must match: fault switches and keep_staging left out."""
-    return config_hash(dataclasses.replace(cfg, fault=FaultConfig(), keep_staging=False))
+    """The config hash a resumed run must match: fault switches, alerts and keep_staging left out."""
+    return config_hash(dataclasses.replace(cfg, fault=FaultConfig(), alert=AlertConfig(), keep_staging=False))
+
+
+def _die_if(flag: bool, run_id: str, where: str, log) -> None:
+    """Fault injection: the driver exits as if killed (code 137)."""
+    if flag:
+        import os
+
+        log(f"run {run_id}: fault injection: the driver dies {where}")
+        os._exit(137)
 
 
 @dataclass
@@ -412,6 +432,7 @@ def _write_delta_rs(stage, quarantined, output, quarantine, run_id, date, rows_i
     value = date.isoformat()
     # Quarantine first: once the grades commit is visible, the run's quarantine is too.
     q = delta.replace_partition(quarantine, q_files, quarantine_schema, PARTITION, value, run_id=run_id)
+    _die_if(stage.fault.die_between_commits, run_id, "between the quarantine and the grades commit", log)
     g = delta.replace_partition(output, g_files, grades_schema, PARTITION, value, run_id=run_id)
     if not keep_staging:
         delta.remove_staging(output, run_id)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from eval_data import predictions
+from taosr1.sbs.access import access_path, invite, new_access
 from taosr1.sbs.config import SbsConfig
 from taosr1.sbs.make import make_tasks
 from taosr1.sbs.tasks import load_key, load_tasks, write_tasks
@@ -42,6 +43,12 @@ def build(tmp: Path, *, n_pairs: int | None = None, **cfg) -> tuple:
     paths = write_tasks(tmp, sheet, key)
     tasks = load_tasks(paths["tasks"])
     return tasks, load_key(paths["key"], tasks), summary, paths["tasks"]
+
+
+def links(tasks_path: Path) -> dict[str, str]:
+    """Issue a link to every rater and an admin link (a new access.json); name (or 'admin') -> token."""
+    tasks = load_tasks(tasks_path)
+    return invite(new_access(tasks, access_path(tasks_path)), tasks, tasks.raters, admin=True)
 
 
 def blinded(verdict: str, left: str) -> str:

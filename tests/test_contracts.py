@@ -62,6 +62,35 @@ def test_output_contracts_expand_per_label_columns_and_have_known_types():
     assert {p.name for p in schemas_dir().glob("*.json")} == {"query_product.json", *(f"{n}.json" for n in OUTPUTS)}
 
 
+def test_runs_contract_records_the_table_versions_and_the_alert_verdict():
+    cols = {c.name: c for c in output_contract("runs").columns}
+    for name, typ, nullable in [("grades_version", "long", False), ("quarantine_version", "long", False),
+                                ("status", "string", False), ("quarantine_share", "double", False),
+                                ("grade_psi", "double", True), ("previous_run_id", "string", True),
+                                ("alerts", "string", False)]:
+        assert (cols[name].type, cols[name].nullable) == (typ, nullable), name
+    assert "alerted" in cols["status"].description
+    schema = arrow_schema(output_contract("runs").added_columns())
+    assert not schema.field("alerts").nullable and schema.field("grade_psi").nullable
+
+
+def test_runs_table_written_before_the_alert_columns_takes_rows_with_them(tmp_path):
+    """An existing runs table gets the new columns on the next append (older rows: null)."""
+    import datetime as dt
+
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from taosr1 import delta
+
+    table = tmp_path / "grades_runs"
+    delta.append_rows(table, pa.table({"run_id": ["old"], "run_date": [dt.date(2025, 1, 1)]}))
+    delta.append_rows(table, pa.table({"run_id": ["new"], "run_date": [dt.date(2025, 1, 2)], "alerts": ["x"],
+                                       "grade_psi": pa.array([None], pa.float64())}))
+    df = DeltaTable(str(table)).to_pandas().set_index("run_id")
+    assert df.loc["new", "alerts"] == "x" and df.loc["old", "alerts"] is None and len(df) == 2
+
+
 def test_nightly_config_loads_and_rejects_unknown_keys(tmp_path):
     cfg = cfgmod.load(NightlyConfig, conf_dir() / "nightly.yaml")
     # the nightly label section and conf/label.yaml agree on every labeling default

@@ -117,6 +117,8 @@ def test_sample_run_record_appended_to_runs_table(sample_run):
     assert row["run_id"] == record["run_id"] and str(row["run_date"]) == D1
     assert row["rows_in"] == row["graded"] + row["quarantined"] == record["rows_in"]
     assert row["config_hash"] == record["config_hash"] and row["spark_app_id"].startswith("local-")
+    assert row["status"] == "succeeded" and row["alerts"] == "" and pd.isna(row["grade_psi"])  # no night before
+    assert row["quarantine_share"] == pytest.approx(row["quarantined"] / row["rows_in"], abs=1e-6)
     contract = [c.name for c in output_contract("runs").columns]
     assert list(rows.columns) == contract
 

@@ -169,6 +169,21 @@ def test_cli_make_writes_sheet_and_key_and_protects_answers(tmp_path):
     line = json.loads(r.output.strip().splitlines()[-1])
     assert line["regular_items"] == 60 and line["gold_items"] > 0
     assert (out / "tasks.json").is_file() and (out / "key.json").is_file()
+    # one secret link per rater and an admin link, printed once; only their HMACs are stored
+    from taosr1.sbs.access import load_access
+    from taosr1.sbs.tasks import load_tasks
+
+    links = line["links"]
+    assert sorted(links) == ["admin", "ann", "bo", "cy"]
+    tokens = {n: u.rsplit("/t/", 1)[1] for n, u in links.items()}
+    assert all(u.startswith("http://127.0.0.1:5000/t/") and len(tokens[n]) >= 43 for n, u in links.items())
+    assert oct((out / "access.json").stat().st_mode & 0o777) == "0o600"
+    stored = (out / "tasks.json").read_text() + (out / "access.json").read_text() + (out / "key.json").read_text()
+    assert not any(t in stored for t in tokens.values())
+    acc = load_access(out / "access.json", load_tasks(out / "tasks.json"))
+    assert acc.key not in (out / "tasks.json").read_text()
+    assert {n: (g.role, g.rater) for n in tokens for g in [acc.check(tokens[n])]} == {
+        "ann": ("rater", "ann"), "bo": ("rater", "bo"), "cy": ("rater", "cy"), "admin": ("admin", None)}
     (out / "answers.sqlite").write_bytes(b"")
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2 and "already holds answers" in r.output

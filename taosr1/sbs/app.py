@@ -1,23 +1,30 @@
 """The rating page: a small Flask app over a task file and an answer store.
 
-A rater signs in by name, sees one item at a time (the query, the item, and the two systems'
+A rater opens their own secret link (`/t/<token>`, taosr1/sbs/access.py), sees one item at a time (the query, the item, and the two systems'
 grades side by side, with reasoning when the task has it), answers Left / Same / Right by
 button or key, can go back, and on return resumes at the first item not yet answered. Each
 answer is written to SQLite before the page moves on; when the server cannot be reached the
 page keeps the answer and retries until it is saved.
 
-No passwords: bind to 127.0.0.1 (the default) or a network you trust.
+Every page needs a valid link: a missing, wrong or revoked one gets the same bare 403. A
+rater's link opens only that rater's queue (nothing in a URL or form names a rater); admin
+links open /admin. Every POST carries the session's CSRF token; without it (a forged form
+from another page, a replay outside the session) it is refused with 403. Over a network, run
+behind an HTTPS reverse proxy with `secure_cookies` (README).
 """
 
 from __future__ import annotations
 
 import csv
+import hmac
 import io
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, Response, jsonify, redirect, render_template, request, session, url_for
+from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
 
+from taosr1.sbs.access import LiveAccess, access_path
 from taosr1.sbs.store import AnswerStore
 from taosr1.sbs.tasks import ANSWERS, Tasks, load_tasks
 
@@ -31,22 +38,84 @@ def _pretty(column: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def create_app(tasks_path: str | Path, db_path: str | Path | None = None, *, retry_ms: int = 2000) -> Flask:
-    """The app serving `tasks_path`, answers in `db_path` (default: answers.sqlite beside the tasks)."""
+FORBIDDEN = "Forbidden: this page needs a valid personal link."
+
+
+def create_app(tasks_path: str | Path, db_path: str | Path | None = None, *, access: str | Path | None = None,
+               retry_ms: int = 2000, secure_cookies: bool = False, proxies: int = 0) -> Flask:
+    """The app serving `tasks_path`, answers in `db_path` (default: answers.sqlite beside the tasks),
+    links in `access` (default: access.json beside the tasks). `secure_cookies`: the session cookie
+    is sent over HTTPS only; `proxies`: trust that many reverse proxies' X-Forwarded-* headers."""
     tasks: Tasks = load_tasks(tasks_path)
+    links = LiveAccess(access or access_path(tasks_path), tasks)
     store = AnswerStore(db_path or default_db(tasks_path), tasks.task_id)
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=store.secret(), SESSION_COOKIE_NAME=f"sbs_{tasks.task_id[:10]}",  # one cookie per task set
-        SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SECURE=secure_cookies,
         PERMANENT_SESSION_LIFETIME=timedelta(days=30))
-    app.extensions["sbs"] = {"tasks": tasks, "store": store}
+    if proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_prefix=proxies)
+    app.extensions["sbs"] = {"tasks": tasks, "store": store, "access": links}
     sheet = tasks.sheet
     common = {"title": sheet["title"], "labels": sheet["labels"], "retry_ms": retry_ms}
 
+    def grant():
+        """The signed-in browser's link, if it is still valid (revocation applies at once)."""
+        return links.get().grant(session.get("grant"))
+
     def rater() -> str | None:
-        name = session.get("rater")
-        return name if name in sheet["queues"] else None
+        g = grant()
+        return g.rater if g is not None and g.role == "rater" and g.rater in sheet["queues"] else None
+
+    def is_admin() -> bool:
+        g = grant()
+        if g is None:
+            auth = request.headers.get("Authorization", "")
+            g = links.get().check(auth[7:]) if auth.startswith("Bearer ") else None
+        return g is not None and g.role == "admin"
+
+    def forbidden():
+        if request.accept_mimetypes.best == "application/json":
+            return jsonify(error="Your link is not valid (or no longer). Open your personal link again; your saved "
+                                 "answers are kept."), 403
+        return Response(FORBIDDEN, 403, mimetype="text/plain")
+
+    @app.after_request
+    def headers(resp):
+        resp.headers["Referrer-Policy"] = "no-referrer"  # a link's token never leaves in a Referer
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+    @app.before_request
+    def csrf():
+        """Every POST must carry the session's CSRF token (form field or X-CSRF-Token header)."""
+        if request.method != "POST":
+            return None
+        want = session.get("csrf")
+        got = request.form.get("csrf") or request.headers.get("X-CSRF-Token") or ""
+        if not want or not hmac.compare_digest(str(want).encode(), got.encode()) or grant() is None:
+            return forbidden()
+        return None
+
+    @app.context_processor
+    def csrf_token():
+        return {"csrf": session.get("csrf", "")}
+
+    @app.get("/t/<token>")
+    def link(token: str):
+        g = links.get().check(token)
+        if g is None:
+            return forbidden()
+        session.clear()
+        session.permanent = True
+        session["grant"] = g.id
+        session["csrf"] = secrets.token_urlsafe(32)
+        return redirect(url_for("admin") if g.role == "admin" else url_for("resume"))  # the token leaves the URL bar
 
     def first_open(name: str, after: int = 0) -> int | None:
         """1-based position of the first unanswered item after `after` (wrapping), None when all are done."""
@@ -62,29 +131,20 @@ def create_app(tasks_path: str | Path, db_path: str | Path | None = None, *, ret
     def index():
         if rater():
             return redirect(url_for("resume"))
-        return render_template("signin.html", error=None, **common)
-
-    @app.post("/signin")
-    def signin():
-        name = tasks.rater(request.form.get("name", ""))
-        if name is None:
-            return render_template("signin.html", error="That name is not on this task's list of raters. "
-                                   "Type it as you were given it.", **common), 403
-        session.clear()
-        session.permanent = True
-        session["rater"] = name
-        return redirect(url_for("resume"))
+        if is_admin():
+            return redirect(url_for("admin"))
+        return forbidden()
 
     @app.post("/signout")
     def signout():
         session.clear()
-        return redirect(url_for("index"))
+        return Response("Signed out. Open your personal link to continue.", mimetype="text/plain")
 
     @app.get("/rate")
     def resume():
         name = rater()
         if not name:
-            return redirect(url_for("index"))
+            return forbidden()
         pos = first_open(name)
         return redirect(url_for("done") if pos is None else url_for("rate", pos=pos))
 
@@ -92,7 +152,7 @@ def create_app(tasks_path: str | Path, db_path: str | Path | None = None, *, ret
     def rate(pos: int):
         name = rater()
         if not name:
-            return redirect(url_for("index"))
+            return forbidden()
         queue = tasks.queue(name)
         if not queue:
             return redirect(url_for("done"))
@@ -114,10 +174,7 @@ def create_app(tasks_path: str | Path, db_path: str | Path | None = None, *, ret
         wants_json = request.accept_mimetypes.best == "application/json"
         name = rater()
         if not name:
-            if wants_json:
-                return jsonify(error="You are signed out. Sign in again; your saved answers are kept.",
-                               signin=url_for("index")), 401
-            return redirect(url_for("index"))
+            return forbidden()
         queue = tasks.queue(name)
         value = request.form.get("answer", "")
         if not 1 <= pos <= len(queue) or value not in ANSWERS:
@@ -136,7 +193,7 @@ def create_app(tasks_path: str | Path, db_path: str | Path | None = None, *, ret
     def done():
         name = rater()
         if not name:
-            return redirect(url_for("index"))
+            return forbidden()
         queue, answers = tasks.queue(name), store.answers_of(name)
         left = first_open(name)
         return render_template("done.html", rater=name, total=len(queue), answered=sum(i in answers for i in queue),
@@ -147,7 +204,7 @@ def create_app(tasks_path: str | Path, db_path: str | Path | None = None, *, ret
         """The signed-in rater's own answers (blinded, as given): position, item, answer, time."""
         name = rater()
         if not name:
-            return redirect(url_for("index"))
+            return forbidden()
         mine = store.rows_of(name)
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -158,6 +215,26 @@ def create_app(tasks_path: str | Path, db_path: str | Path | None = None, *, ret
                 w.writerow([p, item_id, answer, "" if seconds is None else round(seconds, 1), at])
         return Response(buf.getvalue(), mimetype="text/csv",
                         headers={"Content-Disposition": f"attachment; filename=sbs_answers_{name}.csv"})
+
+    def progress() -> dict:
+        done = store.frame().groupby("rater")["item_id"].nunique()
+        return {n: {"answered": int(done.get(n, 0)), "items": len(tasks.queue(n))} for n in tasks.raters}
+
+    @app.get("/admin")
+    def admin():
+        if not is_admin():
+            return forbidden()
+        grants = [g for g in links.get().grants]
+        return render_template("admin.html", progress=progress(), grants=grants, task_id=tasks.task_id, **common)
+
+    @app.get("/admin/status.json")
+    def admin_status():
+        """Progress per rater, for scripts: an admin session or `Authorization: Bearer <admin token>`."""
+        if not is_admin():
+            return forbidden()
+        p = progress()
+        return jsonify(task_id=tasks.task_id, items=len(tasks.items), raters=p,
+                       answered=sum(r["answered"] for r in p.values()))
 
     return app
 

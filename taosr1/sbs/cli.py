@@ -1,4 +1,4 @@
-"""`taosr1 sbs make | serve | status | report`: side-by-side human evaluation of two prediction sets.
+"""`taosr1 sbs make | invite | revoke | serve | status | report`: side-by-side human evaluation of two prediction sets.
 
 Registered on the main group at the bottom of taosr1/cli.py.
 """
@@ -46,10 +46,25 @@ def sbs() -> None:
 
     \b
       taosr1 sbs make base.parquet new.parquet --raters ann,bo,cy --gold gold.csv --gold-col label --out sbs/
-      taosr1 sbs serve sbs/tasks.json            # raters open the page and rate
+      taosr1 sbs serve sbs/tasks.json            # each rater opens their own link and rates
+      taosr1 sbs revoke sbs/tasks.json --rater bo   # bo's link stops working
       taosr1 sbs status sbs/tasks.json
       taosr1 sbs report sbs/tasks.json --out sbs/report/
     """
+
+
+def _base_url_option(f):
+    return click.option("--base-url", default="http://127.0.0.1:5000", show_default=True,
+                        help="Address raters reach the page at (e.g. https://sbs.example.com), to print full links.")(f)
+
+
+def _echo_links(tokens: dict[str, str], base_url: str) -> dict[str, str]:
+    """Print each new link once (they are stored nowhere): send each rater their own, keep the admin one."""
+    links = {name: f"{base_url.rstrip('/')}/t/{token}" for name, token in tokens.items()}
+    click.echo("Secret links, shown only now (a lost one: `taosr1 sbs invite TASKS --rater NAME --replace`):")
+    for name, url in links.items():
+        click.echo(f"  {name:<20} {url}")
+    return links
 
 
 @sbs.command("make")
@@ -71,15 +86,18 @@ def sbs() -> None:
 @click.option("--labels", help="Label scheme (default: the predictions' label_scheme column, else taosr1).")
 @click.option("--format", "fmt", type=_FORMATS, help="Format of A and B.")
 @click.option("--gold-format", type=_FORMATS)
+@_base_url_option
 @_config_options
 def make_cmd(a, b, out_dir, raters, k, size, seed, segment, disagree_share, gold, gold_col, gold_rate, name_a, name_b,
-             labels, fmt, gold_format, config, overrides):
+             labels, fmt, gold_format, base_url, config, overrides):
     """Sample pairs graded by A (baseline) and B (candidate), blind them, mix in gold questions and
     assign each item to k raters.
 
     A and B are prediction tables of the same pairs (outputs of `taosr1 label`). Writes OUT/tasks.json,
-    which `taosr1 sbs serve` shows to raters, and OUT/key.json (which side is which, gold answers):
-    keep the key away from raters; only `taosr1 sbs report` reads it.
+    which `taosr1 sbs serve` shows to raters, OUT/key.json (which side is which, gold answers):
+    keep the key away from raters; only `taosr1 sbs report` reads it, and OUT/access.json (mode
+    0600: hashes of the links). Prints each rater's secret link and an admin link, once: send each
+    rater their own.
     """
     from taosr1.io import read_table
     from taosr1.sbs.make import make_tasks
@@ -101,29 +119,104 @@ def make_cmd(a, b, out_dir, raters, k, size, seed, segment, disagree_share, gold
                                          name_b=name_b, source_a=a, source_b=b, gold_source=gold or "")
     except _ERRORS as e:
         _fail(str(e))
+    from taosr1.sbs.access import access_path, invite, new_access
+    from taosr1.sbs.tasks import load_tasks
+
     paths = write_tasks(out, sheet, key)
+    tasks = load_tasks(paths["tasks"])
+    tokens = invite(new_access(tasks, access_path(paths["tasks"])), tasks, tasks.raters, admin=True)
     click.echo(f"{summary['regular_items']} items + {summary['gold_items']} gold questions for "
                f"{len(summary['raters'])} raters ({cfg.k} per item). Serve {paths['tasks']}; keep {paths['key']} "
                f"away from raters.")
-    click.echo(json.dumps({**summary, "tasks": str(paths["tasks"]), "key": str(paths["key"])}))
+    links = _echo_links(tokens, base_url)
+    click.echo(json.dumps({**summary, "tasks": str(paths["tasks"]), "key": str(paths["key"]), "links": links}))
+
+
+@sbs.command("invite")
+@click.argument("tasks_path", metavar="TASKS")
+@click.option("--rater", "raters", multiple=True, help="Rater to issue a link to (repeatable).")
+@click.option("--all", "everyone", is_flag=True, help="A link for every rater of TASKS.")
+@click.option("--admin", is_flag=True, help="An admin link (progress page /admin).")
+@click.option("--replace", is_flag=True, help="Revoke the earlier links of those raters (or the admin).")
+@click.option("--access", "access_file", type=click.Path(dir_okay=False), help="Access file (default: access.json beside TASKS).")
+@_base_url_option
+def invite_cmd(tasks_path, raters, everyone, admin, replace, access_file, base_url):
+    """Issue new secret links for raters of TASKS (creates the access file when missing).
+
+    A rater's earlier links stay valid unless --replace. Works while the server runs.
+    """
+    from taosr1.sbs.access import access_path, invite, load_access, new_access
+    from taosr1.sbs.tasks import load_tasks
+
+    if not (raters or everyone or admin):
+        _fail("name whom to invite: --rater NAME, --all or --admin")
+    try:
+        tasks = load_tasks(tasks_path)
+        path = Path(access_file) if access_file else access_path(tasks_path)
+        acc = load_access(path, tasks) if path.exists() else new_access(tasks, path)
+        tokens = invite(acc, tasks, tasks.raters if everyone else list(raters), admin=admin, replace=replace)
+    except _ERRORS as e:
+        _fail(str(e))
+    click.echo(json.dumps({"links": _echo_links(tokens, base_url)}))
+
+
+@sbs.command("revoke")
+@click.argument("tasks_path", metavar="TASKS")
+@click.option("--rater", "raters", multiple=True, help="Revoke every link of this rater (repeatable).")
+@click.option("--id", "ids", multiple=True, help="Revoke the link with this id (see /admin or --list).")
+@click.option("--admin", is_flag=True, help="Revoke every admin link.")
+@click.option("--all", "everyone", is_flag=True, help="Revoke every link: nobody can open the page.")
+@click.option("--list", "listing", is_flag=True, help="Only list the links (id, role, rater, issued, revoked).")
+@click.option("--access", "access_file", type=click.Path(dir_okay=False), help="Access file (default: access.json beside TASKS).")
+def revoke_cmd(tasks_path, raters, ids, admin, everyone, listing, access_file):
+    """Revoke links: they stop working at the next request, also in a browser already using them.
+
+    Answers given through them are kept. Issue a new link with `taosr1 sbs invite`.
+    """
+    from taosr1.sbs.access import access_path, load_access
+    from taosr1.sbs.tasks import load_tasks
+
+    try:
+        tasks = load_tasks(tasks_path)
+        acc = load_access(Path(access_file) if access_file else access_path(tasks_path), tasks)
+        if not listing:
+            if not (raters or ids or admin or everyone):
+                _fail("name what to revoke: --rater NAME, --id ID, --admin or --all")
+            unknown = [r for r in raters if tasks.rater(r) is None] + [i for i in ids if i not in
+                                                                         {g.id for g in acc.grants}]
+            if unknown:
+                raise ValueError(f"no such rater or link id: {unknown}; see `taosr1 sbs revoke {tasks_path} --list`")
+            hit = [g for r in raters for g in acc.revoke(rater=tasks.rater(r))]
+            hit += [g for i in ids for g in acc.revoke(grant_id=i)] + acc.revoke(admin=admin, everyone=everyone)
+            acc.save()
+            click.echo(f"revoked {len(hit)} link(s): {', '.join(g.id for g in hit) or 'none were valid'}")
+    except _ERRORS as e:
+        _fail(str(e))
+    for g in acc.grants:
+        click.echo(f"{g.id:<20} {g.role:<6} {g.rater or '':<16} issued {g.created}  "
+                   f"{'revoked ' + g.revoked if g.revoked else 'valid'}")
 
 
 @sbs.command("serve")
 @click.argument("tasks_path", metavar="TASKS")
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite answer file (default: answers.sqlite beside TASKS).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; raters on other machines need a reachable one (no passwords: trusted networks only).")
+@click.option("--access", "access_file", type=click.Path(dir_okay=False), help="Access file (default: access.json beside TASKS).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind. Over a network, bind to 127.0.0.1 behind an HTTPS reverse proxy (README).")
 @click.option("--port", default=5000, show_default=True, type=int, help="Port; 0 picks a free one.")
-def serve_cmd(tasks_path, db, host, port):
+@click.option("--secure-cookies", is_flag=True, help="Send the session cookie over HTTPS only (behind a TLS proxy).")
+@click.option("--proxies", default=0, show_default=True, type=int, help="Reverse proxies in front whose X-Forwarded-* headers to trust.")
+def serve_cmd(tasks_path, db, access_file, host, port, secure_cookies, proxies):
     """Start the rating page for TASKS (tasks.json from `taosr1 sbs make`).
 
-    Raters sign in by name, answer Left / Same / Right (keys 1 2 3 or arrows), can go back, and resume
-    where they left off. Every answer is written to the SQLite file at once; stop with Ctrl-C at any time.
+    Each rater opens their own secret link, answers Left / Same / Right (keys 1 2 3 or arrows), can go
+    back, and resumes where they left off. Every answer is written to the SQLite file at once; stop with
+    Ctrl-C at any time. Without a valid link every page answers 403.
     """
     from taosr1.sbs.app import create_app, serve
 
     try:
         tasks, db_path = _tasks_and_db(tasks_path, db)
-        app = create_app(tasks_path, db_path)
+        app = create_app(tasks_path, db_path, access=access_file, secure_cookies=secure_cookies, proxies=proxies)
     except _ERRORS as e:
         _fail(str(e))
 
@@ -136,11 +229,19 @@ def serve_cmd(tasks_path, db, host, port):
 
 
 @sbs.command("status")
-@click.argument("tasks_path", metavar="TASKS")
+@click.argument("tasks_path", metavar="TASKS", required=False)
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite answer file (default: answers.sqlite beside TASKS).")
-def status_cmd(tasks_path, db):
-    """How far each rater has got (reads the answer file; safe while the server runs)."""
+@click.option("--url", help="Ask a running server instead (its /admin/status.json), with the admin token in "
+              "the environment variable TAOSR1_SBS_ADMIN_TOKEN.")
+def status_cmd(tasks_path, db, url):
+    """How far each rater has got: from the answer file (safe while the server runs), or from a
+    server over the network with an admin token (--url)."""
     from taosr1.sbs.store import open_existing
+
+    if url:
+        return _remote_status(url)
+    if not tasks_path:
+        _fail("pass TASKS (the tasks.json) or --url of a running server")
 
     try:
         tasks, db_path = _tasks_and_db(tasks_path, db)
@@ -190,3 +291,26 @@ def report_cmd(tasks_path, out_dir, db, key_path, adjudication, title, config, o
                                                    "query_goodrate_b", "G", "S", "B", "rated_items",
                                                    "excluded_raters", "disputes")}
                           | {"gsb_ci": metrics["ci"]["gsb"], "report": str(paths["html"])}))
+
+
+def _remote_status(url: str) -> None:
+    import os
+    import urllib.error
+    import urllib.request
+
+    token = os.environ.get("TAOSR1_SBS_ADMIN_TOKEN", "")
+    if not token:
+        _fail("set TAOSR1_SBS_ADMIN_TOKEN to the admin link's token (the part after /t/)")
+    req = urllib.request.Request(url.rstrip("/") + "/admin/status.json",
+                                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            data = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        _fail(f"{url} answered {e.code}: {'the admin token is not valid' if e.code == 403 else e.reason}")
+    except urllib.error.URLError as e:
+        _fail(f"cannot reach {url}: {e.reason}")
+    for name, p in data["raters"].items():
+        click.echo(f"{name:<20} {p['answered']:>5} / {p['items']}")
+    click.echo(json.dumps({"answers": data["answered"], "items": data["items"],
+                           "raters": {n: p["answered"] for n, p in data["raters"].items()}}))
