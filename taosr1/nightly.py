@@ -162,6 +162,15 @@ def _read_delta_files(spark, source: str):
     return df.select(*schema.fieldNames())
 
 
+def executor_label_config(lc: LabelConfig, model_path: str) -> dict[str, Any]:
+    """The label settings executors get: a model folder given relative to the driver's working
+    directory made absolute (an executor runs in its own folder, e.g. a standalone worker's)."""
+    cfg = dataclasses.asdict(lc)
+    if lc.engine.model and not Path(lc.engine.model).is_absolute():
+        cfg["engine"]["model"] = str(Path(model_path).absolute())
+    return cfg
+
+
 # ---------------------------------------------------------------- run
 
 def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, quarantine: str | None = None,
@@ -216,7 +225,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     model_path = resolve_model(lc.engine.model)
     scheme.token_ids(load_tokenizer(model_path))  # a label that is not one token fails here
     beta = resolve_beta(lc.beta, model_path, scheme)
-    spec = D.WorkerSpec(label_cfg=json.dumps(dataclasses.asdict(lc), sort_keys=True), beta=beta)
+    spec = D.WorkerSpec(label_cfg=json.dumps(executor_label_config(lc, model_path), sort_keys=True), beta=beta)
 
     # 3. plan. One shuffle: rows are hash-partitioned by key, which serves the duplicate
     # window (a key's rows meet in one partition, ordered by read position) and spreads
