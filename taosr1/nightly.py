@@ -340,7 +340,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         "workers": sum(1 for w in workers.values() if w.get("rows", 0) > 0),
         "gpus": ",".join(sorted({w["gpu"] for w in workers.values() if w.get("gpu")})),
         "engine_loads": sum(w.get("loads", 0) for w in workers.values()),
-        "config_hash": config_hash(cfg),
+        "config_hash": config_hash(dataclasses.replace(cfg, storage_options={})),  # no credentials hashed
         "spark_app_id": spark.sparkContext.applicationId,
         "writer": writer,
         "grades_version": counts["grades_version"],
@@ -373,7 +373,7 @@ def _check_counts(rows_in: int, graded: int, quarantined: int, where: str) -> No
 
 def resume_hash(cfg: NightlyConfig) -> str:
     """The config hash a resumed run must match: fault switches and keep_staging left out."""
-    return config_hash(dataclasses.replace(cfg, fault=FaultConfig(), keep_staging=False))
+    return config_hash(dataclasses.replace(cfg, fault=FaultConfig(), keep_staging=False, storage_options={}))
 
 
 @dataclass

@@ -122,7 +122,7 @@ def check_location(uri: str, options: dict[str, Any] | None = None, what: str = 
     extra = {}
     if protocol(uri) in ("s3", "s3a"):  # one quick attempt, not botocore's minutes of retries
         extra = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 1}}}
-    fs, path = filesystem(uri, opts, **extra)
+    fs, path = filesystem(uri, opts, skip_instance_cache=True, **extra)  # fresh credentials, not a cached client's
     bucket = path.split("/", 1)[0]
     try:
         fs.ls(bucket, detail=False, refresh=True)

@@ -199,12 +199,27 @@ def test_nightly_rerun_and_two_dates_at_once_on_s3(nightly_s3, spark, tiny_model
     assert len(runs) == 4
 
 
-def test_nightly_reads_delta_and_parquet_input_from_s3(nightly_s3, spark, tiny_model, s3, sample_df):
-    out, first = nightly_s3
-    # the grades table itself as input (a Delta table on the bucket), grading into a fresh table
-    cfg = job(tiny_model, s3, **{"label.columns.keys": ["query_id", "product_id", "run_date"]})
-    rec = run(spark, cfg, input=out, output="s3://lake/tables/regrade", run_date=D1)
-    assert rec["rows_in"] == first["graded"] and rec["rows_in"] == rec["graded"] + rec["quarantined"]
+def test_nightly_reads_delta_and_parquet_inputs_from_s3(spark, tiny_model, s3, sample_df):
+    """A partitioned Delta table and a folder of Parquet files on the bucket, read by the executors."""
+    import s3fs
+    from deltalake import write_deltalake
+
+    rows = sample_df.head(80)
+    opts = {**s3, "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
+    write_deltalake("s3://lake/in/pairs_delta", rows, partition_by=["source"], storage_options=opts)
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3["AWS_ENDPOINT_URL"]})
+    for i, part in enumerate((rows.iloc[:50], rows.iloc[50:])):
+        with fs.open(f"lake/in/pairs_parquet/part-{i}.parquet", "wb") as f:
+            part.to_parquet(f, index=False)
+    cfg = job(tiny_model, s3)
+    for name in ("pairs_delta", "pairs_parquet"):
+        out = f"s3://lake/tables/from_{name}"
+        rec = run(spark, cfg, input=f"s3://lake/in/{name}", output=out, run_date=D1)
+        assert rec["rows_in"] == 80 == rec["graded"] + rec["quarantined"]
+        got = delta(out, s3)
+        assert set(got["source"]) <= set(rows["source"]) and len(got) == rec["graded"]
+        expected = rows.set_index(KEYS).loc[list(map(tuple, got[KEYS].to_numpy()))]
+        assert list(got["query"]) == list(expected["query"])  # every column read back as written
 
 
 def test_storage_problems_stop_before_model_work(spark, s3, monkeypatch):

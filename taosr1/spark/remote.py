@@ -53,10 +53,11 @@ def _files(source: str, fmt: str, options: dict[str, str]) -> list[tuple[str, di
                              f"{proto_v.reader_features}) is not read here; use the delta-spark writer's cluster")
         import pyarrow as pa
 
-        actions = pa.record_batch(table.get_add_actions(flatten=True)).to_pylist()
+        actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
         parts = table.metadata().partition_columns
         root = source.rstrip("/")
-        return sorted((f"{root}/{a['path']}", {c: a.get(f"partition.{c}") for c in parts}) for a in actions)
+        value = (lambda v: None if v is None else str(v))  # cast back to the column's type by the reader
+        return sorted((f"{root}/{a['path']}", {c: value(a.get(f"partition.{c}")) for c in parts}) for a in actions)
     fs, path = storage.filesystem(source, options)
     if not fs.exists(path):
         raise FileNotFoundError(f"input {source} does not exist")
