@@ -46,10 +46,11 @@ def test_settings_keep_the_sessions_own_extensions_and_packages():
         SparkProfile(delta_jars="maven")
 
 
-def nightly_with_spark_writer(tmp_path, delta_jars: str, timeout: int = 900):
+def nightly_with_spark_writer(tmp_path, delta_jars: str, conf: dict[str, str] | None = None, timeout: int = 900):
     profile = tmp_path / f"{delta_jars}.yaml"
-    profile.write_text(f"master: local[1]\nlog_level: ERROR\ndelta_jars: {delta_jars}\n"
-                       "conf:\n  spark.ui.enabled: false\n")
+    settings = {"spark.ui.enabled": "false", **(conf or {})}
+    profile.write_text(f"master: local[1]\nlog_level: ERROR\ndelta_jars: {delta_jars}\nconf:\n"
+                       + "".join(f"  {k}: {v}\n" for k, v in settings.items()))
     out = tmp_path / "grades"
     cmd = [sys.executable, "-c", "from taosr1.cli import main; main()", "nightly", "--input",
            str(REPO / "taosr1" / "data" / "esci_us_sample.csv"), "--output", str(out), "--run-date", "2025-06-01",
@@ -66,3 +67,26 @@ def test_cluster_jars_absent_stop_the_job_before_it_reads(tmp_path):
     assert "writer: spark needs the delta-spark jars" in res.stderr
     assert "delta_jars: cluster, but the session has no delta-spark classes" in res.stderr
     assert "writer: delta-rs" in res.stderr and not out.exists()
+
+
+def test_pip_jars_that_cannot_be_fetched_stop_the_job_with_what_to_do(tmp_path):
+    """Ivy resolves the delta-spark artifact against an empty local repository only (ivySettings),
+    as a cluster behind a mirror without it would: the fetch fails the same way with or without network."""
+    repo = tmp_path / "empty-repo"
+    repo.mkdir()
+    settings = tmp_path / "ivysettings.xml"
+    settings.write_text(f"""<ivysettings>
+  <settings defaultResolver="mirror"/>
+  <resolvers>
+    <filesystem name="mirror" m2compatible="true">
+      <ivy pattern="{repo}/[organisation]/[module]/[revision]/[module]-[revision].pom"/>
+      <artifact pattern="{repo}/[organisation]/[module]/[revision]/[artifact]-[revision].[ext]"/>
+    </filesystem>
+  </resolvers>
+</ivysettings>
+""")
+    res, out = nightly_with_spark_writer(tmp_path, "pip", {"spark.jars.ivySettings": str(settings)})
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert f"unresolved dependency: {ARTIFACT.replace(':', '#', 1).replace(':', ';', 1)}" in res.stderr
+    assert f"fetching {ARTIFACT} from Maven failed" in res.stderr
+    assert f"--packages {ARTIFACT}" in res.stderr and "delta_jars: cluster" in res.stderr and not out.exists()
