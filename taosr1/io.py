@@ -42,7 +42,7 @@ def detect_format(path: str | Path, fmt: str | None = None, options: dict[str, A
             raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
         return fmt
     suffix = _suffix(path)
-    if suffix == ".delta" or (suffix not in _EXT and is_delta(path, options)):
+    if suffix == ".delta" or is_delta(path, options):
         return "delta"
     if suffix in _EXT:
         return _EXT[suffix]
