@@ -74,10 +74,13 @@ def label_options(f):
 
 
 def default_quarantine_path(output: str, fmt: str) -> str:
-    p = Path(output)
+    from taosr1.io import sibling
+
+    name = str(output).rstrip("/").rpartition("/")[2]  # a local path or a URI (s3://bucket/grades.csv)
     if fmt == "delta":
-        return str(p.with_name(p.name + "_quarantine"))
-    return str(p.with_name(f"{p.stem}.quarantine{p.suffix}"))
+        return sibling(output, name + "_quarantine")
+    stem, dot, ext = name.rpartition(".")
+    return sibling(output, f"{stem}.quarantine.{ext}" if dot and stem else f"{name}.quarantine")
 
 
 @main.command()

@@ -63,7 +63,11 @@ def nightly(input_path, output, run_date, quarantine, runs, config, overrides, m
     from taosr1.spark.session import get_session
 
     ours = SparkSession.getActiveSession() is None
-    spark = get_session(cfg.spark_profile)
+    try:  # writer: spark gets a delta-spark session (profile delta_jars: pip or cluster)
+        spark = get_session(cfg.spark_profile, delta=cfg.writer == "spark")
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     try:
         record = run(spark, cfg, input=input_path, output=output, run_date=run_date, quarantine=quarantine, runs=runs,
                      run_id=resume_id, resume=bool(resume_id))

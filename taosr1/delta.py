@@ -106,14 +106,17 @@ def _fields(schema) -> list[tuple[str, Any]]:
     return [(f["name"], f["type"]) for f in json.loads(schema.to_json())["fields"]]
 
 
-def schema_problems(table: str | Path, arrow_schema) -> list[str]:
-    """How `arrow_schema` differs from the existing table's schema ([] if equal or no table)."""
+def schema_problems(table: str | Path, arrow_schema, storage_options: dict[str, str] | None = None) -> list[str]:
+    """How `arrow_schema` differs from the existing table's schema ([] if equal or no table).
+
+    `table` may be an object-store URI (taosr1.storage) when `storage_options` are given."""
     from deltalake import DeltaTable, Schema
 
-    uri = str(local_path(str(table)))
-    if not DeltaTable.is_deltatable(uri):
+    uri = str(table) if storage_options is not None else str(local_path(str(table)))
+    opts = storage_options or None
+    if not DeltaTable.is_deltatable(uri, storage_options=opts):
         return []
-    have = _fields(DeltaTable(uri).schema())
+    have = _fields(DeltaTable(uri, storage_options=opts).schema())
     want = _fields(Schema.from_arrow(arrow_schema))
     if have == want:
         return []
@@ -221,15 +224,18 @@ def with_conflict_retry(commit, what: str, retries: int = COMMIT_RETRIES) -> Non
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
 
 
-def append_rows(table: str | Path, arrow_table) -> int:
-    """Append rows (the runs table) in one commit; returns the new version."""
+def append_rows(table: str | Path, arrow_table, storage_options: dict[str, str] | None = None) -> int:
+    """Append rows (the runs table) in one commit; returns the new version.
+
+    `table` may be an object-store URI (taosr1.storage) when `storage_options` are given."""
     from deltalake import DeltaTable, write_deltalake
 
-    root = str(local_path(str(table)))
+    root = str(table) if storage_options is not None else str(local_path(str(table)))
+    opts = storage_options or None
     # merge: a runs table written before the contract grew a column gets it (older rows null)
-    with_conflict_retry(lambda: write_deltalake(root, arrow_table, mode="append", schema_mode="merge"),
-                        f"{root} append")
-    return DeltaTable(root).version()
+    with_conflict_retry(lambda: write_deltalake(root, arrow_table, mode="append", schema_mode="merge",
+                                                storage_options=opts), f"{root} append")
+    return DeltaTable(root, storage_options=opts).version()
 
 
 def remove_staging(table: str | Path, run_id: str) -> None:

@@ -65,6 +65,8 @@ class NightlyConfig:
         input_format: `auto` (from the path; a name that is no path is a catalog table),
             csv, parquet, json, delta or table.
         keep_staging: keep the staged Parquet files after the commit (debugging).
+        storage_options: object-store settings in delta-rs's keys (AWS_ENDPOINT_URL, AWS_REGION,
+            AWS_ACCESS_KEY_ID, AZURE_STORAGE_ACCOUNT_NAME, ...), over the environment's (taosr1/storage.py).
         label: the labeling settings, as in conf/label.yaml (LabelConfig).
         fault: fault injection switches (FaultConfig), off by default.
         alert: thresholds that fail a committed run (AlertConfig, taosr1/alerts.py), off by default.
@@ -75,6 +77,7 @@ class NightlyConfig:
     writer: str = "auto"
     input_format: str = "auto"
     keep_staging: bool = False
+    storage_options: dict[str, str] = field(default_factory=dict)
     label: LabelConfig = field(default_factory=LabelConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
@@ -129,8 +132,14 @@ def has_delta_spark(spark) -> bool:
     return "DeltaSparkSessionExtension" in spark.conf.get("spark.sql.extensions", "")
 
 
-def read_input(spark, source: str, fmt: str = "auto"):
+def read_input(spark, source: str, fmt: str = "auto", storage_options: dict[str, str] | None = None):
     """The input as a Spark DataFrame. CSV cells are text, unchanged (as `taosr1 label` reads them)."""
+    from taosr1 import storage
+
+    if storage.is_remote(source):  # listed with fsspec, read by the executors (no S3A jars needed)
+        from taosr1.spark import remote
+
+        return remote.read_input(spark, source, fmt, storage.options_for(source, storage_options))
     fmt = _detect_format(source, spark) if fmt == "auto" else fmt
     if fmt == "csv":
         from pyspark.sql import functions as F
@@ -169,6 +178,15 @@ def _read_delta_files(spark, source: str):
     return df.select(*schema.fieldNames())
 
 
+def executor_label_config(lc: LabelConfig, model_path: str) -> dict[str, Any]:
+    """The label settings executors get: a model folder given relative to the driver's working
+    directory made absolute (an executor runs in its own folder, e.g. a standalone worker's)."""
+    cfg = dataclasses.asdict(lc)
+    if lc.engine.model and not Path(lc.engine.model).is_absolute():
+        cfg["engine"]["model"] = str(Path(model_path).absolute())
+    return cfg
+
+
 # ---------------------------------------------------------------- run
 
 def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, quarantine: str | None = None,
@@ -183,7 +201,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StringType, StructField, StructType
 
-    from taosr1 import contracts, delta
+    from taosr1 import contracts, delta, storage
     from taosr1.labeling import resolve_beta
     from taosr1.labels import load_scheme
     from taosr1.models import load_tokenizer, resolve_model
@@ -200,10 +218,20 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     if writer == "spark" and not has_delta_spark(spark):
         raise ConfigError("writer: spark needs the delta-spark jars and spark.sql.extensions="
                           "io.delta.sql.DeltaSparkSessionExtension on the session; use writer: delta-rs")
+    opts = {t: storage.options_for(t, cfg.storage_options) for t in (input, output, quarantine, runs)}
+    remote = storage.is_remote(output)
     if writer == "delta-rs":
         for t in (output, quarantine, runs):
-            delta.local_path(t)  # fails now on a location delta-rs cannot write here
-    elif resume:
+            if not remote:
+                delta.local_path(t)  # fails now on a location delta-rs cannot write here
+            elif not storage.is_remote(t):
+                raise ConfigError(f"{t}: with the grades table on an object store, put the quarantine and runs "
+                                  "tables there too")
+        if remote and resume:
+            raise ConfigError("resume needs local (or mounted) tables; on an object store rerun the date instead")
+    for what, t in (("input", input), ("output", output), ("quarantine", quarantine), ("runs", runs)):
+        storage.check_location(t, cfg.storage_options, what)  # before any model work
+    if resume and writer != "delta-rs":
         raise ConfigError("resume needs the delta-rs writer (staged partitions); rerun the date instead")
     if resume and not run_id:
         raise ConfigError("resume needs the run id of the run to resume (printed when it started)")
@@ -212,7 +240,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     t0 = time.perf_counter()
 
     # 1. read and check the contract: nothing is loaded or written on a mismatch
-    df = read_input(spark, input, cfg.input_format)
+    df = read_input(spark, input, cfg.input_format, cfg.storage_options)
     grade_cols = [c for c in contracts.output_contract("grades").added_columns(scheme.names)
                   if c.name not in ("run_id", PARTITION)]
     contracts.check_input([(f.name, f.dataType.typeName()) for f in df.schema.fields], cols, source=input,
@@ -223,7 +251,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     model_path = resolve_model(lc.engine.model)
     scheme.token_ids(load_tokenizer(model_path))  # a label that is not one token fails here
     beta = resolve_beta(lc.beta, model_path, scheme)
-    spec = D.WorkerSpec(label_cfg=json.dumps(dataclasses.asdict(lc), sort_keys=True), beta=beta)
+    spec = D.WorkerSpec(label_cfg=json.dumps(executor_label_config(lc, model_path), sort_keys=True), beta=beta)
 
     # 3. plan. One shuffle: rows are hash-partitioned by key, which serves the duplicate
     # window (a key's rows meet in one partition, ordered by read position) and spreads
@@ -257,7 +285,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     quarantine_schema = _with_partition(quarantined.schema)
     if writer == "delta-rs":  # a run whose columns the table does not have fails before any work
         for table, schema in ((output, grades_schema), (quarantine, quarantine_schema)):
-            problems = delta.schema_problems(table, schema)
+            problems = delta.schema_problems(table, schema, opts[table] if remote else None)
             if problems:
                 raise delta.TableSchemaError(f"{table}: this run's columns do not match the table's:\n  - "
                                              + "\n  - ".join(problems))
@@ -266,7 +294,14 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         rows_in = prepared.count()
         log(f"run {run_id}: {rows_in} input rows read, validated and tokenized in {time.perf_counter() - t0:.1f} s; "
             f"grading on {partitions} partition(s), {writer} writer")
-        if writer == "delta-rs":
+        if writer == "delta-rs" and remote:
+            from taosr1.spark import remote as R
+
+            stage = _Stage(to_grade, spec, [(c.name, c.type) for c in grade_cols], stats, partitions, cfg.fault,
+                           False, {})
+            counts = R.write_tables(stage, quarantined, output, quarantine, run_id, date, rows_in, grades_schema,
+                                    quarantine_schema, cfg.keep_staging, opts, log, _check_counts)
+        elif writer == "delta-rs":
             stage = _Stage(to_grade, spec, [(c.name, c.type) for c in grade_cols], stats, partitions, cfg.fault,
                            resume, {"run_date": date.isoformat(), "input": input, "partitions": partitions,
                                     "rows_in": rows_in, "config_hash": resume_hash(cfg)})
@@ -312,7 +347,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         "workers": sum(1 for w in workers.values() if w.get("rows", 0) > 0),
         "gpus": ",".join(sorted({w["gpu"] for w in workers.values() if w.get("gpu")})),
         "engine_loads": sum(w.get("loads", 0) for w in workers.values()),
-        "config_hash": config_hash(cfg),
+        "config_hash": config_hash(dataclasses.replace(cfg, storage_options={})),  # no credentials hashed
         "spark_app_id": spark.sparkContext.applicationId,
         "writer": writer,
         "grades_version": counts["grades_version"],
@@ -323,7 +358,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
 
     record.update(alerts.evaluate(cfg.alert, record, runs, scheme.names))  # after the commits: data is kept
     _die_if(cfg.fault.die_before_run_record, run_id, "after both commits, before the runs row", log)
-    _append_run(spark, runs, record, writer)
+    _append_run(spark, runs, record, writer, opts[runs] if remote else None)
     return record
 
 
@@ -348,8 +383,9 @@ def _check_counts(rows_in: int, graded: int, quarantined: int, where: str) -> No
 
 
 def resume_hash(cfg: NightlyConfig) -> str:
-    """The config hash a resumed run must match: fault switches, alerts and keep_staging left out."""
-    return config_hash(dataclasses.replace(cfg, fault=FaultConfig(), alert=AlertConfig(), keep_staging=False))
+    """The config hash a resumed run must match: fault switches, alerts, keep_staging and storage options left out."""
+    return config_hash(dataclasses.replace(cfg, fault=FaultConfig(), alert=AlertConfig(), keep_staging=False,
+                                           storage_options={}))
 
 
 def _die_if(flag: bool, run_id: str, where: str, log) -> None:
@@ -457,7 +493,7 @@ def _write_delta_spark(spark, graded, quarantined, output, quarantine, date, row
     return counts
 
 
-def _append_run(spark, runs: str, record: dict[str, Any], writer: str) -> None:
+def _append_run(spark, runs: str, record: dict[str, Any], writer: str, storage_options=None) -> None:
     import pyarrow as pa
 
     from taosr1 import contracts, delta
@@ -466,7 +502,7 @@ def _append_run(spark, runs: str, record: dict[str, Any], writer: str) -> None:
     schema = contracts.arrow_schema(columns)
     table = pa.Table.from_pylist([{c.name: record[c.name] for c in columns}], schema=schema)
     if writer == "delta-rs":
-        delta.append_rows(runs, table)
+        delta.append_rows(runs, table, storage_options)
     else:
         spark.createDataFrame(table.to_pandas()).write.format("delta").mode("append").save(runs)
 

@@ -46,14 +46,13 @@ def _read(path: str, fmt: str | None, run_date: str | None = None):
     if run_date is None:
         return read_table(path, fmt)
     if detect_format(path, fmt) == "delta":
-        from deltalake import DeltaTable
-
         from taosr1.evaluation.drift import run_dates
+        from taosr1.io import delta_table
 
         dates = run_dates(path)
         if run_date not in dates:
             raise ValueError(f"{path}: no run_date {run_date!r}; runs in the table: {dates[-10:]}")
-        return DeltaTable(path).to_pandas(partitions=[("run_date", "=", run_date)])
+        return delta_table(path).to_pandas(partitions=[("run_date", "=", run_date)])
     df = read_table(path, fmt)
     if "run_date" not in df.columns:
         raise ValueError(f"{path}: --run-date given but the table has no run_date column")

@@ -28,9 +28,9 @@ def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float = 1e-4) -> tupl
 
 
 def run_dates(table: str) -> list[str]:
-    from deltalake import DeltaTable
+    from taosr1.io import delta_table
 
-    dt = DeltaTable(table)
+    dt = delta_table(table)
     if "run_date" not in dt.metadata().partition_columns:
         raise ValueError(f"{table}: the grades table must be partitioned by run_date; its partition columns are "
                          f"{dt.metadata().partition_columns}")
@@ -39,9 +39,9 @@ def run_dates(table: str) -> list[str]:
 
 def read_run(table: str, run_date: str, keys: list[str]) -> pd.DataFrame:
     """One night's rows: keys and whichever of grade, label, tier, score, label_scheme the table has."""
-    from deltalake import DeltaTable
+    from taosr1.io import delta_table
 
-    dt = DeltaTable(table)
+    dt = delta_table(table)
     have = [f.name for f in dt.schema().fields]
     missing = [c for c in [*keys, "label"] if c not in have]
     if missing:

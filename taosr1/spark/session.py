@@ -30,14 +30,22 @@ class SparkProfile:
         app_name: application name.
         log_level: Spark's log level once the session runs.
         conf: Spark settings (`spark.*` keys).
+        delta_jars: where a `writer: spark` session gets the delta-spark jars: `pip` (the
+            delta-spark package's Maven artifact, fetched at launch) or `cluster` (already on
+            the classpath). See taosr1/spark/delta_spark.py.
     """
 
     master: str = ""
     app_name: str = "taosr1-nightly"
     log_level: str = "WARN"
     conf: dict[str, Any] = field(default_factory=dict)
+    delta_jars: str = "pip"
 
     def __post_init__(self) -> None:
+        from taosr1.spark.delta_spark import JARS
+
+        if self.delta_jars not in JARS:
+            raise ConfigError(f"delta_jars must be one of {JARS}, got {self.delta_jars!r}")
         bad = sorted(k for k in self.conf if not str(k).startswith("spark."))
         if bad:
             raise ConfigError(f"Spark profile conf keys must start with 'spark.', got {bad}")
@@ -61,10 +69,12 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
-def get_session(profile: SparkProfile | str = "local", master: str = ""):
+def get_session(profile: SparkProfile | str = "local", master: str = "", delta: bool = False):
     """The active SparkSession, or a new one configured by `profile`.
 
     `master` (a job's own --master option) wins over spark-submit's and the profile's.
+    `delta=True` (writer: spark) adds the delta-spark settings (profile.delta_jars) and checks
+    that the session has the jars, with a clear error when it has not.
     """
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
@@ -94,6 +104,20 @@ def get_session(profile: SparkProfile | str = "local", master: str = ""):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         paths = [_package_root(), conf.get("spark.executorEnv.PYTHONPATH", ""), os.environ.get("PYTHONPATH", "")]
         conf.set("spark.executorEnv.PYTHONPATH", os.pathsep.join(p for p in paths if p))
-    spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    if delta:
+        from taosr1.spark import delta_spark
+
+        for key, value in delta_spark.delta_settings(profile.delta_jars, dict(conf.getAll())).items():
+            conf.set(key, value)
+    try:
+        spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    except Exception as e:  # a jar that cannot be fetched stops the JVM before the session starts
+        if delta and profile.delta_jars == "pip" and not submitted:
+            raise delta_spark.missing_jars_error("pip", conf.get("spark.jars.packages", ""),
+                                                 type(e).__name__) from e
+        raise
     spark.sparkContext.setLogLevel(profile.log_level.upper())
+    if delta and not delta_spark.has_classes(spark):
+        spark.stop()
+        raise delta_spark.missing_jars_error(profile.delta_jars, conf.get("spark.jars.packages", ""))
     return spark

@@ -1,0 +1,337 @@
+"""The nightly job on object-store tables, without Hadoop's S3A jars.
+
+Spark reads and writes `s3a://` only with the hadoop-aws jars, which many clusters (and
+this project's CI) lack. So for an object-store location:
+- input: the driver lists the files with fsspec (a Delta table's current files through
+  delta-rs), one Spark partition per file, and executors read them with pyarrow;
+- staging: executors write each grading partition as ONE Parquet object under
+  `TABLE/_staging/RUN_ID/` (a PUT is atomic: a retried task replaces the same object, so no
+  row is staged twice);
+- commit: the driver copies the staged objects into the date's partition folder (invisible
+  until the log names them) and replaces the partition in one delta-rs commit on the
+  object store, retried when another run's commit won the race.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import posixpath
+from typing import Any, Iterator
+
+from taosr1 import storage
+
+ROWS_PER_BATCH = 8192
+
+
+# ---------------------------------------------------------------- input
+
+def detect_format(source: str, options: dict[str, str]) -> str:
+    from taosr1.io import _EXT, _suffix, is_delta
+
+    if is_delta(source, options):
+        return "delta"
+    ext = _EXT.get(_suffix(source))
+    if ext:
+        return "json" if ext == "jsonl" else ext
+    fs, path = storage.filesystem(source, options)
+    if fs.isdir(path):
+        return "parquet"
+    raise ValueError(f"cannot tell the format of {source}; pass --input-format")
+
+
+def _files(source: str, fmt: str, options: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """[(file URI, partition values)] in a fixed order (the read order of the duplicate-key window)."""
+    proto = storage.protocol(source)
+    if fmt == "delta":
+        from taosr1.io import delta_table
+
+        table = delta_table(source, options)
+        proto_v = table.protocol()
+        if proto_v.min_reader_version > 1:
+            raise ValueError(f"{source}: Delta reader version {proto_v.min_reader_version} (features "
+                             f"{proto_v.reader_features}) is not read here; use the delta-spark writer's cluster")
+        import pyarrow as pa
+
+        actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+        parts = table.metadata().partition_columns
+        root = source.rstrip("/")
+        value = (lambda v: None if v is None else str(v))  # cast back to the column's type by the reader
+        return sorted((f"{root}/{a['path']}", {c: value(a.get(f"partition.{c}")) for c in parts}) for a in actions)
+    fs, path = storage.filesystem(source, options)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"input {source} does not exist")
+    if fs.isdir(path):
+        names = [p for p in fs.find(path) if not posixpath.basename(p).startswith(("_", "."))]
+    else:
+        names = [path]
+    return [(f"{proto}://{p}", {}) for p in sorted(names)]
+
+
+def _open(uri: str, options: dict[str, str]):
+    fs, path = storage.filesystem(uri, options)
+    return fs.open(path, "rb")
+
+
+def _read_file(fmt: str, uri: str, options: dict[str, str], schema=None):
+    """One input file as an Arrow table; CSV cells as text, unchanged (as `taosr1 label` reads them)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    with _open(uri, options) as f:
+        if fmt == "parquet":
+            return pq.read_table(f)
+        if fmt == "csv":
+            names = pacsv.open_csv(_open(uri, options)).schema.names if schema is None else schema.names
+            return pacsv.read_csv(f, parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                                  convert_options=pacsv.ConvertOptions(
+                                      column_types={n: pa.string() for n in names}, strings_can_be_null=False,
+                                      quoted_strings_can_be_null=False))
+        if fmt == "json":
+            opts = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore") if schema else None
+            return pajson.read_json(f, parse_options=opts)
+    raise ValueError(f"format {fmt!r} cannot be read from an object store here")
+
+
+def _arrow_schema(source: str, fmt: str, files, options: dict[str, str]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if fmt == "delta":
+        from taosr1.io import delta_table
+
+        return pa.schema(delta_table(source, options).schema().to_arrow())
+    if not files:
+        raise FileNotFoundError(f"input {source} holds no data files")
+    if fmt == "parquet":
+        schemas = []
+        for uri, _ in files:
+            with _open(uri, options) as f:
+                schemas.append(pq.read_schema(f))
+        return pa.unify_schemas(schemas)
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        with _open(files[0][0], options) as f:
+            return pa.schema([(n, pa.string()) for n in pacsv.open_csv(f).schema.names])
+    return _read_file("json", files[0][0], options).schema
+
+
+def read_input(spark, source: str, fmt: str, options: dict[str, str]):
+    """The object-store input as a Spark DataFrame, read by the executors with pyarrow."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    fmt = detect_format(source, options) if fmt == "auto" else fmt
+    if fmt == "table":
+        return spark.table(source)
+    files = _files(source, fmt, options)
+    schema = _arrow_schema(source, fmt, files, options)
+    spark_schema = from_arrow_schema(schema)
+    if not files:
+        return spark.createDataFrame([], spark_schema)
+    rows = [(uri, json.dumps(parts)) for uri, parts in files]
+    listing = spark.createDataFrame(spark.sparkContext.parallelize(rows, len(rows)),
+                                    StructType([StructField("uri", StringType()), StructField("parts", StringType())]))
+    return listing.mapInArrow(functools.partial(_read_files, fmt, schema, options), spark_schema)
+
+
+def _read_files(fmt: str, schema, options: dict[str, str], batches: Iterator[Any]) -> Iterator[Any]:
+    import pyarrow as pa
+
+    for batch in batches:
+        for uri, parts in zip(batch.column("uri").to_pylist(), batch.column("parts").to_pylist()):
+            kind = "parquet" if fmt == "delta" else fmt
+            file_schema = pa.schema([f for f in schema if f.name not in json.loads(parts)])
+            table = _read_file(kind, uri, options, file_schema if kind in ("csv", "json") else None)
+            for name, value in json.loads(parts).items():
+                table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+            missing = [n for n in schema.names if n not in table.column_names]
+            if missing:
+                raise ValueError(f"{uri}: column(s) {missing} missing (the input's other files have them)")
+            yield from table.select(schema.names).cast(schema).to_batches(max_chunksize=ROWS_PER_BATCH)
+
+
+# ---------------------------------------------------------------- staging (executors)
+
+def _put_parquet(folder: str, name: str, options: dict[str, str], table) -> None:
+    """Write `table` as ONE object: it appears whole or not at all (no partial file on failure)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    fs, base = storage.filesystem(folder, options)
+    fs.pipe_file(f"{base.rstrip('/')}/{name}", sink.getvalue().to_pybytes())
+
+
+def stage_grades_fn(spec, out_columns, file_schema, folder: str, options: dict[str, str], run_id: str, stats=None,
+                    fail_batch: int = 0):
+    """mapInArrow function: grade a partition, stage it as `part-<partition>.parquet` in `folder`."""
+    return functools.partial(_stage_grades, spec, out_columns, file_schema, folder, options, run_id, stats,
+                             fail_batch)
+
+
+def _result_schema():
+    import pyarrow as pa
+
+    return pa.schema([("partition", pa.int32()), ("rows", pa.int64())])
+
+
+def _stage_grades(spec, out_columns, file_schema, folder, options, run_id, stats, fail_batch, batches):
+    import pyarrow as pa
+    from pyspark import TaskContext
+
+    from taosr1.spark import dispatch as D
+
+    ctx = TaskContext.get()
+    part, attempt = ctx.partitionId(), ctx.attemptNumber()
+    tables = []
+    for out in D._grade(spec, out_columns, stats, D._faulty(batches, fail_batch, attempt)):
+        out = out.append_column("run_id", pa.array([run_id] * out.num_rows, pa.string()))
+        tables.append(pa.Table.from_batches([out]).cast(file_schema))
+    rows = sum(t.num_rows for t in tables)
+    if rows:
+        _put_parquet(folder, f"part-{part:05d}.parquet", options, pa.concat_tables(tables))
+    yield pa.RecordBatch.from_pylist([{"partition": part, "rows": rows}], schema=_result_schema())
+
+
+def stage_rows_fn(folder: str, options: dict[str, str], file_schema):
+    """mapInArrow function: stage a partition's rows (the quarantine) as one Parquet object."""
+    return functools.partial(_stage_rows, folder, options, file_schema)
+
+
+def _stage_rows(folder, options, file_schema, batches):
+    import pyarrow as pa
+    from pyspark import TaskContext
+
+    part = TaskContext.get().partitionId()
+    got = [pa.Table.from_batches([b]).cast(file_schema) for b in batches]
+    rows = sum(t.num_rows for t in got)
+    if rows:
+        _put_parquet(folder, f"part-{part:05d}.parquet", options, pa.concat_tables(got))
+    yield pa.RecordBatch.from_pylist([{"partition": part, "rows": rows}], schema=_result_schema())
+
+
+# ---------------------------------------------------------------- commit (driver)
+
+def staged(folder: str, options: dict[str, str]) -> list[str]:
+    """The Parquet objects staged in `folder` (paths inside its filesystem), in partition order."""
+    fs, base = storage.filesystem(folder, options)
+    fs.invalidate_cache()  # the executors wrote these objects; the driver's listing cache is stale
+    if not fs.exists(base):
+        return []
+    return sorted(p for p in fs.find(base) if p.endswith(".parquet") and not posixpath.basename(p).startswith((".", "_")))
+
+
+def count_rows(folder: str, files: list[str], options: dict[str, str]) -> int:
+    import pyarrow.parquet as pq
+
+    fs, _ = storage.filesystem(folder, options)
+    total = 0
+    for f in files:
+        with fs.open(f, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+def replace_partition(table: str, folder: str, files: list[str], arrow_schema, partition_col: str, value: str, *,
+                      run_id: str, options: dict[str, str]):
+    """Make the staged `files` the whole `partition_col = value` partition of `table`, in one commit."""
+    from deltalake import CommitProperties, DeltaTable, Schema
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    from taosr1 import delta
+
+    problems = delta.schema_problems(table, arrow_schema, options)
+    if problems:
+        raise delta.TableSchemaError(f"{table}: this run's columns do not match the table's:\n  - "
+                                     + "\n  - ".join(problems))
+    fs, root = storage.filesystem(table, options)
+    root = root.rstrip("/")
+    actions, rows = [], 0
+    for f in files:
+        with fs.open(f, "rb") as fh:
+            n, stats = delta.file_stats(fh)
+        if n == 0:
+            continue
+        rel = f"{partition_col}={value}/{run_id}-{posixpath.basename(f)}"
+        fs.copy(f, f"{root}/{rel}")  # server-side copy; no reader sees it until the log names it
+        info = fs.info(f"{root}/{rel}")
+        mtime = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+        millis = int(mtime.timestamp() * 1000) if hasattr(mtime, "timestamp") else int(float(mtime or 0) * 1000)
+        actions.append(AddAction(path=rel, size=int(info["size"]), partition_values={partition_col: value},
+                                 modification_time=millis, data_change=True, stats=stats))
+        rows += n
+    props = CommitProperties(custom_metadata={"taosr1.run_id": run_id})
+    delta_schema = Schema.from_arrow(arrow_schema)
+
+    def commit() -> None:
+        if DeltaTable.is_deltatable(table, storage_options=options):
+            DeltaTable(table, storage_options=options).create_write_transaction(
+                actions, mode="overwrite", schema=delta_schema, partition_by=[partition_col],
+                partition_filters=[(partition_col, "=", value)], commit_properties=props)
+        else:
+            create_table_with_add_actions(table, delta_schema, actions, mode="error", partition_by=[partition_col],
+                                          commit_properties=props, storage_options=options)
+
+    delta.with_conflict_retry(commit, f"{table} {partition_col}={value}")
+    return delta.Commit(version=commit_version(table, run_id, options), files=len(actions), rows=rows)
+
+
+def commit_version(table: str, run_id: str, options: dict[str, str]) -> int:
+    """The version of the newest commit made by `run_id`, read from the log (see delta.commit_version)."""
+    fs, root = storage.filesystem(table, options)
+    logs = sorted((p for p in fs.ls(f"{root.rstrip('/')}/_delta_log", detail=False, refresh=True)
+                   if posixpath.basename(p)[:1].isdigit() and p.endswith(".json")), reverse=True)
+    for f in logs:
+        for line in fs.cat_file(f).decode().splitlines():
+            info = json.loads(line).get("commitInfo")
+            if info is not None and info.get("taosr1.run_id") == run_id:
+                return int(posixpath.basename(f).split(".")[0])
+    raise RuntimeError(f"{table}: no commit of run {run_id} in the log")
+
+
+def remove(folder: str, options: dict[str, str]) -> None:
+    fs, base = storage.filesystem(folder, options)
+    if fs.exists(base):
+        fs.rm(base, recursive=True)
+
+
+def write_tables(stage, quarantined, output: str, quarantine: str, run_id: str, date, rows_in: int, grades_schema,
+                 quarantine_schema, keep_staging: bool, options: dict[str, dict[str, str]], log,
+                 check_counts) -> dict[str, int]:
+    """Stage both tables from the executors through fsspec, then commit each once (quarantine first)."""
+    import pyarrow as pa
+
+    from taosr1.delta import STAGING
+    from taosr1.nightly import PARTITION
+
+    g_opts, q_opts = options[output], options[quarantine]
+    g_stage, q_stage = (storage.join(output, STAGING, run_id), storage.join(quarantine, STAGING, run_id))
+    remove(g_stage, g_opts)
+    remove(q_stage, q_opts)
+    g_file = pa.schema([f for f in grades_schema if f.name != PARTITION])
+    q_file = pa.schema([f for f in quarantine_schema if f.name != PARTITION])
+    from pyspark.sql.types import IntegerType, LongType, StructField, StructType
+
+    result = StructType([StructField("partition", IntegerType()), StructField("rows", LongType())])
+    fn = stage_grades_fn(stage.spec, stage.out_columns, g_file, g_stage, g_opts, run_id, stage.stats,
+                         stage.fault.fail_batch)
+    stage.to_grade.mapInArrow(fn, result).collect()
+    quarantined.mapInArrow(stage_rows_fn(q_stage, q_opts, q_file), result).collect()
+    log(f"run {run_id}: graded and staged under {g_stage}")
+    g_files, q_files = staged(g_stage, g_opts), staged(q_stage, q_opts)
+    n_graded, n_quarantined = count_rows(g_stage, g_files, g_opts), count_rows(q_stage, q_files, q_opts)
+    check_counts(rows_in, n_graded, n_quarantined, f"staged files kept in {g_stage} and {q_stage}")
+    value = date.isoformat()
+    q = replace_partition(quarantine, q_stage, q_files, quarantine_schema, PARTITION, value, run_id=run_id,
+                          options=q_opts)
+    g = replace_partition(output, g_stage, g_files, grades_schema, PARTITION, value, run_id=run_id, options=g_opts)
+    if not keep_staging:
+        remove(g_stage, g_opts)
+        remove(q_stage, q_opts)
+    return {"graded": g.rows, "quarantined": q.rows, "grades_version": g.version, "quarantine_version": q.version,
+            "resumed_rows": 0}

@@ -1,0 +1,142 @@
+"""Object-store locations (s3://, gs://, abfss://, ...) through fsspec and delta-rs's object stores.
+
+One set of options serves both: delta-rs's keys (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+`AWS_REGION`, `AWS_ALLOW_HTTP`, `AZURE_STORAGE_ACCOUNT_NAME`, ...), from the environment
+or a `storage_options` config section; they are mapped to the fsspec filesystem's own
+arguments (s3fs, gcsfs, adlfs). Values are never logged. S3 commits need an atomic
+"create if absent": unless a locking provider is configured, delta-rs is told to use
+S3's conditional put (`If-None-Match`, on AWS since 2024 and on MinIO, R2, moto).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# fsspec protocol -> (pip extra, package) for the error that names what to install
+PACKAGES = {"s3": ("s3", "s3fs"), "s3a": ("s3", "s3fs"), "gs": ("gcs", "gcsfs"), "gcs": ("gcs", "gcsfs"),
+            "abfs": ("azure", "adlfs"), "abfss": ("azure", "adlfs"), "az": ("azure", "adlfs")}
+# delta-rs key -> s3fs argument
+_S3 = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token"}
+_S3_CLIENT = {"AWS_ENDPOINT_URL": "endpoint_url", "AWS_REGION": "region_name"}
+_AZURE = {"AZURE_STORAGE_ACCOUNT_NAME": "account_name", "AZURE_STORAGE_ACCOUNT_KEY": "account_key",
+          "AZURE_STORAGE_SAS_TOKEN": "sas_token", "AZURE_STORAGE_CONNECTION_STRING": "connection_string"}
+_GCS = {"GOOGLE_SERVICE_ACCOUNT": "token", "GOOGLE_APPLICATION_CREDENTIALS": "token"}
+# settings (not secrets) read from the environment so executors get them with the options
+_ENV = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_S3_LOCKING_PROVIDER", "AWS_CONDITIONAL_PUT")
+
+
+class StorageError(ValueError):
+    """A location the job cannot use: missing credentials, unknown bucket, unreachable endpoint."""
+
+
+def is_remote(uri: str | os.PathLike) -> bool:
+    uri = str(uri)
+    return "://" in uri and not uri.startswith("file://")
+
+
+def protocol(uri: str) -> str:
+    return str(uri).split("://", 1)[0].lower() if "://" in str(uri) else "file"
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([str(uri).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def options_for(uri: str, options: dict[str, Any] | None = None) -> dict[str, str]:
+    """delta-rs storage_options for `uri`: the environment's settings, then `options` (which win)."""
+    if not is_remote(uri):
+        return {}
+    out = {k: os.environ[k] for k in _ENV if os.environ.get(k)}
+    out.update({str(k).upper() if str(k).upper() in (*_S3, *_S3_CLIENT, *_AZURE, *_GCS, *_ENV) else str(k): str(v)
+                for k, v in (options or {}).items() if v is not None})
+    if protocol(uri) in ("s3", "s3a"):
+        endpoint = out.get("AWS_ENDPOINT_URL", "")
+        if endpoint.startswith("http://"):
+            out.setdefault("AWS_ALLOW_HTTP", "true")
+        locking = {"AWS_S3_LOCKING_PROVIDER", "AWS_S3_ALLOW_UNSAFE_RENAME", "AWS_CONDITIONAL_PUT",
+                   "AWS_COPY_IF_NOT_EXISTS"} & {k.upper() for k in out}
+        if not locking:
+            out["AWS_CONDITIONAL_PUT"] = "etag"  # atomic commit files without a DynamoDB lock
+    return out
+
+
+def fsspec_options(uri: str, options: dict[str, str]) -> dict[str, Any]:
+    """The fsspec filesystem's arguments for delta-rs-style `options`."""
+    proto = protocol(uri)
+    if proto in ("s3", "s3a"):
+        kw: dict[str, Any] = {_S3[k]: v for k, v in options.items() if k in _S3}
+        client = {_S3_CLIENT[k]: v for k, v in options.items() if k in _S3_CLIENT}
+        if client:
+            kw["client_kwargs"] = client
+        return kw
+    if proto in ("abfs", "abfss", "az"):
+        return {_AZURE[k]: v for k, v in options.items() if k in _AZURE}
+    if proto in ("gs", "gcs"):
+        return {_GCS[k]: v for k, v in options.items() if k in _GCS}
+    return {}
+
+
+def filesystem(uri: str, options: dict[str, str] | None = None, **extra):
+    """(fsspec filesystem, path inside it) for `uri`; a clear error when its package is missing."""
+    import fsspec
+
+    uri = str(uri)
+    if uri.startswith("s3a://"):
+        uri = "s3://" + uri[len("s3a://"):]
+    kw = {**fsspec_options(uri, options or {}), **extra} if is_remote(uri) else {}
+    try:
+        return fsspec.core.url_to_fs(uri, **kw)
+    except ImportError as e:
+        extra_name, pkg = PACKAGES.get(protocol(uri), ("", "the fsspec implementation"))
+        hint = f'pip install "taosr1[{extra_name}]"' if extra_name else f"install {pkg}"
+        raise StorageError(f"{uri}: reading {protocol(uri)}:// paths needs {pkg}; {hint}") from e
+
+
+def pyarrow_fs(uri: str, options: dict[str, str] | None = None):
+    """(pyarrow FileSystem, path) over the fsspec filesystem: for pyarrow readers and writers."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, path = filesystem(uri, options)
+    return PyFileSystem(FSSpecHandler(fs)), path
+
+
+def _what_to_set(uri: str) -> str:
+    proto = protocol(uri)
+    if proto in ("s3", "s3a"):
+        return ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an AWS profile / instance role), and "
+                "AWS_ENDPOINT_URL for a non-AWS endpoint, in the environment or the storage_options config section")
+    if proto in ("abfs", "abfss", "az"):
+        return "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or a SAS token) in storage_options"
+    return "set GOOGLE_SERVICE_ACCOUNT (a key file) or application default credentials"
+
+
+def check_location(uri: str, options: dict[str, Any] | None = None, what: str = "location") -> None:
+    """Fail now, naming `uri` and what to set, when its store cannot be reached or its bucket is unknown.
+
+    Called before any model work; a table that does not exist yet is fine (its bucket must).
+    """
+    if not is_remote(uri):
+        return
+    opts = options_for(uri, options)
+    extra = {}
+    if protocol(uri) in ("s3", "s3a"):  # one quick attempt, not botocore's minutes of retries
+        extra = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 1}}}
+    fs, path = filesystem(uri, opts, skip_instance_cache=True, **extra)  # fresh credentials, not a cached client's
+    bucket = path.split("/", 1)[0]
+    try:
+        fs.ls(bucket, detail=False, refresh=True)
+    except FileNotFoundError:
+        raise StorageError(f"{what} {uri}: bucket {bucket!r} does not exist (or is not visible to these "
+                           "credentials); create it or fix the path") from None
+    except PermissionError as e:
+        raise StorageError(f"{what} {uri}: access denied to bucket {bucket!r} ({e}); {_what_to_set(uri)}") from None
+    except Exception as e:  # noqa: BLE001 - botocore/aiohttp/azure errors have no common base
+        text = f"{type(e).__name__}: {e}"
+        if "credential" in text.lower() or "NoCredentials" in text:
+            raise StorageError(f"{what} {uri}: no credentials for {protocol(uri)}://; {_what_to_set(uri)}") from None
+        if any(s in text.lower() for s in ("connect", "endpoint", "timeout", "resolve", "unreachable")):
+            endpoint = opts.get("AWS_ENDPOINT_URL", "the store's default endpoint")
+            raise StorageError(f"{what} {uri}: cannot reach {endpoint} ({text}); check AWS_ENDPOINT_URL / the "
+                               "network, or set storage_options.AWS_ENDPOINT_URL") from None
+        raise StorageError(f"{what} {uri}: {text}; {_what_to_set(uri)}") from None

@@ -1,0 +1,245 @@
+"""Object-store tables end to end against a real S3 API on loopback (moto's server, real HTTP).
+
+`taosr1 label` and the evaluation commands read and write s3:// paths; the nightly job
+reads its input from a bucket, stages there from the executors through fsspec and commits
+with delta-rs's S3 store (conditional put); results are read back with delta-rs and DuckDB.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from taosr1 import config as cfgmod
+from taosr1.cli import main
+from taosr1.nightly import NightlyConfig, run
+from taosr1.resources import conf_dir, sample_path
+from taosr1.storage import StorageError
+
+KEYS = ["query_id", "product_id"]
+D1, D2, D3 = "2025-06-01", "2025-06-02", "2025-06-03"
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 (a real HTTP endpoint) with a bucket `lake` holding the sample.
+
+    In a process of its own (moto's `moto_server`, what ThreadedMotoServer runs in a thread):
+    some delta-rs calls (DeltaTable.is_deltatable) hold the GIL while they wait for the
+    network, so a server thread in this process could not answer them."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                              aws_secret_access_key="testing", region_name="us-east-1")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.create_bucket(Bucket="lake")
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.3)
+        client.upload_file(str(sample_path()), "lake", "in/pairs.csv")
+        yield {"AWS_ENDPOINT_URL": endpoint, **CREDS}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """The endpoint and credentials in the environment, as a job on a cluster node would have them."""
+    for k, v in s3.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return s3
+
+
+def s3_frame(uri: str, s3: dict) -> pd.DataFrame:
+    so = {"key": s3["AWS_ACCESS_KEY_ID"], "secret": s3["AWS_SECRET_ACCESS_KEY"],
+          "client_kwargs": {"endpoint_url": s3["AWS_ENDPOINT_URL"], "region_name": "us-east-1"}}
+    return pd.read_parquet(uri, storage_options=so)
+
+
+def delta(uri: str, s3: dict, run_date: str | None = None) -> pd.DataFrame:
+    from deltalake import DeltaTable
+
+    opts = {**s3, "AWS_ALLOW_HTTP": "true"}
+    df = DeltaTable(uri, storage_options=opts).to_pandas()
+    if run_date:
+        df = df[df["run_date"].astype(str) == run_date]
+    return df.sort_values(KEYS).reset_index(drop=True)
+
+
+def test_label_reads_and_writes_s3_paths(s3_env, tiny_model, sample_df):
+    res = CliRunner().invoke(main, ["label", "s3://lake/in/pairs.csv", "s3://lake/label/grades.parquet",
+                                    "--model", tiny_model, "--limit", "40", "--beta", "0.5"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["quarantine"] == "s3://lake/label/grades.quarantine.parquet"
+    graded = s3_frame("s3://lake/label/grades.parquet", s3_env)
+    quarantined = s3_frame(summary["quarantine"], s3_env)
+    assert len(graded) + len(quarantined) == 40 and len(graded) > 30
+    assert list(graded["product_id"][:3]) == list(sample_df["product_id"][:3])
+    # a Delta table on the bucket as output (delta-rs's S3 store), its quarantine beside it
+    res = CliRunner().invoke(main, ["label", "s3://lake/in/pairs.csv", "s3://lake/label/grades_delta",
+                                    "--model", tiny_model, "--limit", "40", "--output-format", "delta", "--beta", "0.5"])
+    assert res.exit_code == 0, res.output
+    again = delta("s3://lake/label/grades_delta", s3_env)
+    assert len(again) == len(graded)
+    assert len(delta("s3://lake/label/grades_delta_quarantine", s3_env)) == len(quarantined)
+
+
+def test_eval_and_calibrate_read_predictions_from_s3(s3_env, tmp_path):
+    from eval_data import predictions
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    with fs.open("lake/eval/pred.parquet", "wb") as f:
+        predictions().to_parquet(f, index=False)
+    res = CliRunner().invoke(main, ["eval", "s3://lake/eval/pred.parquet", "--gold-col", "esci_label",
+                                    "--out", str(tmp_path / "rep"), "--bootstrap", "50"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["n"] == len(predictions())
+
+
+def job(tiny_model, s3, **overrides) -> NightlyConfig:
+    """Endpoint and credentials from the storage_options config section (shipped to executors)."""
+    values = {"label.engine.model": tiny_model, "partitions": 2, "label.beta": 0.5, "storage_options": dict(s3),
+              **overrides}
+    return cfgmod.load(NightlyConfig, conf_dir() / "nightly.yaml", values)
+
+
+@pytest.fixture(scope="module")
+def nightly_s3(spark, tiny_model, s3):
+    out = "s3://lake/tables/grades"
+    first = run(spark, job(tiny_model, s3), input="s3://lake/in/pairs.csv", output=out, run_date=D1)
+    return out, first
+
+
+def test_nightly_reads_stages_and_commits_on_s3(nightly_s3, s3, sample_df):
+    import duckdb
+    from deltalake import DeltaTable
+
+    out, record = nightly_s3
+    assert record["rows_in"] == len(sample_df) == record["graded"] + record["quarantined"]
+    graded, quarantined = delta(out, s3), delta(f"{out}_quarantine", s3)
+    assert len(graded) == record["graded"] and len(quarantined) == record["quarantined"]
+    both = pd.concat([graded[KEYS], quarantined[KEYS]])
+    assert not both.duplicated().any() and len(both) == len(sample_df)
+    runs = DeltaTable(f"{out}_runs", storage_options={**s3, "AWS_ALLOW_HTTP": "true"}).to_pandas()
+    assert list(runs["run_id"]) == [record["run_id"]] and runs.iloc[0]["rows_in"] == len(sample_df)
+    table = DeltaTable(out, storage_options={**s3, "AWS_ALLOW_HTTP": "true"})
+    assert table.metadata().partition_columns == ["run_date"]
+    assert all(u.startswith(f"{out}/run_date={D1}/{record['run_id']}-") for u in table.file_uris())
+    dataset = table.to_pyarrow_dataset()  # noqa: F841 (read by DuckDB)
+    n, dates = duckdb.connect().execute("select count(*), list(distinct run_date::varchar) from dataset").fetchone()
+    assert n == record["graded"] and dates == [D1]
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3["AWS_ENDPOINT_URL"]})
+    assert not fs.exists("lake/tables/grades/_staging/" + record["run_id"])
+
+
+def test_nightly_rerun_and_two_dates_at_once_on_s3(nightly_s3, spark, tiny_model, s3):
+    from deltalake import DeltaTable
+
+    out, first = nightly_s3
+    cfg = job(tiny_model, s3)
+    before = delta(out, s3, D1)
+    v0 = DeltaTable(out, storage_options={**s3, "AWS_ALLOW_HTTP": "true"}).version()
+    again = run(spark, cfg, input="s3://lake/in/pairs.csv", output=out, run_date=D1)
+    assert again["grades_version"] == v0 + 1  # one commit, the date replaced
+    after = delta(out, s3, D1)
+    same = [c for c in before.columns if c != "run_id"]
+    pd.testing.assert_frame_equal(after[same], before[same])
+    assert (after["run_id"] == again["run_id"]).all()
+
+    records, errors = {}, []
+
+    def night(date):
+        try:
+            records[date] = run(spark, cfg, input="s3://lake/in/pairs.csv", output=out, run_date=date)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=night, args=(d,)) for d in (D2, D3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted({records[D2]["grades_version"], records[D3]["grades_version"]}) == [v0 + 2, v0 + 3]
+    grades = delta(out, s3)
+    assert grades.groupby(grades["run_date"].astype(str)).size().to_dict() == {
+        D1: first["graded"], D2: first["graded"], D3: first["graded"]}
+    pd.testing.assert_frame_equal(delta(out, s3, D1), after)  # the other dates untouched
+    runs = DeltaTable(f"{out}_runs", storage_options={**s3, "AWS_ALLOW_HTTP": "true"}).to_pandas()
+    assert len(runs) == 4
+
+
+def test_nightly_reads_delta_and_parquet_inputs_from_s3(spark, tiny_model, s3, sample_df):
+    """A partitioned Delta table and a folder of Parquet files on the bucket, read by the executors."""
+    import s3fs
+    from deltalake import write_deltalake
+
+    rows = sample_df.head(80)
+    opts = {**s3, "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
+    write_deltalake("s3://lake/in/pairs_delta", rows, partition_by=["source"], storage_options=opts)
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3["AWS_ENDPOINT_URL"]})
+    for i, part in enumerate((rows.iloc[:50], rows.iloc[50:])):
+        with fs.open(f"lake/in/pairs_parquet/part-{i}.parquet", "wb") as f:
+            part.to_parquet(f, index=False)
+    cfg = job(tiny_model, s3)
+    for name in ("pairs_delta", "pairs_parquet"):
+        out = f"s3://lake/tables/from_{name}"
+        rec = run(spark, cfg, input=f"s3://lake/in/{name}", output=out, run_date=D1)
+        assert rec["rows_in"] == 80 == rec["graded"] + rec["quarantined"]
+        got = delta(out, s3)
+        assert set(got["source"]) <= set(rows["source"]) and len(got) == rec["graded"]
+        expected = rows.set_index(KEYS).loc[list(map(tuple, got[KEYS].to_numpy()))]
+        assert list(got["query"]) == list(expected["query"])  # every column read back as written
+
+
+def test_storage_problems_stop_before_model_work(spark, s3, monkeypatch):
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    endpoint = {"AWS_ENDPOINT_URL": s3["AWS_ENDPOINT_URL"], "AWS_REGION": "us-east-1"}
+    bad_model = "/nonexistent/model"  # would fail later: the storage check must come first
+    cases = [
+        (endpoint, "s3://lake/in/pairs.csv", "no credentials", "AWS_ACCESS_KEY_ID"),
+        (s3, "s3://no-such-bucket/in.csv", "bucket 'no-such-bucket' does not exist", "no-such-bucket"),
+        ({**s3, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "s3://lake/in/pairs.csv", "cannot reach http://127.0.0.1:9",
+         "AWS_ENDPOINT_URL"),
+    ]
+    for options, source, message, hint in cases:
+        cfg = cfgmod.load(NightlyConfig, conf_dir() / "nightly.yaml",
+                          {"label.engine.model": bad_model, "storage_options": dict(options)})
+        with pytest.raises(StorageError) as err:
+            run(spark, cfg, input=source, output="s3://lake/tables/never", run_date=D1)
+        assert message in str(err.value) and hint in str(err.value) and source.split("/")[2] in str(err.value)
+        assert "testing" not in str(err.value)  # no secret in the message
