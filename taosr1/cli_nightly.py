@@ -24,10 +24,13 @@ from taosr1.config import ConfigError, parse_overrides
 @click.option("--spark-profile", help="conf/spark profile: local, gpu, or a YAML path.")
 @click.option("--partitions", type=int, help="Grading partitions (0: the cluster's parallelism).")
 @click.option("--input-format", type=click.Choice(["auto", "csv", "parquet", "json", "delta", "table"]))
+@click.option("--reuse", type=click.Choice(["off", "previous"]), help="previous: carry the grades of pairs an earlier "
+              "committed run graded with the same fingerprint (model files, prompt tokens, scheme, beta, dtype).")
+@click.option("--fingerprints", metavar="PATH", help="Fingerprint Delta table for --reuse (default OUTPUT/_fingerprints).")
 @click.option("--resume", "resume_id", metavar="RUN_ID", help="Resume a run that died before its commit: its staged "
               "partitions are reused, the rest graded (same input, date and config).")
 def nightly(input_path, output, run_date, quarantine, runs, config, overrides, model, engine, labels, beta,
-            spark_profile, partitions, input_format, resume_id):
+            spark_profile, partitions, input_format, reuse, fingerprints, resume_id):
     """Grade a query-product table on Spark into the RUN_DATE partition of Delta tables.
 
     Every input row ends in OUTPUT or in the quarantine table with a reason; each table's
@@ -43,7 +46,7 @@ def nightly(input_path, output, run_date, quarantine, runs, config, overrides, m
     try:
         values = {"label.engine.model": model, "label.engine.engine": engine, "label.labels": labels,
                   "label.beta": beta, "spark_profile": spark_profile, "partitions": partitions,
-                  "input_format": input_format}
+                  "input_format": input_format, "reuse": reuse, "fingerprints": fingerprints}
         values.update(parse_overrides(overrides))
         cfg = cfgmod.load(NightlyConfig, config or conf_dir() / "nightly.yaml", values)
         parse_run_date(run_date)
