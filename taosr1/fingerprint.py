@@ -1,10 +1,18 @@
 """Grading fingerprints: what must be equal for an earlier grade to stand for a new one.
 
-A pair's fingerprint is SHA-256 over the grading context and the prompt's token ids.
-The context (`grading_context`) hashes everything else that decides a grade: the model's
-files by content (`model_fingerprint`, not the folder's name), the label scheme's labels
-and tokens, the prompt version, beta, the engine and its dtype and device. Changing any
-of them changes every fingerprint; changing a pair's text changes its token ids.
+A pair's fingerprint is SHA-256 over the grading context and the pair's field values
+(query, title, optional item fields) as the input holds them. The context
+(`grading_context`) hashes everything else that decides a grade: the model's files by
+content (`model_fingerprint`: weights, config and tokenizer, not the folder's name), the
+label scheme's labels and tokens, the prompt (version, config, system prompt, chat
+template, and the token ids of a probe row, which catch a code change that forgot to bump
+the version), beta, the engine and its dtype and device.
+
+The prompt's token ids are a function of exactly these inputs, so equal fingerprints mean
+equal token ids; hashing the inputs rather than the ids lets the job find a reused pair
+before it validates and tokenizes it, which is most of Spark's cost per row (the values
+are hashed raw: text that cleaning or cutting would make equal is graded again, never
+reused wrongly). Changing any part of the context changes every fingerprint.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 FORMAT = "taosr1-fingerprint-1"  # bump when the definition below changes: every old fingerprint stops matching
 CACHE_FILE = "model_fingerprints.json"
@@ -92,23 +100,38 @@ def model_fingerprint(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def grading_context(*, model_fp: str, scheme, prompt_version: str, beta: float, engine: str, dtype: str,
+PROBE = {"query": "taosr1 probe query", "title": "Probe title \u8336 \U0001f375", "brand": "Probe",
+         "category": "a > b", "attributes": "k: v", "description": "probe description"}
+
+
+def prompt_identity(builder) -> dict[str, Any]:
+    """What renders and tokenizes a pair's fields (a PromptBuilder's inputs), with a probe's ids."""
+    import dataclasses
+
+    return {"version": builder.cfg.version, "config": dataclasses.asdict(builder.cfg), "system": builder.system,
+            "template": builder.template, "probe_ids": builder.build([PROBE]).ids[0]}
+
+
+def grading_context(*, model_fp: str, scheme, prompt: dict[str, Any], beta: float, engine: str, dtype: str,
                     device: str) -> str:
-    """The hash of everything but the prompt that decides a grade (32 hex digits)."""
+    """The hash of everything but the pair's fields that decides a grade (32 hex digits)."""
     labels = [[lab.name, lab.grade, lab.token, lab.tier] for lab in scheme.labels]
-    parts = {"format": FORMAT, "model": model_fp, "scheme": [scheme.name, labels], "prompt_version": prompt_version,
+    parts = {"format": FORMAT, "model": model_fp, "scheme": [scheme.name, labels], "prompt": prompt,
              "beta": repr(float(beta)), "engine": engine, "dtype": dtype, "device": device}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def row_fingerprint(context: str, ids: Sequence[int]) -> str:
-    """A pair's fingerprint: what `fingerprint_column` computes in Spark, in Python."""
-    return hashlib.sha256(f"{context}:{','.join(str(int(i)) for i in ids)}".encode()).hexdigest()
+def row_fingerprint(context: str, fields: dict[str, Any]) -> str:
+    """A pair's fingerprint in Python: what `fingerprint_column` computes in Spark (string
+    fields; a null field is left out of the JSON, as Spark's to_json does)."""
+    doc = json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{context}:{doc}".encode()).hexdigest()
 
 
-def fingerprint_column(context: str, ids_col: str):
-    """The Spark expression of `row_fingerprint` over an array<int> column (runs in the JVM, no Python)."""
+def fingerprint_column(context: str, fields: dict[str, str]):
+    """The Spark expression (JVM only, no Python) of a pair's fingerprint; `fields` maps each
+    prompt field (query, title, ...) present in the input to its column, in FIELDS order."""
     from pyspark.sql import functions as F
 
-    ids = F.array_join(F.col(ids_col).cast("array<string>"), ",")
-    return F.sha2(F.concat(F.lit(f"{context}:"), ids), 256)
+    doc = F.to_json(F.struct(*[F.col(f"`{col}`").alias(name) for name, col in fields.items()]))
+    return F.sha2(F.concat(F.lit(f"{context}:"), doc), 256)

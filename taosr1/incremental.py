@@ -2,9 +2,10 @@
 
 A fingerprint table (Delta, schemas/fingerprints.json, partitioned by grading context)
 maps a pair's grading fingerprint (taosr1/fingerprint.py) to the grade an earlier
-committed run gave it. The job left-joins its prepared rows to it in Spark: matched
-rows are carried into the new date's partition with `graded_run_id` naming the run
-that graded them, the rest are graded. After the grades commit, the run appends the
+committed run gave it. The job left-joins its input rows to it in Spark (JVM only),
+after the duplicate-key window and before the Python stages: matched rows are carried
+into the new date's partition with `graded_run_id` naming the run that graded them,
+without being validated, tokenized or graded again; the rest go through the job as before. After the grades commit, the run appends the
 fingerprints it graded. A missing, unreadable or foreign table means a full run and
 one warning line; it never fails the night and is never written over.
 
@@ -40,11 +41,14 @@ def default_path(output: str) -> str:
 def context_for(spark, lc, model_path: str, scheme, beta: float) -> str:
     """The grading context of this run (fingerprint.grading_context). The device is the
     engine's setting plus whether Spark gives tasks GPUs: `auto` means bfloat16 on a GPU."""
-    from taosr1.fingerprint import grading_context, model_fingerprint
+    from taosr1.fingerprint import grading_context, model_fingerprint, prompt_identity
+    from taosr1.models import load_tokenizer
+    from taosr1.prompts import PromptBuilder
 
     gpus = spark.conf.get("spark.task.resource.gpu.amount", "0") or "0"
     device = f"{lc.engine.device}/{'gpu' if float(gpus) > 0 else 'cpu'}"
-    return grading_context(model_fp=model_fingerprint(model_path), scheme=scheme, prompt_version=lc.prompt.version,
+    prompt = prompt_identity(PromptBuilder(load_tokenizer(model_path), scheme, lc.prompt))
+    return grading_context(model_fp=model_fingerprint(model_path), scheme=scheme, prompt=prompt,
                            beta=beta, engine=lc.engine.engine, dtype=lc.engine.dtype, device=device)
 
 
@@ -169,18 +173,27 @@ def _lookup_frame(spark, files: list[str]):
     return best.select(F.col("fingerprint").alias(FP), *[F.col(f"g.{c}").alias(PREFIX + c) for c in CARRIED])
 
 
-def attach(prepared, reuse: Reuse, context: str | None, reason_col: str, ids_col: str):
-    """Add FP to rows to grade and, with a lookup, the matched earlier grade (left join in Spark)."""
+def attach(df, reuse: Reuse, fields: dict[str, str], keys: list[str], dup_col: str):
+    """Add FP (to first occurrences of non-null keys: the only rows that may be reused) and,
+    with a lookup, the matched earlier grade: a left join, in Spark."""
     from pyspark.sql import functions as F
 
     from taosr1.fingerprint import fingerprint_column
 
     if not reuse.on:
-        return prepared
-    df = prepared.withColumn(FP, F.when(F.col(reason_col).isNull(), fingerprint_column(context, ids_col)))
+        return df
+    eligible = ~F.col(dup_col)
+    for k in keys:
+        eligible = eligible & F.col(f"`{k}`").isNotNull()
+    df = df.withColumn(FP, F.when(eligible, fingerprint_column(reuse.context, fields)))
     if reuse.lookup is None:
         return df
     return df.join(reuse.lookup, on=FP, how="left")
+
+
+def without_lookup(df):
+    """`df` without the matched-grade columns (FP kept: the fingerprint update needs it)."""
+    return df.select(*[f"`{c}`" for c in df.columns if not c.startswith(PREFIX)])
 
 
 def is_reused(reuse: Reuse):
@@ -189,7 +202,7 @@ def is_reused(reuse: Reuse):
     return F.lit(False) if reuse.lookup is None else F.col(PREFIX + "graded_run_id").isNotNull()
 
 
-def reused_rows(persisted, reuse: Reuse, reason_col: str, input_names: list[str], grade_cols, scheme,
+def reused_rows(attached, reuse: Reuse, input_names: list[str], grade_cols, scheme,
                 constants: dict[str, Any], run_id: str):
     """The matched rows as grades rows: input columns, the earlier grade, this run's constants,
     run_id (this run) and graded_run_id (the run that graded them); None without a lookup."""
@@ -208,7 +221,7 @@ def reused_rows(persisted, reuse: Reuse, reason_col: str, input_names: list[str]
             value = F.col(PREFIX + c.name)
         cols.append(value.cast(c.type).alias(c.name))
     cols += [F.lit(run_id).alias("run_id"), F.col(PREFIX + "graded_run_id").alias("graded_run_id")]
-    return persisted.filter(F.col(reason_col).isNull() & is_reused(reuse)).select(*cols)
+    return attached.filter(is_reused(reuse)).select(*cols)
 
 
 def stage_reused(frame, grades_staging: Path) -> list[Path]:
@@ -223,25 +236,25 @@ def stage_reused(frame, grades_staging: Path) -> list[Path]:
     return delta.staged_files(folder)
 
 
-def record(spark, reuse: Reuse, persisted, *, output: str, grades_version: int, partition: tuple[str, str],
+def record(spark, reuse: Reuse, prepared, *, output: str, grades_version: int, partition: tuple[str, str],
            keys: list[str], scheme, run_id: str, run_date, log: Callable[[str], None]) -> int:
     """Append the fingerprints this run graded (not reused) to the table, after the grades commit.
 
-    Reads this run's committed grade files, joins them to the rows' fingerprints by key in
-    Spark, writes Parquet with Spark and commits once with delta-rs. Returns the rows
+    Reads this run's committed grade files, joins them to the prepared (not reused) rows'
+    fingerprints by key in Spark, writes Parquet with Spark and commits once with delta-rs. Returns the rows
     appended. A failure is a warning: the grades are committed and the next run regrades.
     """
     if not reuse.on or not reuse.writable:
         return 0
     try:
-        return _record(spark, reuse, persisted, output, grades_version, partition, keys, scheme, run_id, run_date)
+        return _record(spark, reuse, prepared, output, grades_version, partition, keys, scheme, run_id, run_date)
     except Exception as e:  # noqa: BLE001 (the grades are committed; a missing fingerprint costs a regrade)
         log(f"warning: reuse previous: could not update the fingerprint table {reuse.path} ({_why(e)}); "
             "the next run grades these rows again")
         return 0
 
 
-def _record(spark, reuse, persisted, output, grades_version, partition, keys, scheme, run_id, run_date) -> int:
+def _record(spark, reuse, prepared, output, grades_version, partition, keys, scheme, run_id, run_date) -> int:
     import pyarrow as pa
     from deltalake import DeltaTable
     from pyspark.sql import functions as F
@@ -257,7 +270,7 @@ def _record(spark, reuse, persisted, output, grades_version, partition, keys, sc
     graded = (spark.read.parquet(*mine).filter(F.col("graded_run_id") == run_id)
               .select(*[F.col(f"`{k}`") for k in keys], "grade", "label", "tier", "score",
                       F.array(*[F.col(p) for p in scheme.prob_columns]).alias("probs"), "prompt_tokens", "truncated"))
-    fps = persisted.filter(F.col(FP).isNotNull() & ~is_reused(reuse)).select(*[F.col(f"`{k}`") for k in keys], FP)
+    fps = prepared.filter(F.col(FP).isNotNull()).select(*[F.col(f"`{k}`") for k in keys], FP)
     file_schema = pa.schema([f for f in table_schema() if f.name != PARTITION])
     new = (graded.join(fps, on=keys, how="inner")
            .select(F.col(FP).alias("fingerprint"), *[c for c in CARRIED if c != "graded_run_id"],

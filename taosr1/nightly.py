@@ -231,7 +231,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     spec = D.WorkerSpec(label_cfg=json.dumps(dataclasses.asdict(lc), sort_keys=True), beta=beta)
     reuse = _open_reuse(spark, cfg, writer, output, run_id, resume, model_path, scheme, beta, log)
 
-    # 3. plan. One shuffle: rows are hash-partitioned by key, which serves the duplicate
+    # 3. plan. One shuffle (reuse: previous adds a join and, for the rows to grade, a second): rows are hash-partitioned by key, which serves the duplicate
     # window (a key's rows meet in one partition, ordered by read position) and spreads
     # prepare (validate, tokenize) and grading over `partitions` tasks.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(lc.chunk_rows))
@@ -240,26 +240,31 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     df = df.withColumn(D.POS, F.monotonically_increasing_id()).repartition(partitions, *keys)
     first = Window.partitionBy(*keys).orderBy(D.POS)
     df = df.withColumn(D.DUP, F.row_number().over(first) > 1)
+    # reuse: previous matches rows an earlier run graded here, in the JVM, before the Python stages
+    fields = {f: c for f, c in cols.field_columns().items() if c in input_names}
+    attached = df = I.attach(df, reuse, fields, cols.keys, D.DUP)
+    if reuse.lookup is not None:
+        attached = attached.persist()
+        df = I.without_lookup(attached.filter(~I.is_reused(reuse)))
     prepared_schema = StructType([*df.schema.fields,
                                   StructField(D.REASON, StringType()),
                                   StructField(D.IDS, ArrayType(IntegerType())),
                                   StructField(D.TRUNCATED, BooleanType()),
                                   StructField(D.NTOK, IntegerType())])
     stats = spark.sparkContext.accumulator({}, D.WorkerStats())
-    prepared = df.mapInArrow(D.prepare_fn(spec, stats), prepared_schema)
-    prepared = I.attach(prepared, reuse, reuse.context, D.REASON, D.IDS).persist()  # + fingerprint, earlier grade
+    prepared = df.mapInArrow(D.prepare_fn(spec, stats), prepared_schema).persist()
 
     # 4. grade each partition longest prompts first, so every engine batch is of like lengths
     graded_schema = StructType([*[f for f in prepared_schema.fields if f.name in input_names],
                                 *[StructField(c.name, _spark_type(c.type)) for c in grade_cols]])
-    to_grade = prepared.filter(F.col(D.REASON).isNull() & ~I.is_reused(reuse)).select(
-        *[F.col(f"`{f.name}`") for f in prepared_schema.fields])
+    to_grade = prepared.filter(F.col(D.REASON).isNull()).select(
+        *[F.col(f"`{f.name}`") for f in prepared_schema.fields if f.name != I.FP])
     if reuse.lookup is not None:  # the join moved rows: back to `partitions` key partitions (resume needs them fixed)
         to_grade = to_grade.repartition(partitions, *keys)
     to_grade = to_grade.sortWithinPartitions(F.desc(D.NTOK), *keys)
     graded = (to_grade.mapInArrow(D.grade_fn(spec, [(c.name, c.type) for c in grade_cols], stats), graded_schema)
               .withColumn("run_id", F.lit(run_id)).withColumn("graded_run_id", F.lit(run_id)))
-    reused = I.reused_rows(prepared, reuse, D.REASON, input_names, grade_cols, scheme,
+    reused = I.reused_rows(attached, reuse, input_names, grade_cols, scheme,
                            {"model": Path(model_path).name, "label_scheme": scheme.name,
                             "prompt_version": lc.prompt.version, "beta": float(beta)}, run_id)
     quarantined = prepared.filter(F.col(D.REASON).isNotNull()).select(
@@ -276,7 +281,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
                                              + "\n  - ".join(problems))
 
     try:
-        rows_in = prepared.count()
+        rows_in = prepared.count() + (attached.filter(I.is_reused(reuse)).count() if reuse.lookup is not None else 0)
         log(f"run {run_id}: {rows_in} input rows read, validated and tokenized in {time.perf_counter() - t0:.1f} s; "
             f"grading on {partitions} partition(s), {writer} writer")
         if writer == "delta-rs":
@@ -294,6 +299,8 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
             counts = _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in)
     finally:
         prepared.unpersist()
+        if attached is not df:
+            attached.unpersist()
         reuse.release()
     seconds = time.perf_counter() - t0
 

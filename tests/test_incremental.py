@@ -248,11 +248,12 @@ def test_model_fingerprint_is_by_content_not_folder(tiny_model, tmp_path, monkey
 def test_spark_fingerprint_matches_the_python_definition(spark):
     from taosr1.fingerprint import fingerprint_column, row_fingerprint
 
-    rows = [([1, 2, 3],), ([12, 3],), ([],)]
-    df = spark.createDataFrame(rows, "ids array<int>").select(fingerprint_column("ctx", "ids").alias("fp"))
-    got = [r["fp"] for r in df.collect()]
-    assert got == [row_fingerprint("ctx", ids) for (ids,) in rows]
-    assert len(set(got)) == 3  # [1,2,3] and [12,3] do not collide through their text
+    rows = [("fan", "Bath fan", None), ("fan", "Bath fan", ""), ("茶杯 ☕", 'say "hi"\n\\', "x"), ("a", "b,c", None)]
+    df = spark.createDataFrame(rows, "q string, t string, d string")
+    got = [r["fp"] for r in df.select(fingerprint_column(
+        "ctx", {"query": "q", "title": "t", "description": "d"}).alias("fp")).collect()]
+    assert got == [row_fingerprint("ctx", {"query": q, "title": t, "description": d}) for q, t, d in rows]
+    assert len(set(got)) == 4  # a null field and an empty one differ
 
 
 def test_reuse_config_key():
