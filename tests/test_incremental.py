@@ -183,6 +183,25 @@ def test_resumed_run_reuses_what_its_first_attempt_read(spark, tiny_model, night
     assert_same_grades(got, table(out, D6))
 
 
+def test_cli_reuse_previous_with_a_shared_fingerprint_table(tiny_model, nights, inputs, tmp_path):
+    """`taosr1 nightly --reuse previous --fingerprints TABLE`: another grades table reuses the
+    fingerprints of the first one's runs."""
+    import json
+
+    from click.testing import CliRunner
+
+    from taosr1.cli import main
+
+    out, _, _, second, _, _ = nights
+    _, _, _, src_b, _ = inputs
+    args = ["nightly", "--input", src_b, "--output", str(tmp_path / "other"), "--run-date", D2, "--model", tiny_model,
+            "--beta", "0.5", "--partitions", "2", "--reuse", "previous", "--fingerprints", str(out / "_fingerprints")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout.strip().splitlines()[-1])
+    assert record["reused"] == record["graded"] == second["graded"] and record["fingerprints_added"] == 0
+
+
 CORRUPTIONS = ["log", "data", "foreign", "folder"]
 
 
