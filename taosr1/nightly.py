@@ -231,9 +231,10 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     spec = D.WorkerSpec(label_cfg=json.dumps(dataclasses.asdict(lc), sort_keys=True), beta=beta)
     reuse = _open_reuse(spark, cfg, writer, output, run_id, resume, model_path, scheme, beta, log)
 
-    # 3. plan. One shuffle (reuse: previous adds a join and, for the rows to grade, a second): rows are hash-partitioned by key, which serves the duplicate
+    # 3. plan. One shuffle: rows are hash-partitioned by key, which serves the duplicate
     # window (a key's rows meet in one partition, ordered by read position) and spreads
-    # prepare (validate, tokenize) and grading over `partitions` tasks.
+    # prepare (validate, tokenize) and grading over `partitions` tasks. (reuse: previous adds
+    # a join to the fingerprint table and, for the rows left to grade, a second shuffle.)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(lc.chunk_rows))
     partitions = cfg.partitions or spark.sparkContext.defaultParallelism
     keys = [F.col(f"`{k}`") for k in cols.keys]  # backticks: a name may hold a dot
