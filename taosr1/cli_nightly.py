@@ -28,10 +28,13 @@ from taosr1.config import ConfigError, parse_overrides
               "than this share of the rows is quarantined (config: alert.max_quarantine_share).")
 @click.option("--max-psi", type=float, help="Alert (exit 3 after the commit) when the label PSI against the previous "
               "night's committed run is above this, e.g. 0.25 (config: alert.max_psi).")
+@click.option("--reuse", type=click.Choice(["off", "previous"]), help="previous: carry the grades of pairs an earlier "
+              "committed run graded with the same fingerprint (model files, prompt tokens, scheme, beta, dtype).")
+@click.option("--fingerprints", metavar="PATH", help="Fingerprint Delta table for --reuse (default OUTPUT/_fingerprints).")
 @click.option("--resume", "resume_id", metavar="RUN_ID", help="Resume a run that died before its commit: its staged "
               "partitions are reused, the rest graded (same input, date and config).")
 def nightly(input_path, output, run_date, quarantine, runs, config, overrides, model, engine, labels, beta,
-            spark_profile, partitions, input_format, max_quarantine_share, max_psi, resume_id):
+            spark_profile, partitions, input_format, max_quarantine_share, max_psi, reuse, fingerprints, resume_id):
     """Grade a query-product table on Spark into the RUN_DATE partition of Delta tables.
 
     Every input row ends in OUTPUT or in the quarantine table with a reason; each table's
@@ -50,7 +53,7 @@ def nightly(input_path, output, run_date, quarantine, runs, config, overrides, m
         values = {"label.engine.model": model, "label.engine.engine": engine, "label.labels": labels,
                   "label.beta": beta, "spark_profile": spark_profile, "partitions": partitions,
                   "input_format": input_format, "alert.max_quarantine_share": max_quarantine_share,
-                  "alert.max_psi": max_psi}
+                  "alert.max_psi": max_psi, "reuse": reuse, "fingerprints": fingerprints}
         values.update(parse_overrides(overrides))
         cfg = cfgmod.load(NightlyConfig, config or conf_dir() / "nightly.yaml", values)
         parse_run_date(run_date)

@@ -19,7 +19,7 @@ from taosr1.resources import schemas_dir
 from taosr1.validate import ColumnConfig
 
 INPUT = "query_product"
-OUTPUTS = ("grades", "quarantine", "runs")
+OUTPUTS = ("grades", "quarantine", "runs", "fingerprints")
 
 
 class ContractError(ValueError):
@@ -119,7 +119,8 @@ def arrow_type(type_name: str):
     import pyarrow as pa
 
     types = {"string": pa.string(), "long": pa.int64(), "integer": pa.int32(), "double": pa.float64(),
-             "boolean": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC")}
+             "boolean": pa.bool_(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"),
+             "array<double>": pa.list_(pa.float64())}
     if type_name not in types:
         raise ValueError(f"contract type {type_name!r} is not one of {sorted(types)}")
     return types[type_name]

@@ -67,6 +67,9 @@ class NightlyConfig:
         keep_staging: keep the staged Parquet files after the commit (debugging).
         storage_options: object-store settings in delta-rs's keys (AWS_ENDPOINT_URL, AWS_REGION,
             AWS_ACCESS_KEY_ID, AZURE_STORAGE_ACCOUNT_NAME, ...), over the environment's (taosr1/storage.py).
+        reuse: `off`, or `previous`: carry the grade of every pair whose grading fingerprint
+            an earlier committed run graded (taosr1/incremental.py); delta-rs writer only.
+        fingerprints: the fingerprint Delta table for reuse ("" = OUTPUT/_fingerprints).
         label: the labeling settings, as in conf/label.yaml (LabelConfig).
         fault: fault injection switches (FaultConfig), off by default.
         alert: thresholds that fail a committed run (AlertConfig, taosr1/alerts.py), off by default.
@@ -78,6 +81,8 @@ class NightlyConfig:
     input_format: str = "auto"
     keep_staging: bool = False
     storage_options: dict[str, str] = field(default_factory=dict)
+    reuse: str = "off"
+    fingerprints: str = ""
     label: LabelConfig = field(default_factory=LabelConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
@@ -89,6 +94,12 @@ class NightlyConfig:
             raise ConfigError(f"writer must be one of {WRITERS}, got {self.writer!r}")
         if self.input_format not in INPUT_FORMATS:
             raise ConfigError(f"input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
+        from taosr1.incremental import MODES
+
+        if self.reuse is False:  # YAML 1.1 reads a bare `off` as false
+            self.reuse = "off"
+        if self.reuse not in MODES:
+            raise ConfigError(f"reuse must be one of {MODES}, got {self.reuse!r}")
 
 
 def parse_run_date(value: str) -> dt.date:
@@ -202,6 +213,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StringType, StructField, StructType
 
     from taosr1 import contracts, delta, storage
+    from taosr1 import incremental as I
     from taosr1.labeling import resolve_beta
     from taosr1.labels import load_scheme
     from taosr1.models import load_tokenizer, resolve_model
@@ -242,9 +254,9 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     # 1. read and check the contract: nothing is loaded or written on a mismatch
     df = read_input(spark, input, cfg.input_format, cfg.storage_options)
     grade_cols = [c for c in contracts.output_contract("grades").added_columns(scheme.names)
-                  if c.name not in ("run_id", PARTITION)]
+                  if c.name not in ("run_id", "graded_run_id", PARTITION)]
     contracts.check_input([(f.name, f.dataType.typeName()) for f in df.schema.fields], cols, source=input,
-                          reserved=[*contracts.reserved_names(scheme.names), *D.HIDDEN])
+                          reserved=[*contracts.reserved_names(scheme.names), *D.HIDDEN, *I.HIDDEN])
     input_names = df.columns
 
     # 2. model, label tokens and beta, on the driver, before any executor work
@@ -252,16 +264,24 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     scheme.token_ids(load_tokenizer(model_path))  # a label that is not one token fails here
     beta = resolve_beta(lc.beta, model_path, scheme)
     spec = D.WorkerSpec(label_cfg=json.dumps(executor_label_config(lc, model_path), sort_keys=True), beta=beta)
+    reuse = _open_reuse(spark, cfg, writer, output, run_id, resume, model_path, scheme, beta, log)
 
     # 3. plan. One shuffle: rows are hash-partitioned by key, which serves the duplicate
     # window (a key's rows meet in one partition, ordered by read position) and spreads
-    # prepare (validate, tokenize) and grading over `partitions` tasks.
+    # prepare (validate, tokenize) and grading over `partitions` tasks. (reuse: previous adds
+    # a join to the fingerprint table and, for the rows left to grade, a second shuffle.)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(lc.chunk_rows))
     partitions = cfg.partitions or spark.sparkContext.defaultParallelism
     keys = [F.col(f"`{k}`") for k in cols.keys]  # backticks: a name may hold a dot
     df = df.withColumn(D.POS, F.monotonically_increasing_id()).repartition(partitions, *keys)
     first = Window.partitionBy(*keys).orderBy(D.POS)
     df = df.withColumn(D.DUP, F.row_number().over(first) > 1)
+    # reuse: previous matches rows an earlier run graded here, in the JVM, before the Python stages
+    fields = {f: c for f, c in cols.field_columns().items() if c in input_names}
+    attached = df = I.attach(df, reuse, fields, cols.keys, D.DUP)
+    if reuse.lookup is not None:
+        attached = attached.persist()
+        df = I.without_lookup(attached.filter(~I.is_reused(reuse)))
     prepared_schema = StructType([*df.schema.fields,
                                   StructField(D.REASON, StringType()),
                                   StructField(D.IDS, ArrayType(IntegerType())),
@@ -273,10 +293,16 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     # 4. grade each partition longest prompts first, so every engine batch is of like lengths
     graded_schema = StructType([*[f for f in prepared_schema.fields if f.name in input_names],
                                 *[StructField(c.name, _spark_type(c.type)) for c in grade_cols]])
-    to_grade = (prepared.filter(F.col(D.REASON).isNull())
-                .sortWithinPartitions(F.desc(D.NTOK), *keys))
+    to_grade = prepared.filter(F.col(D.REASON).isNull()).select(
+        *[F.col(f"`{f.name}`") for f in prepared_schema.fields if f.name != I.FP])
+    if reuse.lookup is not None:  # the join moved rows: back to `partitions` key partitions (resume needs them fixed)
+        to_grade = to_grade.repartition(partitions, *keys)
+    to_grade = to_grade.sortWithinPartitions(F.desc(D.NTOK), *keys)
     graded = (to_grade.mapInArrow(D.grade_fn(spec, [(c.name, c.type) for c in grade_cols], stats), graded_schema)
-              .withColumn("run_id", F.lit(run_id)))
+              .withColumn("run_id", F.lit(run_id)).withColumn("graded_run_id", F.lit(run_id)))
+    reused = I.reused_rows(attached, reuse, input_names, grade_cols, scheme,
+                           {"model": Path(model_path).name, "label_scheme": scheme.name,
+                            "prompt_version": lc.prompt.version, "beta": float(beta)}, run_id)
     quarantined = prepared.filter(F.col(D.REASON).isNotNull()).select(
         *[F.col(f"`{c}`").cast("string").alias(c) for c in input_names], F.col(D.REASON).alias("reason"),
         F.lit(run_id).alias("run_id"))
@@ -291,7 +317,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
                                              + "\n  - ".join(problems))
 
     try:
-        rows_in = prepared.count()
+        rows_in = prepared.count() + (attached.filter(I.is_reused(reuse)).count() if reuse.lookup is not None else 0)
         log(f"run {run_id}: {rows_in} input rows read, validated and tokenized in {time.perf_counter() - t0:.1f} s; "
             f"grading on {partitions} partition(s), {writer} writer")
         if writer == "delta-rs" and remote:
@@ -304,13 +330,21 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         elif writer == "delta-rs":
             stage = _Stage(to_grade, spec, [(c.name, c.type) for c in grade_cols], stats, partitions, cfg.fault,
                            resume, {"run_date": date.isoformat(), "input": input, "partitions": partitions,
-                                    "rows_in": rows_in, "config_hash": resume_hash(cfg)})
+                                    "rows_in": rows_in, "config_hash": resume_hash(cfg),
+                                    "fingerprints": reuse.snapshot})
             counts = _write_delta_rs(stage, quarantined, output, quarantine, run_id, date, rows_in,
-                                     grades_schema, quarantine_schema, cfg.keep_staging, log)
+                                     grades_schema, quarantine_schema, cfg.keep_staging, log, reused)
+            counts["fingerprints_added"] = I.record(
+                spark, reuse, prepared, output=output, grades_version=counts["grades_version"],
+                partition=(PARTITION, date.isoformat()), keys=cols.keys, scheme=scheme, run_id=run_id, run_date=date,
+                log=log)
         else:
             counts = _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in)
     finally:
         prepared.unpersist()
+        if attached is not df:
+            attached.unpersist()
+        reuse.release()
     seconds = time.perf_counter() - t0
 
     workers = stats.value
@@ -337,6 +371,9 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         "rows_in": rows_in,
         "graded": counts["graded"],
         "quarantined": counts["quarantined"],
+        "reused": counts.get("reused", 0),
+        "reuse": reuse.note,
+        "fingerprints_added": counts.get("fingerprints_added", 0),
         "seconds": round(seconds, 3),
         "items_per_s": round(counts["graded"] / seconds, 3) if seconds > 0 else 0.0,
         # EngineStats' measure, as `taosr1 label` reports it: the share of computed positions that
@@ -360,6 +397,29 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     _die_if(cfg.fault.die_before_run_record, run_id, "after both commits, before the runs row", log)
     _append_run(spark, runs, record, writer, opts[runs] if remote else None)
     return record
+
+
+def _open_reuse(spark, cfg, writer, output, run_id, resume, model_path, scheme, beta, log):
+    """The fingerprint lookup of `reuse: previous` (taosr1/incremental.py); off with the spark writer."""
+    from taosr1 import delta
+    from taosr1 import incremental as I
+
+    if cfg.reuse == "off":
+        return I.Reuse("off")
+    if writer != "delta-rs":
+        log("warning: reuse previous needs the delta-rs writer; grading every row")
+        return I.Reuse("off", note="full run: reuse needs the delta-rs writer")
+    from taosr1 import storage
+
+    if storage.is_remote(output):
+        log("warning: reuse previous works on local or mounted tables only so far; grading every row")
+        return I.Reuse("off", note="full run: reuse on object stores is not supported yet")
+    path = cfg.fingerprints or I.default_path(output)
+    pin = I.pinned_version(delta.staging_dir(output, run_id)) if resume else I.UNPINNED
+    context = I.context_for(spark, cfg.label, model_path, scheme, beta)
+    reuse = I.open_lookup(spark, cfg.reuse, path, context, log, pin)
+    log(f"run {run_id}: reuse previous: {reuse.note}")
+    return reuse
 
 
 def _spark_type(type_name: str):
@@ -449,18 +509,19 @@ def _stage_grades(stage: _Stage, folder: Path, run_id: str, arrow_schema, log) -
 
 
 def _write_delta_rs(stage, quarantined, output, quarantine, run_id, date, rows_in, grades_schema,
-                    quarantine_schema, keep_staging, log) -> dict[str, int]:
+                    quarantine_schema, keep_staging, log, reused=None) -> dict[str, int]:
     """Executors stage Parquet files in each table's staging folder; the driver commits each table once."""
     import os
 
-    from taosr1 import delta
+    from taosr1 import delta, incremental
 
     g_stage, q_stage = delta.staging_dir(output, run_id), delta.staging_dir(quarantine, run_id)
     resumed = _stage_grades(stage, g_stage, run_id, grades_schema, log)
+    r_files = incremental.stage_reused(reused, g_stage)  # rows carried from earlier runs, beside the graded
     quarantined.write.mode("overwrite").parquet(str(q_stage))
     log(f"run {run_id}: graded and staged under {g_stage.parent}")
-    g_files, q_files = delta.staged_files(g_stage), delta.staged_files(q_stage)
-    n_graded, n_quarantined = delta.count_rows(g_files), delta.count_rows(q_files)
+    g_files, q_files = delta.staged_files(g_stage) + r_files, delta.staged_files(q_stage)
+    n_graded, n_quarantined, n_reused = delta.count_rows(g_files), delta.count_rows(q_files), delta.count_rows(r_files)
     _check_counts(rows_in, n_graded, n_quarantined, f"staged files kept in {g_stage} and {q_stage}")
     if stage.fault.die_before_commit:
         log(f"run {run_id}: fault injection: the driver dies before the commit")
@@ -474,7 +535,7 @@ def _write_delta_rs(stage, quarantined, output, quarantine, run_id, date, rows_i
         delta.remove_staging(output, run_id)
         delta.remove_staging(quarantine, run_id)
     return {"graded": g.rows, "quarantined": q.rows, "grades_version": g.version, "quarantine_version": q.version,
-            "resumed_rows": resumed}
+            "resumed_rows": resumed, "reused": n_reused}
 
 
 def _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in) -> dict[str, int]:

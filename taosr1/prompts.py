@@ -7,6 +7,7 @@ first so that serving needs one forward pass; think-first is kept for the ablati
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -132,13 +133,45 @@ class PromptBuilder:
         return [{"role": "system", "content": self.system},
                 {"role": "user", "content": user_prompt(fields, self.cfg.evidence)}]
 
+    def _apply(self, user: str) -> str:
+        messages = [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        return self.tok.apply_chat_template(messages, chat_template=self.template, tokenize=False,
+                                            add_generation_prompt=True)
+
+    @functools.cached_property
+    def frame(self) -> tuple[str, str, list[int]] | None:
+        """(head, tail, head ids) around the user text, when the template inserts it verbatim and
+        tokenizing head and the rest apart gives the same ids (checked on probes); else None.
+
+        Every user text starts with `Query: ` (user_prompt), so the head/user boundary is the
+        same for all rows and the probes decide it. Saves a template render per row and the
+        tokenizing of the system prompt, most of a prompt's tokens, per row.
+        """
+        mark = "\ue000taosr1\ue001"
+        try:
+            whole = self._apply(mark)
+        except Exception:  # noqa: BLE001 (an odd template: the slow path renders it)
+            return None
+        if whole.count(mark) != 1:
+            return None
+        head, tail = whole.split(mark)
+        head_ids = list(self.tok(head, add_special_tokens=False)["input_ids"])
+        probes = ["Query: a\nTitle: b", "Query:   x  \n\nTitle: {{ y }} <|im_end|> \u8336 \U0001f375 ",
+                  "Query: 42\nTitle: \u00e9t\u00e9\nDescription: end.\n"]
+        for p in probes:
+            text = self._apply(p)
+            if text != head + p + tail:
+                return None
+            if list(self.tok(text, add_special_tokens=False)["input_ids"]) != head_ids + list(
+                    self.tok(p + tail, add_special_tokens=False)["input_ids"]):
+                return None
+        return head, tail, head_ids
+
     def render(self, rows: Sequence[dict[str, Any]]) -> list[str]:
-        return [
-            self.tok.apply_chat_template(
-                self.messages(r), chat_template=self.template, tokenize=False, add_generation_prompt=True
-            )
-            for r in rows
-        ]
+        if self.frame is not None:
+            head, tail, _ = self.frame
+            return [head + user_prompt(r) + tail for r in rows]
+        return [self._apply(user_prompt(r)) for r in rows]
 
     def cut_fields(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, str]], list[bool]]:
         """Each row's present fields cut to their token budgets, and whether any was cut."""
@@ -160,8 +193,13 @@ class PromptBuilder:
     def build(self, rows: Sequence[dict[str, Any]]) -> BuiltPrompts:
         """Rows are dicts with `query`, `title` and optional item fields (clean text or None)."""
         fields, truncated = self.cut_fields(rows)
-        texts = self.render(fields)
-        ids = self.tok(texts, add_special_tokens=False)["input_ids"] if texts else []
+        if not fields:
+            return BuiltPrompts(ids=[], truncated=truncated)
+        if self.frame is not None:  # the shared head tokenized once, not once per row
+            _, tail, head_ids = self.frame
+            rest = self.tok([user_prompt(f) + tail for f in fields], add_special_tokens=False)["input_ids"]
+            return BuiltPrompts(ids=[[*head_ids, *x] for x in rest], truncated=truncated)
+        ids = self.tok(self.render(fields), add_special_tokens=False)["input_ids"]
         return BuiltPrompts(ids=[list(x) for x in ids], truncated=truncated)
 
 

@@ -54,7 +54,7 @@ def test_output_contracts_expand_per_label_columns_and_have_known_types():
     grades = output_contract("grades").added_columns(["Excellent", "Irrelevant"])
     names = [c.name for c in grades]
     assert names[:4] == ["grade", "label", "tier", "score"]
-    assert names[4:6] == ["p_Excellent", "p_Irrelevant"] and names[-2:] == ["run_id", "run_date"]
+    assert names[4:6] == ["p_Excellent", "p_Irrelevant"] and names[-3:] == ["run_id", "graded_run_id", "run_date"]
     for name in OUTPUTS:
         contract = output_contract(name)
         arrow_schema(contract.added_columns(["A"]))  # every type maps to Arrow

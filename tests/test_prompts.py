@@ -66,3 +66,26 @@ def test_bad_prompt_config_is_refused():
         PromptConfig(format="cot_last")
     with pytest.raises(ConfigError, match="title_tokens"):
         PromptConfig(title_tokens=0)
+
+
+@pytest.mark.parametrize("fmt", ["post_cot", "think_first"])
+def test_shared_head_fast_path_builds_the_template_path_ids(tok, sample_df, fmt):
+    """build() tokenizes the chat template's head once; the ids and texts equal rendering and
+    tokenizing every row whole through the template (odd text included)."""
+    rows = [{"query": q, "title": t} for q, t in zip(sample_df["query"].head(200), sample_df["product_title"].head(200))]
+    rows += [{"query": "  lead and trail  ", "title": "tea cup \u8336\u676f \U0001f375 {{ x }}", "brand": "A\nB"},
+             {"query": "x", "title": "<|im_end|> inside", "description": "ends with newline\n"}]
+    fast = PromptBuilder(tok, S, PromptConfig(format=fmt))
+    assert fast.frame is not None  # the tiny model's ChatML template inserts the user text verbatim
+    slow = PromptBuilder(tok, S, PromptConfig(format=fmt))
+    slow.__dict__["frame"] = None  # the per-row template path
+    assert fast.build(rows).ids == slow.build(rows).ids
+    assert fast.texts(rows) == slow.texts(rows)
+
+
+def test_template_that_changes_the_user_text_takes_the_per_row_path(tok):
+    b = PromptBuilder(tok, S)
+    b.template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n"
+                  "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    assert b.frame is None
+    assert tok.decode(b.build([{"query": "fan", "title": "fan  "}]).ids[0]).count("Query: fan\nTitle: fan<|im_end|>") == 1

@@ -378,7 +378,8 @@ def _stage(spec, out_columns, arrow_schema, folder, done, run_id, stats, fail_ba
     try:
         with pq.ParquetWriter(tmp, arrow_schema) as writer:
             for out in _grade(spec, out_columns, stats, _faulty(batches, fail_batch, attempt)):
-                out = out.append_column("run_id", pa.array([run_id] * out.num_rows, pa.string()))
+                for col in ("run_id", "graded_run_id"):  # graded here, by this run
+                    out = out.append_column(col, pa.array([run_id] * out.num_rows, pa.string()))
                 writer.write_table(pa.Table.from_batches([out]).cast(arrow_schema))
                 rows += out.num_rows
         os.replace(tmp, folder / name)
