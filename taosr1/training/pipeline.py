@@ -378,8 +378,9 @@ def export_last(cfg: PipelineConfig, out: Path, model: str, summary: dict[str, A
     if cfg.ship_to:
         dest = Path(cfg.ship_to)
         dest.mkdir(parents=True, exist_ok=True)
-        for f in (out / "adapter").iterdir():
-            if f.is_file():
-                shutil.copy2(f, dest / f.name)
+        from taosr1.models import ADAPTER_CARD, ADAPTER_CONFIG, ADAPTER_FILE
+
+        for name in (ADAPTER_FILE, ADAPTER_CONFIG, ADAPTER_CARD):  # not peft's README template
+            shutil.copyfile(out / "adapter" / name, dest / name)
         log(f"export: shipped to {dest}")
     return report
