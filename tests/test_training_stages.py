@@ -66,9 +66,10 @@ def test_recipe_configs_build_every_stage(tmp_path, name):
     from taosr1.training.pipeline import _stage_values
 
     cfg = cfgmod.load(PipelineConfig, conf_dir() / "train" / f"{name}.yaml")
-    assert cfg.train_rows == 0 and cfg.test_rows == 0 and cfg.stages == ["cot", "sft", "sample", "dpo", "grpo"]
+    full = ["cot", "sft", "sample", "dpo", "grpo"]
+    assert cfg.train_rows == 0 and cfg.test_rows == 0 and cfg.stages == (["cot", "sft"] if name == "default_model" else full)
     assert cfg.sft["label_epochs"] > 0 and cfg.calib_size > 0  # extends cpu.yaml: the same recipe
-    for stage in cfg.stages:
+    for stage in full:
         stage_config(stage, _stage_values(cfg, stage, tmp_path, str(tmp_path / "train.parquet")), source=name)
     grpo = cfg.grpo
     assert grpo["per_device_train_batch_size"] * grpo.get("gradient_accumulation_steps", 1) % grpo["num_generations"] == 0
