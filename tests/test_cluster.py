@@ -54,7 +54,7 @@ def spark_submit(master: str, cwd: Path, *args: str, conf: dict[str, str] | None
 def frame(path: Path) -> pd.DataFrame:
     from deltalake import DeltaTable
 
-    df = DeltaTable(str(path)).to_pandas().drop(columns=["run_id"])
+    df = DeltaTable(str(path)).to_pandas().drop(columns=["run_id", "graded_run_id"], errors="ignore")  # run ids differ by run
     return df.sort_values(KEYS).reset_index(drop=True)
 
 
