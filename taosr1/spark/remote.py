@@ -190,7 +190,9 @@ def _stage_grades(spec, out_columns, file_schema, folder, options, run_id, stats
     part, attempt = ctx.partitionId(), ctx.attemptNumber()
     tables = []
     for out in D._grade(spec, out_columns, stats, D._faulty(batches, fail_batch, attempt)):
-        out = out.append_column("run_id", pa.array([run_id] * out.num_rows, pa.string()))
+        for col in ("run_id", "graded_run_id"):  # graded here, by this run
+            if col in file_schema.names:
+                out = out.append_column(col, pa.array([run_id] * out.num_rows, pa.string()))
         tables.append(pa.Table.from_batches([out]).cast(file_schema))
     rows = sum(t.num_rows for t in tables)
     if rows:
