@@ -76,7 +76,7 @@ def system_prompt(scheme: LabelScheme, fmt: str) -> str:
     )
 
 
-def user_prompt(fields: dict[str, str], evidence: bool = False) -> str:
+def user_prompt(fields: dict[str, str], evidence: bool) -> str:
     lines = [f"Query: {fields['query']}", f"Title: {fields['title']}"]
     for f in FIELDS[2:]:
         if fields.get(f):
@@ -170,8 +170,8 @@ class PromptBuilder:
     def render(self, rows: Sequence[dict[str, Any]]) -> list[str]:
         if self.frame is not None:
             head, tail, _ = self.frame
-            return [head + user_prompt(r) + tail for r in rows]
-        return [self._apply(user_prompt(r)) for r in rows]
+            return [head + user_prompt(r, self.cfg.evidence) + tail for r in rows]
+        return [self._apply(user_prompt(r, self.cfg.evidence)) for r in rows]
 
     def cut_fields(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, str]], list[bool]]:
         """Each row's present fields cut to their token budgets, and whether any was cut."""
@@ -197,7 +197,7 @@ class PromptBuilder:
             return BuiltPrompts(ids=[], truncated=truncated)
         if self.frame is not None:  # the shared head tokenized once, not once per row
             _, tail, head_ids = self.frame
-            rest = self.tok([user_prompt(f) + tail for f in fields], add_special_tokens=False)["input_ids"]
+            rest = self.tok([user_prompt(f, self.cfg.evidence) + tail for f in fields], add_special_tokens=False)["input_ids"]
             return BuiltPrompts(ids=[[*head_ids, *x] for x in rest], truncated=truncated)
         ids = self.tok(self.render(fields), add_special_tokens=False)["input_ids"]
         return BuiltPrompts(ids=[list(x) for x in ids], truncated=truncated)

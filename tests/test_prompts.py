@@ -84,8 +84,24 @@ def test_shared_head_fast_path_builds_the_template_path_ids(tok, sample_df, fmt)
 
 
 def test_template_that_changes_the_user_text_takes_the_per_row_path(tok):
-    b = PromptBuilder(tok, S)
+    b = PromptBuilder(tok, S, PromptConfig(evidence=False))
     b.template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n"
                   "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     assert b.frame is None
     assert tok.decode(b.build([{"query": "fan", "title": "fan  "}]).ids[0]).count("Query: fan\nTitle: fan<|im_end|>") == 1
+
+
+@pytest.mark.parametrize("path", ["shared_head", "per_row"])
+@pytest.mark.parametrize("evidence", [True, False])
+def test_every_build_path_carries_the_match_line_the_config_asks_for(tok, path, evidence):
+    """The model is trained and served on build()'s ids: the `Match:` line must be there exactly
+    when the prompt config (and so the prompt version) says so, on either path."""
+    b = PromptBuilder(tok, S, PromptConfig(evidence=evidence))
+    if path == "per_row":
+        b.__dict__["frame"] = None
+    row = {"query": "110cfm bathroom fan without light", "title": "Panasonic 80 cfm bathroom fan with light"}
+    want = "Match: has 2 of 3 query terms; lacks 110cfm; 110 cfm asked, 80 cfm in the title; has excluded light"
+    for text in (tok.decode(b.build([row]).ids[0]), b.texts([row])[0]):
+        assert (want in text) is evidence
+        assert ("Match:" in text) is evidence
+    assert b.cfg.version.endswith("-evidence") is evidence
