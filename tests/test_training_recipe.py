@@ -290,3 +290,44 @@ def test_cpu_recipe_runs_end_to_end_calibrates_off_test_and_ships_an_adapter(tin
     card = check_default_adapter(ship)  # whole: its sha256 matches
     assert card["agreement"]["top_label_agreement"] == 1.0 and card["prompt_version"].endswith("-evidence")
     assert card["beta"]["taosr1"] == summary["calibration"]["sft"]["beta"]
+
+
+def test_crossfit_calibration_scores_every_training_pair_with_a_model_that_never_saw_it(tiny_model, tmp_path):
+    """calib_folds: K fold runs of the stages; each held-out fold is scored by the fold model that
+    did not train on it; beta is fitted on all of them and written beside the model that trained
+    on every training query."""
+    import json
+
+    from taosr1.config import ConfigError
+    from taosr1.labeling import read_calibration
+    from taosr1.training.crossfit import OOF_FILE
+    from taosr1.training.pipeline import PipelineConfig, run_pipeline
+
+    with pytest.raises(ConfigError, match="calib_folds"):
+        PipelineConfig(calib_folds=2, calib_size=0.15)
+    with pytest.raises(ConfigError, match="calib_folds"):
+        PipelineConfig(calib_folds=1, calib_size=0)
+    cfg = PipelineConfig(test_size=0.3, calib_size=0, calib_folds=2, model=tiny_model, stages=["cot", "sft"],
+                         train_rows=24, test_rows=8, evaluate=True, cot={"attempts": 0},
+                         sft={"label_epochs": 1, "num_train_epochs": 0, "lora_r": 4, "lora_layers": 1})
+    out = tmp_path / "run"
+    logs: list[str] = []
+    summary = run_pipeline(cfg, out, log=logs.append)
+    train = pd.read_parquet(out / "split" / "train.parquet").head(24)
+    assert summary["stages"]["sft"]["examples"] >= 24  # the shipped model trains on every training pair
+    assert summary["calibration"]["sft"]["n"] == len(train)  # each training pair scored once, out of fold
+    seen = set()
+    for k in range(2):
+        fold = out / "crossfit" / f"fold{k}"
+        trained_on = set(pd.read_parquet(fold / "cot" / "cot.parquet")["query"])
+        held = pd.read_parquet(fold / OOF_FILE.format(stage="sft"))
+        assert not trained_on & set(held["query"])  # scored by a model that never saw its query
+        seen |= set(zip(held["query"], held["product_title"]))
+    assert seen == set(zip(train["query"], train["product_title"]))
+    beta = read_calibration(str(out / "sft"), "taosr1")
+    assert beta == summary["calibration"]["sft"]["beta"] == summary["eval"]["sft"]["beta"]
+    assert json.loads((out / "sft" / "taosr1_calibration.json").read_text())["taosr1"]["source"].startswith("cross-fitted")
+    again: list[str] = []
+    run_pipeline(cfg, out, log=again.append)  # resumable: the fold stages are complete and skipped
+    assert any("crossfit fold 1/2: sft: complete" in m for m in again)
+    assert not any("label phase" in m for m in again)

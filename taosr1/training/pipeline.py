@@ -4,7 +4,8 @@ split (by query) -> cot -> sft -> sample -> dpo -> grpo -> calibrate -> eval -> 
 Each stage writes into OUTPUT/<stage>; the pipeline wires each stage's inputs to the earlier
 stages' folders. The split holds out test queries (graded after each stage) and, from the
 training queries, a calibration slice no stage trains on: each trained model's CumPT beta is
-fitted there and written beside it, never on the test queries. `export` factors the last
+fitted there and written beside it, never on the test queries (or, with `calib_folds`, on
+out-of-fold scores over the whole training split: taosr1/training/crossfit.py). `export` factors the last
 model into a LoRA adapter over the start model (taosr1/training/export.py), and `ship_to`
 copies it where the embedded default model is read from.
 A stage whose folder holds a complete marker written with the same settings is skipped;
@@ -43,6 +44,9 @@ class PipelineConfig:
         train_rows, test_rows: use at most this many training / test pairs (0 = all).
         calib_size: fraction of the training queries held out of training to calibrate beta (0 = none:
             each model keeps beta 0.5).
+        calib_folds: instead of a slice, cross-fit beta over this many query folds of the training
+            split (taosr1/training/crossfit.py): every training pair is scored once by a model that
+            did not train on it, and the models train on every training query (0 = off; needs calib_size 0).
         seed: split seed.
         model: the model SFT starts from ("base" = the untrained embedded base); also the zero-shot baseline.
         label_config, labels, format: the serving setup every stage trains for (see TrainStage).
@@ -61,6 +65,7 @@ class PipelineConfig:
     gold: str = "esci_label"
     test_size: float = 0.3
     calib_size: float = 0.15
+    calib_folds: int = 0
     train_rows: int = 0
     test_rows: int = 0
     seed: int = 0
@@ -91,6 +96,9 @@ class PipelineConfig:
             raise ConfigError(f"stages must be in pipeline order {list(STAGES)}, got {list(self.stages)}")
         if not 0 <= self.test_size < 1 or not 0 <= self.calib_size < 1:
             raise ConfigError(f"test_size and calib_size must be in [0, 1), got {self.test_size}, {self.calib_size}")
+        if self.calib_folds and (self.calib_folds < 2 or self.calib_size):
+            raise ConfigError(f"calib_folds must be 0 or >= 2, with calib_size 0 (one way to calibrate), got "
+                              f"calib_folds {self.calib_folds}, calib_size {self.calib_size}")
         if self.export_rank < 0:
             raise ConfigError(f"export_rank must be >= 0, got {self.export_rank}")
         if self.ship_to and not self.export_rank:
@@ -261,7 +269,7 @@ def evaluate_models(cfg: PipelineConfig, out: Path, test_file: str, models: dict
         # the start model is graded zero-shot with the post-CoT prompt; trained models in their format
         fmt = cfg.format if name != "zero_shot" else "post_cot"
         key = values_hash({"model": model, "marker": _marker_time(model), "rows": len(test), "fmt": fmt,
-                           "max_new_tokens": cfg.eval_max_new_tokens, "calibration": _calibration_time(model)})
+                           "max_new_tokens": cfg.eval_max_new_tokens, "calibration": _calibration_record(model)})
         if f.is_file() and json.loads(f.read_text()).get("key") == key:
             results.update(json.loads(f.read_text())["metrics"])
             continue
@@ -287,7 +295,8 @@ def evaluate_models(cfg: PipelineConfig, out: Path, test_file: str, models: dict
     return results
 
 
-def _calibration_time(model: str) -> str:
+def _calibration_record(model: str) -> str:
+    """The model's calibration file as text: a new beta changes the eval cache key."""
     from taosr1.labeling import CALIBRATION_FILE
 
     f = Path(model) / CALIBRATION_FILE
@@ -328,7 +337,11 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
         rerun = True
     trained = {s: str(out / s) for s in ("sft", "dpo", "grpo") if read_stage(out / s) is not None}
     calib = out / "split" / "calib.parquet"
-    if cfg.calib_size and calib.is_file() and cfg.format == "post_cot":
+    if cfg.calib_folds and trained and cfg.format == "post_cot":
+        from taosr1.training.crossfit import crossfit_calibration
+
+        summary["calibration"] = crossfit_calibration(cfg, out, train_input, trained, log)
+    elif cfg.calib_size and calib.is_file() and cfg.format == "post_cot":
         summary["calibration"] = {s: calibrate_model(cfg, m, str(calib), log) for s, m in trained.items()}
     if cfg.evaluate and test_file:
         models = {"zero_shot": resolve_model(cfg.model), **trained}

@@ -1,0 +1,92 @@
+"""Cross-fitted calibration: beta fitted on every training pair, each scored by a model that never saw it.
+
+A calibration slice (`calib_size`) is ~50 queries: its class mix swings from split to split, and
+the beta it picks swings with it. Cross-fitting splits the training queries into K folds, runs the
+pipeline's own stages on K-1 of them (OUTPUT/crossfit/fold<k>) and scores the held-out fold with
+each stage's model. Each stage's beta is fitted on all out-of-fold scores, and the models that ship
+train on every training query. The price: K more runs of the stages, each on (K-1)/K of the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+OOF_FILE = "oof_{stage}.parquet"
+
+
+def query_folds(frame: pd.DataFrame, query_col: str, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold (0..folds-1); every row of a query in one fold, queries shuffled by `seed`."""
+    keys = frame[query_col].astype(str).str.strip().str.lower()
+    queries = keys.unique()
+    order = np.random.default_rng(seed).permutation(len(queries))
+    fold_of = {queries[i]: k % folds for k, i in enumerate(order)}
+    return keys.map(fold_of).to_numpy()
+
+
+def _fold_scores(cfg, model: Path, held: pd.DataFrame, cache: Path) -> pd.DataFrame:
+    """The held-out fold graded by `model` at beta 0.5 (probabilities only), cached per model version."""
+    from taosr1.training.common import read_stage
+    from taosr1.training.evaluate import evaluate_scoring
+
+    version = (read_stage(model) or {}).get("finished", "")
+    if cache.is_file():
+        cached = pd.read_parquet(cache)
+        if len(cached) == len(held) and (cached["model_finished"] == version).all():
+            return cached
+    _, graded = evaluate_scoring(str(model), held, gold_col=cfg.gold, label_config=cfg.label_config,
+                                 labels=cfg.labels, threads=cfg.eval_threads, beta=0.5)
+    graded = graded.assign(model_finished=version)
+    graded.to_parquet(cache, index=False)
+    return graded
+
+
+def crossfit_calibration(cfg, out: Path, train_input: str, trained: dict[str, str],
+                         log: Callable[[str], None]) -> dict[str, Any]:
+    """Fit and record each trained model's beta on out-of-fold scores; returns {stage: beta, macro_f1, n}."""
+    from taosr1.cumpt import best_beta, beta_curve
+    from taosr1.io import read_table
+    from taosr1.labeling import write_calibration
+    from taosr1.training.common import read_stage, serving_setup
+    from taosr1.training.pipeline import run_pipeline
+
+    serving = serving_setup(cfg.label_config, cfg.labels)
+    scheme = serving.scheme
+    train = read_table(train_input)
+    if cfg.train_rows:  # the pairs the main run's stages train on (cot's limit)
+        train = train.head(cfg.train_rows)
+    fold = query_folds(train, serving.label_config.columns.query, cfg.calib_folds, cfg.seed)
+    scores: dict[str, list[pd.DataFrame]] = {s: [] for s in trained}
+    for k in range(cfg.calib_folds):
+        d = out / "crossfit" / f"fold{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        fold_train = d / "train.parquet"
+        if not fold_train.is_file():  # rewritten only when missing: its path is in the stages' settings
+            train[fold != k].to_parquet(fold_train, index=False)
+        sub = replace(cfg, input=str(fold_train), test_size=0.0, calib_size=0.0, calib_folds=0, train_rows=0,
+                      evaluate=False, export_rank=0, ship_to="")
+        run_pipeline(sub, d, log=lambda m, k=k: log(f"crossfit fold {k + 1}/{cfg.calib_folds}: {m}"))
+        held = train[fold == k].reset_index(drop=True)
+        for stage in trained:
+            if read_stage(d / stage) is not None:
+                scores[stage].append(_fold_scores(cfg, d / stage, held, d / OOF_FILE.format(stage=stage)))
+    result = {}
+    for stage, model in trained.items():
+        if len(scores[stage]) != cfg.calib_folds:  # a stage outside `stages`, left from an earlier run
+            log(f"calibrate {Path(model).name}: not in every fold's stages, beta left as it is")
+            continue
+        graded = pd.concat(scores[stage], ignore_index=True)
+        gold = np.array([scheme.labels.index(scheme.parse(v)) for v in graded[cfg.gold]])
+        curve = beta_curve(graded[scheme.prob_columns].to_numpy(dtype=float), gold, scheme)
+        beta = best_beta(curve)
+        f1 = next(r[1] for r in curve if r[0] == beta)
+        source = f"cross-fitted: {cfg.calib_folds} query folds of the training split, out-of-fold scores"
+        write_calibration(model, scheme.name, beta, macro_f1=f1, n=len(graded), source=source)
+        log(f"calibrate {Path(model).name}: beta {beta} (macro-F1 {f1:.4f} on {len(graded)} out-of-fold pairs, "
+            f"{cfg.calib_folds} folds)")
+        result[stage] = {"beta": beta, "macro_f1": f1, "n": len(graded), "folds": cfg.calib_folds}
+    return result
