@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from taosr1.config import ConfigError
 
@@ -174,17 +175,27 @@ def ensure_default_model() -> Path:
     from transformers import AutoModelForCausalLM
 
     base = ensure_base_model()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=target.parent))
-    try:
+
+    def merge(tmp: Path) -> None:
+        from taosr1.labeling import write_calibration
+
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         model = PeftModel.from_pretrained(model, str(default_adapter_dir())).merge_and_unload()
         model.to(torch.float32).save_pretrained(tmp)
         load_tokenizer(base).save_pretrained(tmp)
-        from taosr1.labeling import write_calibration
-
         for scheme, beta in (card.get("beta") or {}).items():
             write_calibration(tmp, scheme, beta, source="shipped adapter card")
+
+    return _build_folder(target, merge, ".merge-")
+
+
+def _build_folder(target: Path, write: Callable[[Path], None], prefix: str) -> Path:
+    """`write` fills a temporary folder beside `target`, which is then renamed to it: concurrent
+    Spark workers never see half a model, and the first to finish wins."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        write(tmp)
         try:
             tmp.rename(target)
         except OSError:  # another worker finished first
@@ -210,9 +221,8 @@ def ensure_base_model() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = default_gguf()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+
+    def convert(tmp: Path) -> None:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         tok.eos_token = "<|im_end|>"  # the GGUF tokenizer says <|endoftext|>; chat turns end at <|im_end|>
         if tok.pad_token is None:
@@ -226,14 +236,8 @@ def ensure_base_model() -> Path:
         fresh.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         _drop_gguf_quantization(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another worker finished first
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return _build_folder(target, convert, ".convert-")
 
 
 def resolve_model(model: str | Path | None) -> str:

@@ -331,3 +331,19 @@ def test_crossfit_calibration_scores_every_training_pair_with_a_model_that_never
     run_pipeline(cfg, out, log=again.append)  # resumable: the fold stages are complete and skipped
     assert any("crossfit fold 1/2: sft: complete" in m for m in again)
     assert not any("label phase" in m for m in again)
+
+
+def test_a_new_split_in_the_same_folder_reruns_the_stages_built_on_the_old_one(tiny_model, tmp_path):
+    """Another seed rewrites split/train.parquet in place: the CoT data built from the old split
+    (which may hold the new split's test queries) must be rebuilt, not skipped."""
+    from taosr1.training.pipeline import PipelineConfig, run_pipeline
+
+    out = tmp_path / "run"
+    for seed in (0, 1):
+        cfg = PipelineConfig(test_size=0.3, calib_size=0.15, seed=seed, model=tiny_model, stages=["cot"],
+                             evaluate=False, cot={"attempts": 0})
+        logs: list[str] = []
+        run_pipeline(cfg, out, log=logs.append)
+        assert any(m.startswith("cot: running") for m in logs), logs
+        held = pd.concat([pd.read_parquet(out / "split" / f) for f in ("test.parquet", "calib.parquet")])
+        assert not set(pd.read_parquet(out / "cot" / "cot.parquet")["query"]) & set(held["query"])

@@ -9,6 +9,7 @@ train on every training query. The price: K more runs of the stages, each on (K-
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -64,9 +65,12 @@ def crossfit_calibration(cfg, out: Path, train_input: str, trained: dict[str, st
     for k in range(cfg.calib_folds):
         d = out / "crossfit" / f"fold{k}"
         d.mkdir(parents=True, exist_ok=True)
-        fold_train = d / "train.parquet"
-        if not fold_train.is_file():  # rewritten only when missing: its path is in the stages' settings
-            train[fold != k].to_parquet(fold_train, index=False)
+        part = train[fold != k].reset_index(drop=True)
+        # named by its content: the path is in the fold stages' settings, so new data reruns them
+        digest = hashlib.sha256(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes()).hexdigest()
+        fold_train = d / f"train-{digest[:12]}.parquet"
+        if not fold_train.is_file():
+            part.to_parquet(fold_train, index=False)
         sub = replace(cfg, input=str(fold_train), test_size=0.0, calib_size=0.0, calib_folds=0, train_rows=0,
                       evaluate=False, export_rank=0, ship_to="")
         run_pipeline(sub, d, log=lambda m, k=k: log(f"crossfit fold {k + 1}/{cfg.calib_folds}: {m}"))

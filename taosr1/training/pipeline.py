@@ -322,7 +322,10 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
     plan = []
     for name in cfg.stages:
         values = _stage_values(cfg, name, out, train_input)
-        plan.append((name, stage_config(name, values, source), values_hash(values)))
+        # the split's own hash too: another seed or test_size rewrites split/train.parquet in place,
+        # and a stage built from the old file must not be skipped (it may hold test queries now)
+        plan.append((name, stage_config(name, values, source),
+                     values_hash({**values, "split": split_info.get("config_hash", "")})))
     summary: dict[str, Any] = {"output": str(out), "split": split_info, "stages": {}}
     rerun = False
     for name, scfg, h in plan:
@@ -357,14 +360,15 @@ def export_last(cfg: PipelineConfig, out: Path, model: str, summary: dict[str, A
     """The last trained model as a LoRA adapter over the start model (OUTPUT/adapter), checked, and shipped."""
     import shutil
 
+    import pandas as pd
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from taosr1.labeling import read_calibration
-    from taosr1.models import load_tokenizer, resolve_model
+    from taosr1.models import ADAPTER_CARD, ADAPTER_CONFIG, ADAPTER_FILE, load_tokenizer, resolve_model
     from taosr1.prompts import PromptBuilder
-    from taosr1.training.common import field_rows, serving_setup
+    from taosr1.training.common import COT_FILE, field_rows, serving_setup
     from taosr1.training.export import agreement, export_adapter, write_card
 
     base = resolve_model(cfg.model)
@@ -373,10 +377,6 @@ def export_last(cfg: PipelineConfig, out: Path, model: str, summary: dict[str, A
                                        str(out / "adapter")).merge_and_unload().eval()
     serving = serving_setup(cfg.label_config, cfg.labels)
     tok = load_tokenizer(model)
-    import pandas as pd
-
-    from taosr1.training.common import COT_FILE
-
     cot = pd.read_parquet(out / "cot" / COT_FILE).head(256)
     ids = PromptBuilder(tok, serving.scheme, serving.prompt).build(field_rows(cot)).ids
     label_ids = [tok.convert_tokens_to_ids(lab.token) for lab in serving.scheme.labels]
@@ -391,8 +391,6 @@ def export_last(cfg: PipelineConfig, out: Path, model: str, summary: dict[str, A
     if cfg.ship_to:
         dest = Path(cfg.ship_to)
         dest.mkdir(parents=True, exist_ok=True)
-        from taosr1.models import ADAPTER_CARD, ADAPTER_CONFIG, ADAPTER_FILE
-
         for name in (ADAPTER_FILE, ADAPTER_CONFIG, ADAPTER_CARD):  # not peft's README template
             shutil.copyfile(out / "adapter" / name, dest / name)
         log(f"export: shipped to {dest}")
