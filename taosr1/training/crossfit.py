@@ -49,14 +49,11 @@ def _fold_scores(cfg, model: Path, held: pd.DataFrame, cache: Path) -> pd.DataFr
 def crossfit_calibration(cfg, out: Path, train_input: str, trained: dict[str, str],
                          log: Callable[[str], None]) -> dict[str, Any]:
     """Fit and record each trained model's beta on out-of-fold scores; returns {stage: beta, macro_f1, n}."""
-    from taosr1.cumpt import best_beta, beta_curve
     from taosr1.io import read_table
-    from taosr1.labeling import write_calibration
     from taosr1.training.common import read_stage, serving_setup
-    from taosr1.training.pipeline import run_pipeline
+    from taosr1.training.pipeline import fit_beta, run_pipeline
 
     serving = serving_setup(cfg.label_config, cfg.labels)
-    scheme = serving.scheme
     train = read_table(train_input)
     if cfg.train_rows:  # the pairs the main run's stages train on (cot's limit)
         train = train.head(cfg.train_rows)
@@ -84,13 +81,7 @@ def crossfit_calibration(cfg, out: Path, train_input: str, trained: dict[str, st
             log(f"calibrate {Path(model).name}: not in every fold's stages, beta left as it is")
             continue
         graded = pd.concat(scores[stage], ignore_index=True)
-        gold = np.array([scheme.labels.index(scheme.parse(v)) for v in graded[cfg.gold]])
-        curve = beta_curve(graded[scheme.prob_columns].to_numpy(dtype=float), gold, scheme)
-        beta = best_beta(curve)
-        f1 = next(r[1] for r in curve if r[0] == beta)
         source = f"cross-fitted: {cfg.calib_folds} query folds of the training split, out-of-fold scores"
-        write_calibration(model, scheme.name, beta, macro_f1=f1, n=len(graded), source=source)
-        log(f"calibrate {Path(model).name}: beta {beta} (macro-F1 {f1:.4f} on {len(graded)} out-of-fold pairs, "
-            f"{cfg.calib_folds} folds)")
-        result[stage] = {"beta": beta, "macro_f1": f1, "n": len(graded), "folds": cfg.calib_folds}
+        fitted = fit_beta(cfg, model, graded, source, f"out-of-fold pairs, {cfg.calib_folds} folds", log)
+        result[stage] = {**fitted, "folds": cfg.calib_folds}
     return result

@@ -224,22 +224,30 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
 
 def calibrate_model(cfg: PipelineConfig, model: str, calib_file: str, log: Callable[[str], None]) -> dict[str, Any]:
     """Fit CumPT beta for `model` on the calibration slice (macro-F1, as `taosr1 calibrate`) and record it beside it."""
-    import numpy as np
     import pandas as pd
 
-    from taosr1.cumpt import best_beta, beta_curve
-    from taosr1.labeling import write_calibration
     from taosr1.training.evaluate import evaluate_scoring
 
     _, graded = evaluate_scoring(model, pd.read_parquet(calib_file), gold_col=cfg.gold, label_config=cfg.label_config,
                                  labels=cfg.labels, threads=cfg.eval_threads, beta=0.5)
+    return fit_beta(cfg, model, graded, "pipeline calibration slice", "calibration pairs", log)
+
+
+def fit_beta(cfg: PipelineConfig, model: str, graded, source: str, what: str,
+             log: Callable[[str], None]) -> dict[str, Any]:
+    """The beta of best macro-F1 on `graded` (scored pairs with gold), written beside `model`."""
+    import numpy as np
+
+    from taosr1.cumpt import best_beta, beta_curve
+    from taosr1.labeling import write_calibration
+
     scheme = _scheme(cfg)
     gold = np.array([scheme.labels.index(scheme.parse(v)) for v in graded[cfg.gold]])
     curve = beta_curve(graded[scheme.prob_columns].to_numpy(dtype=float), gold, scheme)
     beta = best_beta(curve)
     f1 = next(r[1] for r in curve if r[0] == beta)
-    write_calibration(model, scheme.name, beta, macro_f1=f1, n=len(graded), source="pipeline calibration slice")
-    log(f"calibrate {Path(model).name}: beta {beta} (macro-F1 {f1:.4f} on {len(graded)} calibration pairs)")
+    write_calibration(model, scheme.name, beta, macro_f1=f1, n=len(graded), source=source)
+    log(f"calibrate {Path(model).name}: beta {beta} (macro-F1 {f1:.4f} on {len(graded)} {what})")
     return {"beta": beta, "macro_f1": f1, "n": len(graded)}
 
 
