@@ -3,7 +3,8 @@
 Pairs, per prompt (TaoSR1 stage 2):
 - some samples right, some wrong: chosen = a right sample, rejected = a wrong one (`right_vs_wrong`);
 - no sample right: chosen = the reference response from the CoT data (the teacher's, or the
-  gold template), rejected = a sample (`reference_vs_sample`);
+  gold template), rejected = a sample (`reference_vs_sample`); when the samples are labels
+  alone (`draw: label`), the reference is the gold label alone;
 - every sample right: no pair (`all_right`, nothing to prefer).
 A wrong sample is any sample whose label is not the gold label, an unparseable one included.
 """
@@ -18,6 +19,7 @@ import pandas as pd
 from trl import DPOConfig
 
 from taosr1.config import ConfigError
+from taosr1.labels import LabelScheme
 from taosr1.training.common import TrainStage
 
 PAIR_KINDS = ("right_vs_wrong", "reference_vs_sample")
@@ -59,6 +61,17 @@ def build_pairs(samples: pd.DataFrame, reference: pd.DataFrame, *, pairs_per_pro
     pairs = pd.DataFrame.from_records(recs, columns=["pair_id", "kind", "chosen", "rejected"])
     counts["pairs"] = len(pairs)
     return pairs, counts
+
+
+def reference_responses(cot: pd.DataFrame, scheme: LabelScheme, fmt: str, *, label_only: bool) -> pd.DataFrame:
+    """pair_id, response: the chosen answer where no sample was right.
+
+    The CoT data's response in `fmt`; with label-only samples (`draw: label`), the gold label
+    alone, so that every pair, whatever its kind, differs in the judgement and in nothing else.
+    """
+    if label_only:
+        return cot[["pair_id"]].assign(response=[scheme.parse(g).token for g in cot["gold"]])
+    return cot[["pair_id", f"response_{fmt}"]].rename(columns={f"response_{fmt}": "response"})
 
 
 @dataclass
@@ -103,7 +116,7 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     samples, _, sample_info = read_samples(cfg.samples)
     if sample_info.get("format", cfg.format) != cfg.format:
         raise ConfigError(f"samples {cfg.samples} are in format {sample_info.get('format')!r}, this stage trains {cfg.format!r}")
-    reference = cot[["pair_id", f"response_{cfg.format}"]].rename(columns={f"response_{cfg.format}": "response"})
+    reference = reference_responses(cot, serving.scheme, cfg.format, label_only=sample_info.get("draw") == "label")
     pairs, counts = build_pairs(samples, reference, pairs_per_prompt=cfg.pairs_per_prompt, seed=cfg.seed)
     if cfg.max_examples:
         pairs = pairs.head(cfg.max_examples)

@@ -12,6 +12,12 @@ Data rules (TaoSR1 stage 3):
   all zero, and `drop_equal_reward_groups` masks its completions).
 Rewards: taosr1.training.rewards (label match, and a format term for unparseable answers).
 Generation: vLLM (colocated) when it is installed and CUDA is there, else `generate`.
+`draw: label` (post-CoT) makes each completion the label token alone, its one token drawn
+from the label tokens only: the policy's choice among the labels, which is what serving
+reads. A label-phase model puts little full-vocabulary mass on the label tokens, so free
+completions from it are mostly unparseable and every reward in a group comes out equal.
+Within a group the completions then differ only in the label, and the gradient is the policy
+gradient of the scorer's own label distribution.
 """
 
 from __future__ import annotations
@@ -82,6 +88,8 @@ class GRPOStageConfig(TrainStage, GRPOConfig):
         gamma: keep prompts with pass rate in (0, gamma); 1 drops only the always-solved.
         balance_ratio: cap each class at ratio x the smallest class; 0 = no balancing.
         drop_equal_reward_groups: drop rollout groups whose rewards are all equal from the loss.
+        draw: `label` (post-CoT only): each completion is one label token, generation restricted
+            to the label tokens (max_completion_length becomes 1); `response`: free completions.
         use_vllm: None = vLLM when it is installed and CUDA is available (TRL's field otherwise).
         vllm_mode: `colocate` (one process shares its GPU with vLLM) by default.
         max_completion_length: 256; a post-CoT answer is graded on its first token, so RL
@@ -92,6 +100,7 @@ class GRPOStageConfig(TrainStage, GRPOConfig):
     gamma: float = 1.0
     balance_ratio: float = 1.0
     drop_equal_reward_groups: bool = True
+    draw: str = "label"
     use_vllm: bool | None = None  # type: ignore[assignment]
     vllm_mode: str = "colocate"
     max_completion_length: int | None = 256
@@ -99,6 +108,11 @@ class GRPOStageConfig(TrainStage, GRPOConfig):
     def __post_init__(self) -> None:
         import torch
 
+        from taosr1.training.sampling import check_draw
+
+        check_draw(self.draw, self.format)
+        if self.draw == "label":
+            self.max_completion_length = 1
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.balance_ratio != 0 and self.balance_ratio < 1:
@@ -134,6 +148,14 @@ def group_filter_trainer():
             return out
 
     return GroupFilterGRPOTrainer
+
+
+def label_only_generation(label_ids: Sequence[int], vocab_size: int, use_vllm: bool) -> dict[str, Any]:
+    """Generation settings that let only the label tokens be sampled (TRL's `generation_kwargs`)."""
+    if use_vllm:
+        return {"allowed_token_ids": list(label_ids)}
+    keep = set(label_ids)
+    return {"suppress_tokens": [t for t in range(vocab_size) if t not in keep]}
 
 
 def grpo_prompts(cot: pd.DataFrame, difficulty: pd.DataFrame | None, cfg: GRPOStageConfig
@@ -174,6 +196,9 @@ def run_grpo(cfg: GRPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
     data = pd.DataFrame({"prompt": builder.texts(field_rows(rows)), "gold": rows["gold"].tolist()})
+    if cfg.draw == "label":
+        restrict = label_only_generation(serving.scheme.token_ids(tok), model.get_output_embeddings().weight.shape[0], cfg.use_vllm)
+        cfg.generation_kwargs = {**(cfg.generation_kwargs or {}), **restrict}
     trainer_cls = group_filter_trainer()
     trainer = trainer_cls(model=model, reward_funcs=make_rewards(serving.scheme, cfg.format), args=cfg,
                           train_dataset=Dataset.from_pandas(data), processing_class=tok, peft_config=lora_config(cfg, model.config.num_hidden_layers))
@@ -181,7 +206,7 @@ def run_grpo(cfg: GRPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     save_model(trainer.model, tok, cfg.output_dir)
     dropped = [h["dropped_equal_reward_groups"] for h in trainer.state.log_history if "dropped_equal_reward_groups" in h]
     summary = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name, "prompts": len(data),
-               **info, "use_vllm": cfg.use_vllm, "num_generations": cfg.num_generations, "lora_r": cfg.lora_r,
+               **info, "draw": cfg.draw, "use_vllm": cfg.use_vllm, "num_generations": cfg.num_generations, "lora_r": cfg.lora_r,
                "mean_dropped_equal_reward_groups": round(float(np.mean(dropped)), 4) if dropped else None,
                **train_metrics(trainer)}
     write_stage(cfg.output_dir, "grpo", summary, values_hash)

@@ -110,6 +110,7 @@ class SampleSpec:
     seed: int
     fmt: str
     batch_rows: int
+    draw: str = "response"
 
 
 # ---------------------------------------------------------------- executor side
@@ -182,7 +183,7 @@ def _sample(spec: SampleSpec, folder: str, stats, batches: Iterator[Any]) -> Ite
             setup.extend([engine, PromptBuilder(engine.tokenizer, load_scheme(spec.labels), spec.prompt)])
         start = time.perf_counter()
         out = sample_batch(chunk, setup[0], setup[1], n=spec.n, temperature=spec.temperature,
-                           max_new_tokens=spec.max_new_tokens, seed=spec.seed, fmt=spec.fmt)
+                           max_new_tokens=spec.max_new_tokens, seed=spec.seed, fmt=spec.fmt, draw=spec.draw)
         mine["sample_seconds"] += time.perf_counter() - start
         mine["prompts"] += len(chunk)
         mine["rows"] += len(out)
@@ -251,7 +252,7 @@ def run_job(spark, cfg, *, partitions: int = 0, values_hash: str = "", log=None,
     staging.mkdir()
     spec = SampleSpec(engine=dataclasses.replace(cfg.engine, model=inputs.model), labels=inputs.labels,
                       prompt=inputs.prompt, n=cfg.n, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                      seed=cfg.seed, fmt=cfg.format, batch_rows=cfg.batch_rows)
+                      seed=cfg.seed, fmt=cfg.format, batch_rows=cfg.batch_rows, draw=cfg.draw)
 
     # read; the first max_examples rows in file order, as `taosr1 sample`
     df = (spark.read.parquet(str(inputs.cot_file)).select(*[F.col(c) for c in inputs.columns])
@@ -329,7 +330,7 @@ def _summary(cfg, inputs: Inputs, samples, diff, prompts_in: int, quarantined: i
     """`taosr1 sample`'s summary, plus the job's counts and workers."""
     from taosr1.training.sampling import pass_at_k
 
-    return {"model": inputs.model, "format": cfg.format, "prompts": len(diff), "n": cfg.n,
+    return {"model": inputs.model, "format": cfg.format, "draw": cfg.draw, "prompts": len(diff), "n": cfg.n,
             "temperature": cfg.temperature, "samples": len(samples),
             "unparseable": int(samples["label"].isna().sum()), **pass_at_k(samples),
             "all_right": int((diff["pass_rate"] == 1).sum()), "none_right": int((diff["pass_rate"] == 0).sum()),

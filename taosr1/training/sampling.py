@@ -1,8 +1,16 @@
 """`taosr1 sample`: pass@N offline sampling, N responses per training prompt.
 
-`sample_batch` is a pure function of a pandas batch and an engine (one `engine.generate`
-call with n=N, so vLLM serves it on GPUs), which a Spark `mapInPandas` can call per
-partition; `pass_rates` turns the samples into each prompt's difficulty.
+`sample_batch` is a pure function of a pandas batch and an engine, which a Spark
+`mapInPandas` can call per partition; `pass_rates` turns the samples into each prompt's
+difficulty. Two ways to draw (`draw`):
+- `label` (post-CoT): each sample's label is drawn from the scorer's own distribution over
+  the label tokens (`engine.score`, one forward pass per prompt, prefix reuse), at the
+  temperature. The label is post-CoT's first token, so this is the first token of a sampled
+  response restricted to the labels. A label-phase model puts little of its full-vocabulary
+  mass on the label tokens (it was trained on their softmax, which is what serving reads),
+  so free sampling from it mostly yields unparseable text: 1,006 of 1,024 samples on seed 0.
+- `response`: whole responses from `engine.generate` (n=N; vLLM serves it on GPUs); the
+  think-first format needs it.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from taosr1.config import ConfigError
-from taosr1.engines.base import EngineConfig
+from taosr1.engines.base import EngineConfig, prompt_seed
 from taosr1.labels import LabelScheme
 from taosr1.prompts import PromptBuilder, parse_response
 
@@ -23,6 +31,7 @@ SAMPLE_COLUMNS = {"pair_id": "int64", "sample": "int64", "gold": "string", "resp
                   "label": "string", "correct": "bool", "error": "string"}
 # One row per prompt.
 DIFFICULTY_COLUMNS = {"pair_id": "int64", "gold": "string", "n": "int64", "correct": "int64", "pass_rate": "float64"}
+DRAWS = ("label", "response")
 
 
 @dataclass
@@ -34,8 +43,10 @@ class SampleConfig:
         output_dir: folder for samples.parquet, difficulty.parquet and taosr1_stage.json.
         n: responses per prompt (the N of pass@N).
         temperature: sampling temperature (> 0, or every sample is the same).
-        max_new_tokens: response budget; post-CoT's label is the first token, so a short budget
-            still grades every sample.
+        draw: `label` (post-CoT only) draws each sample's label from the scorer's distribution
+            over the label tokens; `response` generates whole responses (see the module docstring).
+        max_new_tokens: response budget (`draw: response`); post-CoT's label is the first token,
+            so a short budget still grades every sample.
         format: the response format the model was trained on.
         label_config, labels: as for the training stages (the serving prompt).
         max_examples: sample the first N prompts (0 = all).
@@ -49,6 +60,7 @@ class SampleConfig:
     output_dir: str = ""
     n: int = 4
     temperature: float = 1.0
+    draw: str = "label"
     max_new_tokens: int = 160
     format: str = "post_cot"
     label_config: str = ""
@@ -67,14 +79,41 @@ class SampleConfig:
             raise ConfigError(f"n must be >= 1, got {self.n}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0 for pass@N sampling, got {self.temperature}")
+        check_draw(self.draw, self.format)
         if self.max_new_tokens < 1 or self.batch_rows < 1 or self.max_examples < 0:
             raise ConfigError(
                 f"max_new_tokens and batch_rows must be >= 1 and max_examples >= 0, got "
                 f"{self.max_new_tokens}, {self.batch_rows}, {self.max_examples}")
 
 
+def check_draw(draw: str, fmt: str) -> None:
+    if draw not in DRAWS:
+        raise ConfigError(f"draw must be one of {DRAWS}, got {draw!r}")
+    if draw == "label" and fmt != "post_cot":
+        raise ConfigError(f"draw: label reads the label as the response's first token, which only post_cot has; "
+                          f"format {fmt!r} needs draw: response")
+
+
+def draw_labels(engine: Any, prompts: list[list[int]], scheme: LabelScheme, *, n: int, temperature: float,
+                seed: int = 0, progress: Callable[[int], None] | None = None) -> list[list[str]]:
+    """`n` post-CoT answers per prompt: labels drawn from softmax(log P(label) / temperature).
+
+    P is the scorer's distribution (what serving grades by). Each prompt draws from its own
+    generator, seeded by `seed` and the prompt's tokens, so its samples do not depend on its batch.
+    """
+    import numpy as np
+
+    probs = engine.score(prompts, scheme.token_ids(engine.tokenizer), progress=progress)
+    out = []
+    for prompt, p in zip(prompts, probs):
+        q = np.power(np.clip(p, 1e-300, None), 1.0 / temperature)
+        picks = np.random.default_rng(prompt_seed(seed, prompt)).choice(len(q), size=n, p=q / q.sum())
+        out.append([scheme.labels[k].token for k in picks])
+    return out
+
+
 def sample_batch(batch: pd.DataFrame, engine: Any, builder: PromptBuilder, *, n: int, temperature: float,
-                 max_new_tokens: int, seed: int = 0, fmt: str = "post_cot",
+                 max_new_tokens: int, seed: int = 0, fmt: str = "post_cot", draw: str = "response",
                  progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """N sampled responses for each row of `batch` (columns pair_id, gold and the prompt fields), each parsed.
 
@@ -86,9 +125,13 @@ def sample_batch(batch: pd.DataFrame, engine: Any, builder: PromptBuilder, *, n:
     scheme: LabelScheme = builder.scheme
     if batch.empty:
         return empty_samples()
+    check_draw(draw, fmt)
     built = builder.build(field_rows(batch))
-    gens = engine.generate(built.ids, n=n, temperature=temperature, max_new_tokens=max_new_tokens,
-                           seed=seed, progress=progress)
+    if draw == "label":
+        gens = draw_labels(engine, built.ids, scheme, n=n, temperature=temperature, seed=seed, progress=progress)
+    else:
+        gens = engine.generate(built.ids, n=n, temperature=temperature, max_new_tokens=max_new_tokens,
+                               seed=seed, progress=progress)
     recs = []
     for pid, gold, texts in zip(batch["pair_id"].tolist(), batch["gold"].tolist(), gens):
         g = scheme.parse(gold)
@@ -145,14 +188,14 @@ def run_sampling(cfg: SampleConfig, values_hash: str = "") -> dict[str, Any]:
         for s in range(0, len(cot), cfg.batch_rows):
             parts.append(sample_batch(cot.iloc[s: s + cfg.batch_rows], engine, builder, n=cfg.n,
                                       temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                      seed=cfg.seed, fmt=cfg.format, progress=bar.update))
+                                      seed=cfg.seed, fmt=cfg.format, draw=cfg.draw, progress=bar.update))
     samples = pd.concat(parts, ignore_index=True) if parts else empty_samples()
     diff = pass_rates(samples)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples.to_parquet(out / SAMPLES_FILE, index=False)
     diff.to_parquet(out / DIFFICULTY_FILE, index=False)
-    summary = {"model": engine.model_path, "format": cfg.format, "prompts": len(diff), "n": cfg.n,
+    summary = {"model": engine.model_path, "format": cfg.format, "draw": cfg.draw, "prompts": len(diff), "n": cfg.n,
                "temperature": cfg.temperature, "samples": len(samples),
                "unparseable": int(samples["label"].isna().sum()), **pass_at_k(samples),
                "all_right": int((diff["pass_rate"] == 1).sum()), "none_right": int((diff["pass_rate"] == 0).sum()),

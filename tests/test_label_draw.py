@@ -1,0 +1,108 @@
+"""`draw: label`: pass@N samples and GRPO completions whose label comes from the label tokens only,
+on the tiny model. A model trained on the label tokens' softmax may put little of its
+full-vocabulary mass on them, so free samples would be unparseable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taosr1.config import ConfigError
+from taosr1.labels import load_scheme
+from taosr1.prompts import PromptBuilder, PromptConfig
+from taosr1.training.dpo import build_pairs, reference_responses
+from taosr1.training.sampling import SampleConfig, draw_labels, sample_batch
+
+SCHEME = load_scheme("taosr1")
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_engine, sample_df):
+    from taosr1.training.common import field_rows
+
+    df = sample_df.rename(columns={"product_title": "title"}).head(3)
+    return PromptBuilder(tiny_engine.tokenizer, SCHEME, PromptConfig()).build(field_rows(df)).ids
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_drawn_labels_follow_the_scorers_distribution_at_the_temperature(tiny_engine, prompts, temperature):
+    n = 4000
+    p = tiny_engine.score(prompts, SCHEME.token_ids(tiny_engine.tokenizer))
+    drawn = draw_labels(tiny_engine, prompts, SCHEME, n=n, temperature=temperature, seed=3)
+    tokens = [lab.token for lab in SCHEME.labels]
+    for probs, labels in zip(p, drawn):
+        assert len(labels) == n and set(labels) <= set(tokens)
+        q = probs ** (1 / temperature)
+        freq = np.array([labels.count(t) for t in tokens]) / n
+        assert np.abs(freq - q / q.sum()).max() < 0.04  # 4,000 draws: a standard error under 0.008
+
+
+def test_a_prompts_draws_do_not_depend_on_its_batch_and_follow_the_seed(tiny_engine, prompts):
+    together = draw_labels(tiny_engine, prompts, SCHEME, n=16, temperature=1.0, seed=5)
+    alone = draw_labels(tiny_engine, prompts[2:], SCHEME, n=16, temperature=1.0, seed=5)
+    assert together[2] == alone[0]
+    assert draw_labels(tiny_engine, prompts, SCHEME, n=16, temperature=1.0, seed=6) != together
+
+
+def test_every_drawn_sample_parses_and_is_scored_against_gold(tiny_engine, sample_df):
+    df = sample_df.rename(columns={"product_title": "title"}).head(6).assign(
+        pair_id=range(6), gold=["Excellent", "Related", "Mismatch", "Irrelevant", "Excellent", "Related"])
+    builder = PromptBuilder(tiny_engine.tokenizer, SCHEME, PromptConfig())
+    out = sample_batch(df, tiny_engine, builder, n=5, temperature=1.0, max_new_tokens=4, draw="label")
+    assert len(out) == 30 and out["label"].notna().all() and out["error"].isna().all()
+    token = {lab.name: lab.token for lab in SCHEME.labels}
+    assert (out["response"] == out["label"].map(token)).all()  # the post-CoT answer: the label token alone
+    assert (out["correct"] == (out["label"] == out["gold"])).all()
+
+
+def test_draw_label_needs_the_post_cot_format():
+    from taosr1.training.grpo import GRPOStageConfig
+
+    with pytest.raises(ConfigError, match="needs draw: response"):
+        SampleConfig(format="think_first")
+    assert SampleConfig(format="think_first", draw="response").draw == "response"
+    with pytest.raises(ConfigError, match="draw must be one of"):
+        SampleConfig(draw="tokens")
+    with pytest.raises(ConfigError, match="needs draw: response"):
+        GRPOStageConfig(output_dir="x", format="think_first")
+    assert GRPOStageConfig(output_dir="x", max_completion_length=64).max_completion_length == 1
+
+
+def test_label_only_dpo_pairs_differ_in_the_judgement_alone():
+    t = {lab.name: lab.token for lab in SCHEME.labels}
+    cot = pd.DataFrame({"pair_id": [1, 2], "gold": ["Excellent", "Irrelevant"],
+                        "response_post_cot": [t["Excellent"] + "\n1. ...", t["Irrelevant"] + "\n1. ..."]})
+    samples = pd.DataFrame({"pair_id": [1, 1, 2, 2], "sample": [0, 1, 0, 1],
+                            "response": [t["Excellent"], t["Related"], t["Mismatch"], t["Related"]],
+                            "correct": [True, False, False, False]})
+    ref = reference_responses(cot, SCHEME, "post_cot", label_only=True)
+    pairs, counts = build_pairs(samples, ref, pairs_per_prompt=2)
+    assert counts["right_vs_wrong"] == 1 and counts["reference_vs_sample"] == 1
+    assert set(pairs["chosen"]) == {t["Excellent"], t["Irrelevant"]}  # a right sample; the gold label alone
+    assert set(pairs["rejected"]) == {t["Related"], t["Mismatch"]}
+    full = reference_responses(cot, SCHEME, "post_cot", label_only=False)
+    assert full["response"].tolist() == cot["response_post_cot"].tolist()
+
+
+def test_grpo_with_draw_label_completes_every_prompt_with_one_label_token(tiny_model, tmp_path):
+    from datasets import Dataset
+
+    from taosr1 import config as cfgmod
+    from taosr1.training.common import load_for_training
+    from taosr1.training.grpo import GRPOStageConfig, group_filter_trainer, label_only_generation
+    from taosr1.training.rewards import make_rewards
+
+    model, tok, _ = load_for_training(tiny_model)
+    label_ids = SCHEME.token_ids(tok)
+    args = cfgmod.build(GRPOStageConfig, {"output_dir": str(tmp_path), "max_steps": 1, "num_generations": 4,
+                                          "per_device_train_batch_size": 8, "shuffle_dataset": False})
+    args.generation_kwargs = label_only_generation(label_ids, model.get_output_embeddings().weight.shape[0], False)
+    data = Dataset.from_dict({"prompt": ["red shoes", "blue lamp"], "gold": ["Excellent", "Irrelevant"]})
+    trainer = group_filter_trainer()(model=model, reward_funcs=make_rewards(SCHEME), args=args, train_dataset=data,
+                                     processing_class=tok)
+    trainer.train()
+    ids = trainer._buffered_inputs[0]["completion_ids"]
+    assert ids.shape[1] == 1 and set(ids.flatten().tolist()) <= set(label_ids)
+    logged = [h for h in trainer.state.log_history if "rewards/format_reward/mean" in h]
+    assert logged and logged[0]["rewards/format_reward/mean"] == 0.0  # every completion parses
