@@ -60,7 +60,7 @@ def gen_budget(out: Path) -> int:
     from taosr1.models import load_tokenizer
 
     cot = pd.read_parquet(out / "cot" / "cot.parquet", columns=["response_think_first"])
-    tok = load_tokenizer(str(out / "sft"))
+    tok = load_tokenizer(str(out / "sft_think_first"))  # every stage shares the base tokenizer
     return max(len(tok(r)["input_ids"]) for r in cot["response_think_first"]) + GEN_MARGIN
 
 

@@ -17,6 +17,7 @@ partition replace; a resumed run reads the fingerprint version its first attempt
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any, Callable
 
 MODES = ("off", "previous")
 TABLE_NAME = "taosr1_fingerprints"  # the table's Delta name: a table without it is foreign
+DESCRIPTION = "taosr1 grading fingerprints (schemas/fingerprints.json)"
 FOLDER = "_fingerprints"  # default location under the grades table (hidden from its readers)
 PARTITION = "context"
 FP = "_taosr1_fp"  # hidden column: the row's fingerprint (null for rows not to grade)
@@ -76,6 +78,7 @@ class Reuse:
     rows: int = 0  # distinct fingerprints in the lookup
     note: str = "off"  # recorded in the runs table
     writable: bool = False  # append this run's fingerprints after the commit
+    options: dict[str, str] | None = None  # storage options of an object-store table
 
     @property
     def on(self) -> bool:
@@ -105,14 +108,16 @@ def pinned_version(staging: Path) -> Any:
     return snap["version"] if snap else UNPINNED
 
 
-def open_lookup(spark, mode: str, path: str, context: str, log: Callable[[str], None], pin: Any = UNPINNED) -> Reuse:
-    """Read the fingerprints of `context` from `path` (at version `pin` when resuming) into a
-    persisted, de-duplicated lookup frame; any problem is a full run with one warning line."""
+def open_lookup(spark, mode: str, path: str, context: str, log: Callable[[str], None], pin: Any = UNPINNED,
+                options: dict[str, str] | None = None) -> Reuse:
+    """Read the fingerprints of `context` from `path` (local, or an object store with `options`;
+    at version `pin` when resuming) into a persisted, de-duplicated lookup frame; any problem
+    is a full run with one warning line."""
     from deltalake import DeltaTable, Schema
 
-    from taosr1 import delta
+    from taosr1 import delta, storage
 
-    reuse = Reuse(mode, path, context)
+    reuse = Reuse(mode, path, context, options=options or None)
     if mode == "off":
         return reuse
 
@@ -122,17 +127,23 @@ def open_lookup(spark, mode: str, path: str, context: str, log: Callable[[str], 
         return reuse
 
     try:
-        root = str(delta.local_path(path))
+        root = path if storage.is_remote(path) else str(delta.local_path(path))
     except ValueError as e:
         return full(f"fingerprint table {path} is not writable here ({_why(e)})", False)
     if pin is None:
         return full(f"the resumed run read no fingerprint table at {path}", True)
-    if not Path(root, "_delta_log").is_dir():
-        if Path(root).exists() and any(p.name != "_staging" for p in Path(root).iterdir()):
-            return full(f"{path} holds files but no Delta table (a foreign folder; not written)", False)
-        return full(f"no fingerprint table at {path} yet (this run starts it)", True)
     try:
-        table = DeltaTable(root, version=None if pin is UNPINNED else pin)
+        fs, base = storage.filesystem(root, options)
+        fs.invalidate_cache()  # other runs write the table: list it afresh
+        if not fs.isdir(f"{base.rstrip('/')}/_delta_log"):
+            if fs.isdir(base) and any(posixpath.basename(p.rstrip("/")) != delta.STAGING
+                                      for p in fs.ls(base, detail=False)):
+                return full(f"{path} holds files but no Delta table (a foreign folder; not written)", False)
+            return full(f"no fingerprint table at {path} yet (this run starts it)", True)
+    except Exception as e:  # noqa: BLE001 (a location it cannot list: a full run, never a failed night)
+        return full(f"fingerprint table {path} cannot be listed ({_why(e)}; not written)", False)
+    try:
+        table = DeltaTable(root, version=None if pin is UNPINNED else pin, storage_options=reuse.options)
         name, fields = table.metadata().name, delta._fields(table.schema())
     except Exception as e:  # noqa: BLE001 (any failure to read the log: a full run, never a failed night)
         return full(f"fingerprint table {path} is unreadable ({_why(e)}; not written)", False)
@@ -149,7 +160,7 @@ def open_lookup(spark, mode: str, path: str, context: str, log: Callable[[str], 
         return full(f"no fingerprints of this grading context (model, prompt, scheme, beta, engine) in {path} "
                     f"version {reuse.version}", True)
     try:
-        reuse.lookup = _lookup_frame(spark, files).persist()
+        reuse.lookup = _lookup_frame(spark, files, reuse.options).persist()
         reuse.rows = reuse.lookup.count()  # reads every page now: a corrupt file fails here, not mid-run
     except Exception as e:  # noqa: BLE001
         reuse.release()
@@ -159,15 +170,28 @@ def open_lookup(spark, mode: str, path: str, context: str, log: Callable[[str], 
     return reuse
 
 
-def _lookup_frame(spark, files: list[str]):
+def read_parquet(spark, files: list[str], schema, options: dict[str, str] | None):
+    """Parquet files as a Spark frame of Arrow `schema`: Spark's reader for local files; on an
+    object store, the executors read them with pyarrow (no S3A jars needed)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from taosr1 import storage
+
+    if files and storage.is_remote(files[0]):
+        from taosr1.spark import remote as R
+
+        return R.read_files(spark, "parquet", [(f, {}) for f in files], schema, options or {})
+    return spark.read.schema(from_arrow_schema(schema)).parquet(*files)
+
+
+def _lookup_frame(spark, files: list[str], options: dict[str, str] | None = None):
     """FP -> the earlier grade, one row per fingerprint (the least graded_run_id where a
     fingerprint was appended twice by runs racing for different dates)."""
     import pyarrow as pa
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
 
     file_schema = pa.schema([f for f in table_schema() if f.name != PARTITION])
-    df = spark.read.schema(from_arrow_schema(file_schema)).parquet(*files)
+    df = read_parquet(spark, files, file_schema, options)
     ordered = ["graded_run_id", *(c for c in CARRIED if c != "graded_run_id")]
     best = df.groupBy("fingerprint").agg(F.min(F.struct(*ordered)).alias("g"))
     return best.select(F.col("fingerprint").alias(FP), *[F.col(f"g.{c}").alias(PREFIX + c) for c in CARRIED])
@@ -237,7 +261,8 @@ def stage_reused(frame, grades_staging: Path) -> list[Path]:
 
 
 def record(spark, reuse: Reuse, prepared, *, output: str, grades_version: int, partition: tuple[str, str],
-           keys: list[str], scheme, run_id: str, run_date, log: Callable[[str], None]) -> int:
+           keys: list[str], scheme, run_id: str, run_date, log: Callable[[str], None],
+           output_options: dict[str, str] | None = None) -> int:
     """Append the fingerprints this run graded (not reused) to the table, after the grades commit.
 
     Reads this run's committed grade files, joins them to the prepared (not reused) rows'
@@ -247,27 +272,32 @@ def record(spark, reuse: Reuse, prepared, *, output: str, grades_version: int, p
     if not reuse.on or not reuse.writable:
         return 0
     try:
-        return _record(spark, reuse, prepared, output, grades_version, partition, keys, scheme, run_id, run_date)
+        return _record(spark, reuse, prepared, output, grades_version, partition, keys, scheme, run_id, run_date,
+                       output_options)
     except Exception as e:  # noqa: BLE001 (the grades are committed; a missing fingerprint costs a regrade)
         log(f"warning: reuse previous: could not update the fingerprint table {reuse.path} ({_why(e)}); "
             "the next run grades these rows again")
         return 0
 
 
-def _record(spark, reuse, prepared, output, grades_version, partition, keys, scheme, run_id, run_date) -> int:
+def _record(spark, reuse, prepared, output, grades_version, partition, keys, scheme, run_id, run_date,
+            output_options) -> int:
     import pyarrow as pa
     from deltalake import DeltaTable
     from pyspark.sql import functions as F
 
-    from taosr1 import delta
+    from taosr1 import delta, storage
 
     part_col, value = partition
-    files = DeltaTable(str(delta.local_path(output)), version=grades_version).file_uris(
-        partition_filters=[(part_col, "=", value)])
-    mine = [f for f in files if Path(f).name.startswith(f"{run_id}-")]
+    remote = storage.is_remote(output)
+    grades = DeltaTable(output if remote else str(delta.local_path(output)), version=grades_version,
+                        storage_options=output_options or None)
+    files = grades.file_uris(partition_filters=[(part_col, "=", value)])
+    mine = [f for f in files if posixpath.basename(f).startswith(f"{run_id}-")]
     if not mine:
         return 0
-    graded = (spark.read.parquet(*mine).filter(F.col("graded_run_id") == run_id)
+    grades_file = pa.schema([f for f in pa.schema(grades.schema().to_arrow()) if f.name != part_col])
+    graded = (read_parquet(spark, mine, grades_file, output_options).filter(F.col("graded_run_id") == run_id)
               .select(*[F.col(f"`{k}`") for k in keys], "grade", "label", "tier", "score",
                       F.array(*[F.col(p) for p in scheme.prob_columns]).alias("probs"), "prompt_tokens", "truncated"))
     fps = prepared.filter(F.col(FP).isNotNull()).select(*[F.col(f"`{k}`") for k in keys], FP)
@@ -277,6 +307,8 @@ def _record(spark, reuse, prepared, output, grades_version, partition, keys, sch
                    F.lit(run_id).alias("graded_run_id"), F.lit(run_date).cast("date").alias("graded_date"))
            .dropDuplicates(["fingerprint"]))
     new = new.select(*[F.col(f.name) for f in file_schema])
+    if storage.is_remote(reuse.path):
+        return _append_remote(new, reuse, file_schema, run_id)
     root = delta.local_path(reuse.path)
     staging = root / delta.STAGING / run_id
     new.write.mode("overwrite").parquet(str(staging))
@@ -285,6 +317,27 @@ def _record(spark, reuse, prepared, output, grades_version, partition, keys, sch
         return append_files(root, staged, reuse.context, run_id)
     finally:
         delta.remove_staging(root, run_id)
+
+
+def _append_remote(new, reuse: Reuse, file_schema, run_id: str) -> int:
+    """The object-store form of the append: executors stage the new fingerprints as objects,
+    the driver commits them in ONE delta-rs append (retried on a conflict)."""
+    from taosr1 import delta, storage
+    from taosr1.spark import remote as R
+
+    options = reuse.options or {}
+    staging = storage.join(reuse.path, delta.STAGING, run_id)
+    R.remove(staging, options)
+    try:
+        R.stage_rows(new, staging, options, file_schema)
+        files = R.staged(staging, options)
+        if not files:
+            return 0
+        commit = R.commit_files(reuse.path, files, table_schema(), PARTITION, reuse.context, run_id=run_id,
+                                options=options, mode="append", name=TABLE_NAME, description=DESCRIPTION)
+        return commit.rows
+    finally:
+        R.remove(staging, options)
 
 
 def append_files(root: Path, staged: list[Path], context: str, run_id: str) -> int:
@@ -319,8 +372,7 @@ def append_files(root: Path, staged: list[Path], context: str, run_id: str) -> i
                                                            partition_by=[PARTITION], commit_properties=props)
         else:
             create_table_with_add_actions(str(root), schema, actions, mode="error", partition_by=[PARTITION],
-                                          name=TABLE_NAME, description="taosr1 grading fingerprints "
-                                          "(schemas/fingerprints.json)", commit_properties=props)
+                                          name=TABLE_NAME, description=DESCRIPTION, commit_properties=props)
 
     delta.with_conflict_retry(commit, f"{root} append")
     return rows

@@ -320,26 +320,27 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         rows_in = prepared.count() + (attached.filter(I.is_reused(reuse)).count() if reuse.lookup is not None else 0)
         log(f"run {run_id}: {rows_in} input rows read, validated and tokenized in {time.perf_counter() - t0:.1f} s; "
             f"grading on {partitions} partition(s), {writer} writer")
-        if writer == "delta-rs" and remote:
-            from taosr1.spark import remote as R
+        if writer == "spark":
+            counts = _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in)
+        else:
+            if remote:
+                from taosr1.spark import remote as R
 
-            stage = _Stage(to_grade, spec, [(c.name, c.type) for c in grade_cols], stats, partitions, cfg.fault,
-                           False, {})
-            counts = R.write_tables(stage, quarantined, output, quarantine, run_id, date, rows_in, grades_schema,
-                                    quarantine_schema, cfg.keep_staging, opts, log, _check_counts)
-        elif writer == "delta-rs":
-            stage = _Stage(to_grade, spec, [(c.name, c.type) for c in grade_cols], stats, partitions, cfg.fault,
-                           resume, {"run_date": date.isoformat(), "input": input, "partitions": partitions,
-                                    "rows_in": rows_in, "config_hash": resume_hash(cfg),
-                                    "fingerprints": reuse.snapshot})
-            counts = _write_delta_rs(stage, quarantined, output, quarantine, run_id, date, rows_in,
-                                     grades_schema, quarantine_schema, cfg.keep_staging, log, reused)
+                stage = _Stage(to_grade, spec, [(c.name, c.type) for c in grade_cols], stats, partitions, cfg.fault,
+                               False, {})
+                counts = R.write_tables(stage, quarantined, output, quarantine, run_id, date, rows_in, grades_schema,
+                                        quarantine_schema, cfg.keep_staging, opts, log, _check_counts, reused)
+            else:
+                stage = _Stage(to_grade, spec, [(c.name, c.type) for c in grade_cols], stats, partitions, cfg.fault,
+                               resume, {"run_date": date.isoformat(), "input": input, "partitions": partitions,
+                                        "rows_in": rows_in, "config_hash": resume_hash(cfg),
+                                        "fingerprints": reuse.snapshot})
+                counts = _write_delta_rs(stage, quarantined, output, quarantine, run_id, date, rows_in,
+                                         grades_schema, quarantine_schema, cfg.keep_staging, log, reused)
             counts["fingerprints_added"] = I.record(
                 spark, reuse, prepared, output=output, grades_version=counts["grades_version"],
                 partition=(PARTITION, date.isoformat()), keys=cols.keys, scheme=scheme, run_id=run_id, run_date=date,
-                log=log)
-        else:
-            counts = _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in)
+                log=log, output_options=opts[output] if remote else None)
     finally:
         prepared.unpersist()
         if attached is not df:
@@ -411,13 +412,10 @@ def _open_reuse(spark, cfg, writer, output, run_id, resume, model_path, scheme, 
         return I.Reuse("off", note="full run: reuse needs the delta-rs writer")
     from taosr1 import storage
 
-    if storage.is_remote(output):
-        log("warning: reuse previous works on local or mounted tables only so far; grading every row")
-        return I.Reuse("off", note="full run: reuse on object stores is not supported yet")
     path = cfg.fingerprints or I.default_path(output)
     pin = I.pinned_version(delta.staging_dir(output, run_id)) if resume else I.UNPINNED
     context = I.context_for(spark, cfg.label, model_path, scheme, beta)
-    reuse = I.open_lookup(spark, cfg.reuse, path, context, log, pin)
+    reuse = I.open_lookup(spark, cfg.reuse, path, context, log, pin, storage.options_for(path, cfg.storage_options))
     log(f"run {run_id}: reuse previous: {reuse.note}")
     return reuse
 

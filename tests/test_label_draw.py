@@ -66,7 +66,6 @@ def test_draw_label_needs_the_post_cot_format():
         SampleConfig(draw="tokens")
     with pytest.raises(ConfigError, match="needs draw: response"):
         GRPOStageConfig(output_dir="x", format="think_first")
-    assert GRPOStageConfig(output_dir="x", max_completion_length=64).max_completion_length == 1
 
 
 def test_label_only_dpo_pairs_differ_in_the_judgement_alone():
@@ -85,24 +84,46 @@ def test_label_only_dpo_pairs_differ_in_the_judgement_alone():
     assert full["response"].tolist() == cot["response_post_cot"].tolist()
 
 
-def test_grpo_with_draw_label_completes_every_prompt_with_one_label_token(tiny_model, tmp_path):
-    from datasets import Dataset
+def test_label_dpo_moves_the_label_distribution_toward_the_chosen_label(tiny_model):
+    import torch
 
-    from taosr1 import config as cfgmod
     from taosr1.training.common import load_for_training
-    from taosr1.training.grpo import GRPOStageConfig, group_filter_trainer, label_only_generation
-    from taosr1.training.rewards import make_rewards
+    from taosr1.training.label_loss import label_logits
+    from taosr1.training.label_rl import reference_logprobs, train_label_dpo
 
     model, tok, _ = load_for_training(tiny_model)
+    ids = [tok(t)["input_ids"] for t in ("red shoes for men", "blue lamp", "usb cable 2m", "oak desk")]
     label_ids = SCHEME.token_ids(tok)
-    args = cfgmod.build(GRPOStageConfig, {"output_dir": str(tmp_path), "max_steps": 1, "num_generations": 4,
-                                          "per_device_train_batch_size": 8, "shuffle_dataset": False})
-    args.generation_kwargs = label_only_generation(label_ids, model.get_output_embeddings().weight.shape[0], False)
-    data = Dataset.from_dict({"prompt": ["red shoes", "blue lamp"], "gold": ["Excellent", "Irrelevant"]})
-    trainer = group_filter_trainer()(model=model, reward_funcs=make_rewards(SCHEME), args=args, train_dataset=data,
-                                     processing_class=tok)
-    trainer.train()
-    ids = trainer._buffered_inputs[0]["completion_ids"]
-    assert ids.shape[1] == 1 and set(ids.flatten().tolist()) <= set(label_ids)
-    logged = [h for h in trainer.state.log_history if "rewards/format_reward/mean" in h]
-    assert logged and logged[0]["rewards/format_reward/mean"] == 0.0  # every completion parses
+    chosen, rejected = [0, 3, 1, 2], [3, 0, 2, 1]
+    before = reference_logprobs(model, ids, label_ids, tok.pad_token_id)
+    out = train_label_dpo(model, ids, chosen, rejected, label_ids, pad_id=tok.pad_token_id, beta=0.5, epochs=8,
+                          learning_rate=1e-2, batch_size=4, log=lambda m: None)
+    with torch.no_grad():
+        after = torch.log_softmax(label_logits(model, ids, label_ids, tok.pad_token_id).float(), -1)
+    rows = torch.arange(4)
+    gain = (after[rows, chosen] - after[rows, rejected]) - (before[rows, chosen] - before[rows, rejected])
+    assert (gain > 0).all() and out["steps"] == 8
+    assert out["losses"][-1] < out["losses"][0] and out["metrics"][-1]["reward_accuracy"] == 1.0
+    assert out["losses"][0] == pytest.approx(np.log(2), abs=0.05)  # the first step: policy == reference
+
+
+def test_label_grpo_raises_the_gold_labels_probability(tiny_model):
+    import torch
+
+    from taosr1.training.common import load_for_training
+    from taosr1.training.label_rl import reference_logprobs, train_label_grpo
+
+    model, tok, _ = load_for_training(tiny_model)
+    ids = [tok(t)["input_ids"] for t in ("red shoes for men", "blue lamp", "usb cable 2m", "oak desk")]
+    label_ids = SCHEME.token_ids(tok)
+    gold = [0, 3, 1, 2]
+    before = reference_logprobs(model, ids, label_ids, tok.pad_token_id)
+    out = train_label_grpo(model, ids, gold, label_ids, pad_id=tok.pad_token_id, num_generations=8,
+                           prompts_per_step=4, max_steps=30, learning_rate=1e-2, log=lambda m: None)
+    after = reference_logprobs(model, ids, label_ids, tok.pad_token_id)
+    rows = torch.arange(4)
+    # the tiny model's prompts share nearly one hidden state, so they compete: the mean moves, not each row
+    assert out["steps"] == 30 and after[rows, gold].mean() > before[rows, gold].mean() + 0.5
+    reward = [m["reward"] for m in out["metrics"]]  # one step per epoch here
+    assert np.mean(reward[-5:]) > np.mean(reward[:5])
+    assert all(0 <= m["dropped_equal_reward_groups"] <= 1 for m in out["metrics"])

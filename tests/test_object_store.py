@@ -243,3 +243,42 @@ def test_storage_problems_stop_before_model_work(spark, s3, monkeypatch):
             run(spark, cfg, input=source, output="s3://lake/tables/never", run_date=D1)
         assert message in str(err.value) and hint in str(err.value) and source.split("/")[2] in str(err.value)
         assert "testing" not in str(err.value)  # no secret in the message
+
+
+def test_incremental_nightly_on_s3_equals_a_full_run(spark, tiny_model, s3, sample_df):
+    """reuse: previous with every table in the bucket: the fingerprint table read by the executors,
+    reused rows staged beside the graded ones, the new fingerprints appended in one commit."""
+    import s3fs
+    from deltalake import DeltaTable
+
+    cols = ["query_id", "query", "product_id", "product_title"]
+    a = sample_df[cols].head(60).reset_index(drop=True)
+    b = pd.concat([a.head(50), sample_df[cols].iloc[60:70]], ignore_index=True)
+    b.loc[5, "product_title"] += " (new edition)"
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3["AWS_ENDPOINT_URL"]})
+    for name, frame in (("a", a), ("b", b)):
+        with fs.open(f"lake/inc/{name}.parquet", "wb") as f:
+            frame.to_parquet(f, index=False)
+    out, full_out = "s3://lake/tables/inc", "s3://lake/tables/inc_full"
+    logs: list[str] = []
+    first = run(spark, job(tiny_model, s3, reuse="previous"), input="s3://lake/inc/a.parquet", output=out,
+                run_date=D1, log=logs.append)
+    second = run(spark, job(tiny_model, s3, reuse="previous"), input="s3://lake/inc/b.parquet", output=out,
+                 run_date=D2, log=logs.append)
+    full = run(spark, job(tiny_model, s3), input="s3://lake/inc/b.parquet", output=full_out, run_date=D2)
+    assert first["reuse"].startswith("full run: no fingerprint table") and first["fingerprints_added"] == first["graded"]
+    assert second["reuse"].startswith(f"reused from {out}/_fingerprints version 0")
+    got, want = delta(out, s3, D2), delta(full_out, s3, D2)
+    same = [c for c in want.columns if c not in ("run_id", "graded_run_id", "score", *[c for c in want if c.startswith("p_")])]
+    pd.testing.assert_frame_equal(got[same], want[same])
+    carried = got[got["graded_run_id"] == first["run_id"]]
+    assert len(carried) == second["reused"] >= 45 and (got["run_id"] == second["run_id"]).all()
+    changed = got[got["product_title"] == b.loc[5, "product_title"]]
+    assert len(changed) == 1 and changed["graded_run_id"].iloc[0] == second["run_id"]  # a new title: graded again
+    assert second["graded"] == full["graded"] and second["quarantined"] == full["quarantined"]
+    assert second["fingerprints_added"] == second["graded"] - second["reused"]
+    fps = DeltaTable(f"{out}/_fingerprints", storage_options={**s3, "AWS_ALLOW_HTTP": "true"})
+    assert fps.metadata().name == "taosr1_fingerprints" and fps.version() == 1  # created, then one append
+    assert len(fps.to_pandas()) == first["graded"] + second["fingerprints_added"]
+    assert not fs.exists(f"lake/tables/inc/_fingerprints/_staging/{second['run_id']}")
+    assert not any("warning" in line for line in logs[1:] if "no fingerprint table" not in line)

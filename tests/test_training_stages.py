@@ -188,6 +188,8 @@ def test_pipeline_stages_resume_and_serve(tiny_model, tmp_path):
     assert st["cot"]["pairs"] == 16 and st["sft"]["steps"] == 2 and st["sample"]["samples"] == 48
     counts = st["dpo"]["pair_counts"]
     assert counts["prompts"] == 16 and counts["pairs"] == counts["right_vs_wrong"] + counts["reference_vs_sample"]
+    assert st["sample"]["draw"] == "label" and st["sample"]["unparseable"] == 0  # labels drawn from the scorer
+    assert st["dpo"]["trainer"] == "label position" and st["dpo"]["pairs_trained"] == counts["pairs"]
     served = {"zero_shot", "sft", "dpo"}
     assert set(summary["eval"]) == served | {f"{m}_argmax" for m in served}
     assert all(m["n"] == 12 for m in summary["eval"].values())
@@ -231,9 +233,20 @@ def test_pipeline_stages_resume_and_serve(tiny_model, tmp_path):
     assert g["difficulty"] == {"prompts": 16, "kept": 8, "never_solved": 4, "always_solved": 4, "above_gamma": 0}
     assert g["balance"]["counts_before"] == kept.sort_index().to_dict()
     assert set(g["balance"]["counts_after"].values()) == {kept.min()} and g["balance"]["cv_after"] == 0.0
-    assert g["prompts"] == kept.min() * len(kept) and g["steps"] == 1 and g["use_vllm"] is False
+    assert g["prompts"] == kept.min() * len(kept) and g["steps"] == 1 and g["trainer"] == "label position"
     r = run(["label", str(sample_path()), str(tmp_path / "grpo.csv"), "--model", str(out / "grpo"), "--limit", "5"])
     assert r.exit_code == 0 and last_json(r.output)["graded"] == 5
+
+    # whole responses sampled (draw: response): DPO through TRL's DPOTrainer
+    r = run(["sample", "--output", str(out / "sample_resp"), "--set", f"data={out / 'cot'}", "--set",
+             f"engine.model={out / 'sft'}", "--set", "draw=response", "--set", "n=2", "--set", "max_new_tokens=4"])
+    assert r.exit_code == 0 and last_json(r.output)["draw"] == "response"
+    r = run(["train", "dpo", "--output", str(out / "dpo_resp"), "--set", f"model={out / 'sft'}", "--set",
+             f"data={out / 'cot'}", "--set", f"samples={out / 'sample_resp'}", "--set", "max_steps=1",
+             "--set", "per_device_train_batch_size=2"])
+    assert r.exit_code == 0, r.output
+    d = last_json(r.output)
+    assert "trainer" not in d and d["steps"] == 1 and d["pairs_trained"] == d["pair_counts"]["pairs"]
 
     # think-first ablation with LoRA: adapters merged into a plain model folder that serves
     r = run(["train", "sft", "--output", str(out / "sft_tf"), "--set", f"model={tiny_model}", "--set", f"data={out / 'cot'}",

@@ -121,14 +121,19 @@ def _arrow_schema(source: str, fmt: str, files, options: dict[str, str]):
 
 def read_input(spark, source: str, fmt: str, options: dict[str, str]):
     """The object-store input as a Spark DataFrame, read by the executors with pyarrow."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-    from pyspark.sql.types import StringType, StructField, StructType
-
     fmt = detect_format(source, options) if fmt == "auto" else fmt
     if fmt == "table":
         return spark.table(source)
     files = _files(source, fmt, options)
-    schema = _arrow_schema(source, fmt, files, options)
+    return read_files(spark, fmt, files, _arrow_schema(source, fmt, files, options), options)
+
+
+def read_files(spark, fmt: str, files: list[tuple[str, dict[str, str]]], schema, options: dict[str, str]):
+    """[(file URI, partition values)] as a Spark DataFrame of Arrow `schema`: one partition per
+    file, read by the executors with pyarrow (`fmt` "delta" or "parquet" for Parquet files)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.types import StringType, StructField, StructType
+
     spark_schema = from_arrow_schema(schema)
     if not files:
         return spark.createDataFrame([], spark_schema)
@@ -200,12 +205,24 @@ def _stage_grades(spec, out_columns, file_schema, folder, options, run_id, stats
     yield pa.RecordBatch.from_pylist([{"partition": part, "rows": rows}], schema=_result_schema())
 
 
-def stage_rows_fn(folder: str, options: dict[str, str], file_schema):
-    """mapInArrow function: stage a partition's rows (the quarantine) as one Parquet object."""
-    return functools.partial(_stage_rows, folder, options, file_schema)
+def stage_rows_fn(folder: str, options: dict[str, str], file_schema, prefix: str = ""):
+    """mapInArrow function: stage a partition's rows (the quarantine, reused grades, fingerprints)
+    as one Parquet object `<prefix>part-<partition>.parquet`."""
+    return functools.partial(_stage_rows, folder, options, file_schema, prefix)
 
 
-def _stage_rows(folder, options, file_schema, batches):
+def stage_rows(frame, folder: str, options: dict[str, str], file_schema, prefix: str = "") -> None:
+    """Stage every partition of `frame` under `folder` from the executors."""
+    frame.mapInArrow(stage_rows_fn(folder, options, file_schema, prefix), _result_struct()).collect()
+
+
+def _result_struct():
+    from pyspark.sql.types import IntegerType, LongType, StructField, StructType
+
+    return StructType([StructField("partition", IntegerType()), StructField("rows", LongType())])
+
+
+def _stage_rows(folder, options, file_schema, prefix, batches):
     import pyarrow as pa
     from pyspark import TaskContext
 
@@ -213,7 +230,7 @@ def _stage_rows(folder, options, file_schema, batches):
     got = [pa.Table.from_batches([b]).cast(file_schema) for b in batches]
     rows = sum(t.num_rows for t in got)
     if rows:
-        _put_parquet(folder, f"part-{part:05d}.parquet", options, pa.concat_tables(got))
+        _put_parquet(folder, f"{prefix}part-{part:05d}.parquet", options, pa.concat_tables(got))
     yield pa.RecordBatch.from_pylist([{"partition": part, "rows": rows}], schema=_result_schema())
 
 
@@ -239,9 +256,10 @@ def count_rows(folder: str, files: list[str], options: dict[str, str]) -> int:
     return total
 
 
-def replace_partition(table: str, folder: str, files: list[str], arrow_schema, partition_col: str, value: str, *,
-                      run_id: str, options: dict[str, str]):
-    """Make the staged `files` the whole `partition_col = value` partition of `table`, in one commit."""
+def commit_files(table: str, files: list[str], arrow_schema, partition_col: str, value: str, *, run_id: str,
+                 options: dict[str, str], mode: str = "overwrite", name: str | None = None, description: str | None = None):
+    """Commit the staged `files` into `partition_col = value` of `table` in one commit: `overwrite`
+    makes them the whole partition, `append` adds them. A new table gets `name` and `description`."""
     from deltalake import CommitProperties, DeltaTable, Schema
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
@@ -273,11 +291,13 @@ def replace_partition(table: str, folder: str, files: list[str], arrow_schema, p
     def commit() -> None:
         if DeltaTable.is_deltatable(table, storage_options=options):
             DeltaTable(table, storage_options=options).create_write_transaction(
-                actions, mode="overwrite", schema=delta_schema, partition_by=[partition_col],
-                partition_filters=[(partition_col, "=", value)], commit_properties=props)
+                actions, mode=mode, schema=delta_schema, partition_by=[partition_col],
+                partition_filters=[(partition_col, "=", value)] if mode == "overwrite" else None,
+                commit_properties=props)
         else:
             create_table_with_add_actions(table, delta_schema, actions, mode="error", partition_by=[partition_col],
-                                          commit_properties=props, storage_options=options)
+                                          name=name, description=description, commit_properties=props,
+                                          storage_options=options)
 
     delta.with_conflict_retry(commit, f"{table} {partition_col}={value}")
     return delta.Commit(version=commit_version(table, run_id, options), files=len(actions), rows=rows)
@@ -302,10 +322,14 @@ def remove(folder: str, options: dict[str, str]) -> None:
         fs.rm(base, recursive=True)
 
 
+REUSED_PREFIX = "reused-"  # staged reused rows, beside the graded partitions
+
+
 def write_tables(stage, quarantined, output: str, quarantine: str, run_id: str, date, rows_in: int, grades_schema,
                  quarantine_schema, keep_staging: bool, options: dict[str, dict[str, str]], log,
-                 check_counts) -> dict[str, int]:
-    """Stage both tables from the executors through fsspec, then commit each once (quarantine first)."""
+                 check_counts, reused=None) -> dict[str, int]:
+    """Stage both tables from the executors through fsspec, then commit each once (quarantine first).
+    `reused` (rows carried from earlier runs, as grades rows) is staged beside the graded rows."""
     import pyarrow as pa
 
     from taosr1.delta import STAGING
@@ -317,23 +341,22 @@ def write_tables(stage, quarantined, output: str, quarantine: str, run_id: str, 
     remove(q_stage, q_opts)
     g_file = pa.schema([f for f in grades_schema if f.name != PARTITION])
     q_file = pa.schema([f for f in quarantine_schema if f.name != PARTITION])
-    from pyspark.sql.types import IntegerType, LongType, StructField, StructType
-
-    result = StructType([StructField("partition", IntegerType()), StructField("rows", LongType())])
     fn = stage_grades_fn(stage.spec, stage.out_columns, g_file, g_stage, g_opts, run_id, stage.stats,
                          stage.fault.fail_batch)
-    stage.to_grade.mapInArrow(fn, result).collect()
-    quarantined.mapInArrow(stage_rows_fn(q_stage, q_opts, q_file), result).collect()
+    stage.to_grade.mapInArrow(fn, _result_struct()).collect()
+    if reused is not None:
+        stage_rows(reused, g_stage, g_opts, g_file, REUSED_PREFIX)
+    stage_rows(quarantined, q_stage, q_opts, q_file)
     log(f"run {run_id}: graded and staged under {g_stage}")
     g_files, q_files = staged(g_stage, g_opts), staged(q_stage, q_opts)
     n_graded, n_quarantined = count_rows(g_stage, g_files, g_opts), count_rows(q_stage, q_files, q_opts)
+    n_reused = count_rows(g_stage, [f for f in g_files if posixpath.basename(f).startswith(REUSED_PREFIX)], g_opts)
     check_counts(rows_in, n_graded, n_quarantined, f"staged files kept in {g_stage} and {q_stage}")
     value = date.isoformat()
-    q = replace_partition(quarantine, q_stage, q_files, quarantine_schema, PARTITION, value, run_id=run_id,
-                          options=q_opts)
-    g = replace_partition(output, g_stage, g_files, grades_schema, PARTITION, value, run_id=run_id, options=g_opts)
+    q = commit_files(quarantine, q_files, quarantine_schema, PARTITION, value, run_id=run_id, options=q_opts)
+    g = commit_files(output, g_files, grades_schema, PARTITION, value, run_id=run_id, options=g_opts)
     if not keep_staging:
         remove(g_stage, g_opts)
         remove(q_stage, q_opts)
     return {"graded": g.rows, "quarantined": q.rows, "grades_version": g.version, "quarantine_version": q.version,
-            "resumed_rows": 0}
+            "resumed_rows": 0, "reused": n_reused}

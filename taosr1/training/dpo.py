@@ -95,6 +95,24 @@ class DPOStageConfig(TrainStage, DPOConfig):
         super().__post_init__()
 
 
+def label_dpo(model, tok, builder, cot: pd.DataFrame, pairs: pd.DataFrame, cfg: DPOStageConfig) -> dict[str, Any]:
+    """DPO on the label position (taosr1/training/label_rl.py) of `model` (its LoRA adapters, if any)."""
+    from taosr1.training.common import field_rows
+    from taosr1.training.label_rl import train_label_dpo
+    from taosr1.training.sft import bf16_autocast
+
+    scheme = builder.scheme
+    ids = dict(zip(cot["pair_id"].astype(int), builder.build(field_rows(cot)).ids))
+    index = {lab.token: k for k, lab in enumerate(scheme.labels)}
+    epochs = cfg.max_steps * cfg.per_device_train_batch_size / len(pairs) if cfg.max_steps > 0 else cfg.num_train_epochs
+    out = train_label_dpo(model, [ids[int(p)] for p in pairs["pair_id"]], [index[c] for c in pairs["chosen"]],
+                          [index[r] for r in pairs["rejected"]], scheme.token_ids(tok), pad_id=tok.pad_token_id,
+                          beta=cfg.beta, epochs=epochs, learning_rate=cfg.learning_rate,
+                          batch_size=cfg.per_device_train_batch_size, bf16=bf16_autocast(), seed=cfg.seed)
+    return {"trainer": "label position", "pairs_trained": len(pairs),
+            "pairs_trained_by_kind": pairs["kind"].value_counts().to_dict(), **out}
+
+
 def read_samples(path: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     from taosr1.training.common import DIFFICULTY_FILE, SAMPLES_FILE, read_stage, require_stage
 
@@ -108,7 +126,8 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     from trl import DPOTrainer
 
     from taosr1.prompts import PromptBuilder
-    from taosr1.training.common import field_rows, load_for_training, lora_config, save_model, serving_setup, train_metrics, write_stage
+    from taosr1.training.common import (field_rows, load_for_training, lora_config, save_model, serving_setup,
+                                        train_metrics, with_lora, write_stage)
     from taosr1.training.sft import read_cot
 
     serving = serving_setup(cfg.label_config, cfg.labels, cfg.format)
@@ -124,6 +143,14 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
         raise ConfigError(f"no preference pairs from {cfg.samples}: {counts} (every prompt was always solved?)")
     model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
+    summary = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name, "pair_counts": counts,
+               "lora_r": cfg.lora_r}
+    if sample_info.get("draw") == "label":  # one label token per response: DPO on the label position
+        model = with_lora(model, cfg)
+        summary.update(label_dpo(model, tok, builder, cot, pairs, cfg))
+        save_model(model, tok, cfg.output_dir)
+        write_stage(cfg.output_dir, "dpo", summary, values_hash)
+        return summary
     prompts = dict(zip(cot["pair_id"].astype(int), builder.texts(field_rows(cot))))
     data = pd.DataFrame({"prompt": [prompts[int(p)] for p in pairs["pair_id"]],
                          "chosen": pairs["chosen"].tolist(), "rejected": pairs["rejected"].tolist()})
@@ -132,8 +159,7 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     trainer.train()
     save_model(trainer.model, tok, cfg.output_dir)
     trained = pairs.head(len(data))
-    summary = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name, "pair_counts": counts,
-               "pairs_trained": len(data), "pairs_trained_by_kind": trained["kind"].value_counts().to_dict(),
-               "lora_r": cfg.lora_r, **train_metrics(trainer)}
+    summary.update({"pairs_trained": len(data), "pairs_trained_by_kind": trained["kind"].value_counts().to_dict(),
+                    **train_metrics(trainer)})
     write_stage(cfg.output_dir, "dpo", summary, values_hash)
     return summary

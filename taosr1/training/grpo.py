@@ -12,12 +12,11 @@ Data rules (TaoSR1 stage 3):
   all zero, and `drop_equal_reward_groups` masks its completions).
 Rewards: taosr1.training.rewards (label match, and a format term for unparseable answers).
 Generation: vLLM (colocated) when it is installed and CUDA is there, else `generate`.
-`draw: label` (post-CoT) makes each completion the label token alone, its one token drawn
-from the label tokens only: the policy's choice among the labels, which is what serving
-reads. A label-phase model puts little full-vocabulary mass on the label tokens, so free
-completions from it are mostly unparseable and every reward in a group comes out equal.
-Within a group the completions then differ only in the label, and the gradient is the policy
-gradient of the scorer's own label distribution.
+`draw: label` (post-CoT) makes each completion the label token alone, drawn from the label
+tokens' softmax, which is what serving reads; it trains on the label position
+(taosr1/training/label_rl.py) rather than through TRL's generate-and-score loop. A
+label-phase model puts little full-vocabulary mass on the label tokens, so free completions
+from it are mostly unparseable and every reward in a group comes out equal.
 """
 
 from __future__ import annotations
@@ -88,8 +87,8 @@ class GRPOStageConfig(TrainStage, GRPOConfig):
         gamma: keep prompts with pass rate in (0, gamma); 1 drops only the always-solved.
         balance_ratio: cap each class at ratio x the smallest class; 0 = no balancing.
         drop_equal_reward_groups: drop rollout groups whose rewards are all equal from the loss.
-        draw: `label` (post-CoT only): each completion is one label token, generation restricted
-            to the label tokens (max_completion_length becomes 1); `response`: free completions.
+        draw: `label` (post-CoT only): each completion is one label token drawn from the label
+            tokens' softmax, trained on the label position; `response`: free completions (TRL).
         use_vllm: None = vLLM when it is installed and CUDA is available (TRL's field otherwise).
         vllm_mode: `colocate` (one process shares its GPU with vLLM) by default.
         max_completion_length: 256; a post-CoT answer is graded on its first token, so RL
@@ -111,8 +110,6 @@ class GRPOStageConfig(TrainStage, GRPOConfig):
         from taosr1.training.sampling import check_draw
 
         check_draw(self.draw, self.format)
-        if self.draw == "label":
-            self.max_completion_length = 1
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.balance_ratio != 0 and self.balance_ratio < 1:
@@ -150,12 +147,22 @@ def group_filter_trainer():
     return GroupFilterGRPOTrainer
 
 
-def label_only_generation(label_ids: Sequence[int], vocab_size: int, use_vllm: bool) -> dict[str, Any]:
-    """Generation settings that let only the label tokens be sampled (TRL's `generation_kwargs`)."""
-    if use_vllm:
-        return {"allowed_token_ids": list(label_ids)}
-    keep = set(label_ids)
-    return {"suppress_tokens": [t for t in range(vocab_size) if t not in keep]}
+def label_grpo(model, tok, builder, rows: pd.DataFrame, cfg: GRPOStageConfig) -> dict[str, Any]:
+    """GRPO on the label position (taosr1/training/label_rl.py) of `model` (its LoRA adapters, if any)."""
+    from taosr1.training.common import field_rows
+    from taosr1.training.label_rl import train_label_grpo
+    from taosr1.training.sft import bf16_autocast
+
+    scheme = builder.scheme
+    if cfg.per_device_train_batch_size % cfg.num_generations:
+        raise ConfigError(f"per_device_train_batch_size ({cfg.per_device_train_batch_size}) must be a multiple of "
+                          f"num_generations ({cfg.num_generations})")
+    per_step = cfg.per_device_train_batch_size // cfg.num_generations
+    steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(rows) / per_step * cfg.num_train_epochs)
+    return train_label_grpo(model, builder.build(field_rows(rows)).ids, [scheme.names.index(g) for g in rows["gold"]],
+                            scheme.token_ids(tok), pad_id=tok.pad_token_id, num_generations=cfg.num_generations,
+                            prompts_per_step=per_step, max_steps=steps, learning_rate=cfg.learning_rate, temperature=cfg.temperature,
+                            bf16=bf16_autocast(), seed=cfg.seed)
 
 
 def grpo_prompts(cot: pd.DataFrame, difficulty: pd.DataFrame | None, cfg: GRPOStageConfig
@@ -177,7 +184,8 @@ def run_grpo(cfg: GRPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     from datasets import Dataset
 
     from taosr1.prompts import PromptBuilder
-    from taosr1.training.common import field_rows, load_for_training, lora_config, save_model, serving_setup, train_metrics, write_stage
+    from taosr1.training.common import (field_rows, load_for_training, lora_config, save_model, serving_setup,
+                                        train_metrics, with_lora, write_stage)
     from taosr1.training.dpo import read_samples
     from taosr1.training.rewards import make_rewards
     from taosr1.training.sft import read_cot
@@ -195,10 +203,15 @@ def run_grpo(cfg: GRPOStageConfig, values_hash: str = "") -> dict[str, Any]:
                           "raise gamma, or start from a model that solves some prompts")
     model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
+    if cfg.draw == "label":  # one label token per completion: GRPO on the label position
+        model = with_lora(model, cfg)
+        summary = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name, "prompts": len(rows),
+                   **info, "draw": cfg.draw, "trainer": "label position", "num_generations": cfg.num_generations,
+                   "lora_r": cfg.lora_r, **label_grpo(model, tok, builder, rows, cfg)}
+        save_model(model, tok, cfg.output_dir)
+        write_stage(cfg.output_dir, "grpo", summary, values_hash)
+        return summary
     data = pd.DataFrame({"prompt": builder.texts(field_rows(rows)), "gold": rows["gold"].tolist()})
-    if cfg.draw == "label":
-        restrict = label_only_generation(serving.scheme.token_ids(tok), model.get_output_embeddings().weight.shape[0], cfg.use_vllm)
-        cfg.generation_kwargs = {**(cfg.generation_kwargs or {}), **restrict}
     trainer_cls = group_filter_trainer()
     trainer = trainer_cls(model=model, reward_funcs=make_rewards(serving.scheme, cfg.format), args=cfg,
                           train_dataset=Dataset.from_pandas(data), processing_class=tok, peft_config=lora_config(cfg, model.config.num_hidden_layers))

@@ -95,6 +95,32 @@ def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], l
     Only parameters with requires_grad train (LoRA adapters, or every weight). Returns the
     losses per epoch and the seconds taken.
     """
+    import torch
+
+    device = next(p for p in model.parameters() if p.requires_grad).device
+    weights = torch.tensor(class_weights(gold, len(label_ids), class_weight_power), device=device)
+    shared = shared_prefix_len(prompts)
+
+    def step_loss(batch):
+        logits = label_logits(model, [prompts[i] for i in batch], label_ids, pad_id, shared)
+        y = torch.tensor([gold[i] for i in batch], device=device)
+        return torch.nn.functional.cross_entropy(logits.float(), y, weight=weights), {}
+
+    out = fit(model, [len(p) for p in prompts], step_loss, epochs=epochs, batch_size=batch_size,
+              learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, bf16=bf16,
+              seed=seed, log=log, name="label phase")
+    return {"label_steps": out["steps"], "label_losses": out["losses"], "label_seconds": out["seconds"],
+            "class_weights": [round(float(w), 3) for w in weights]}
+
+
+def fit(model, lengths: Sequence[int], step_loss, *, epochs: float, batch_size: int, learning_rate: float,
+        warmup_ratio: float = 0.05, max_grad_norm: float = 1.0, bf16: bool = False, seed: int = 0, log=print,
+        name: str = "label phase") -> dict:
+    """The training loop the label-position stages share: AdamW, linear warm-up then cosine decay.
+
+    `step_loss(rows)` -> (loss, metrics) for a batch of row indices (batches of like lengths,
+    shuffled each epoch). Returns steps, mean loss and mean metrics per epoch, and seconds.
+    """
     import math
     import random
     import time
@@ -104,37 +130,33 @@ def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], l
     rng = random.Random(seed)
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    device = params[0].device
-    weights = torch.tensor(class_weights(gold, len(label_ids), class_weight_power), device=device)
-    shared = shared_prefix_len(prompts)
-    per_epoch = math.ceil(len(prompts) / batch_size)
+    per_epoch = math.ceil(len(lengths) / batch_size)
     total = max(1, round(per_epoch * epochs))
     warm = max(1, round(total * warmup_ratio))
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min((i + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(i, total) / total))))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    autocast = torch.autocast(params[0].device.type, dtype=torch.bfloat16, enabled=bf16)
     model.train()
-    start, step, losses = time.perf_counter(), 0, []
-    lengths = [len(p) for p in prompts]
+    start, step, losses, metrics = time.perf_counter(), 0, [], []
     while step < total:
-        run = 0.0
+        run, seen = 0.0, {}
         batches = length_batches(lengths, batch_size, rng)[: total - step]
         for batch in batches:
             with autocast:
-                logits = label_logits(model, [prompts[i] for i in batch], label_ids, pad_id, shared)
-            y = torch.tensor([gold[i] for i in batch], device=device)
-            loss = torch.nn.functional.cross_entropy(logits.float(), y, weight=weights)
+                loss, m = step_loss(batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             run += loss.item()
+            for k, v in m.items():
+                seen[k] = seen.get(k, 0.0) + float(v)
             step += 1
         losses.append(round(run / max(len(batches), 1), 4))
-        log(f"label phase: epoch {len(losses)} loss {losses[-1]:.4f} ({step}/{total} steps, "
+        metrics.append({k: round(v / max(len(batches), 1), 4) for k, v in seen.items()})
+        log(f"{name}: epoch {len(losses)} loss {losses[-1]:.4f} {metrics[-1] or ''} ({step}/{total} steps, "
             f"{time.perf_counter() - start:.0f} s)")
     model.eval()
-    return {"label_steps": step, "label_losses": losses, "label_seconds": round(time.perf_counter() - start, 1),
-            "class_weights": [round(float(w), 3) for w in weights]}
+    return {"steps": step, "losses": losses, "metrics": metrics, "seconds": round(time.perf_counter() - start, 1)}
