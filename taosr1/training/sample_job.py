@@ -110,7 +110,7 @@ class SampleSpec:
     seed: int
     fmt: str
     batch_rows: int
-    draw: str = "response"
+    draw: str = "label"
 
 
 # ---------------------------------------------------------------- executor side

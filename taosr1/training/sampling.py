@@ -113,7 +113,7 @@ def draw_labels(engine: Any, prompts: list[list[int]], scheme: LabelScheme, *, n
 
 
 def sample_batch(batch: pd.DataFrame, engine: Any, builder: PromptBuilder, *, n: int, temperature: float,
-                 max_new_tokens: int, seed: int = 0, fmt: str = "post_cot", draw: str = "response",
+                 max_new_tokens: int, seed: int = 0, fmt: str = "post_cot", draw: str = "label",
                  progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """N sampled responses for each row of `batch` (columns pair_id, gold and the prompt fields), each parsed.
 
