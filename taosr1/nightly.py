@@ -340,7 +340,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
             counts["fingerprints_added"] = I.record(
                 spark, reuse, prepared, output=output, grades_version=counts["grades_version"],
                 partition=(PARTITION, date.isoformat()), keys=cols.keys, scheme=scheme, run_id=run_id, run_date=date,
-                log=log, output_options=opts[output] if remote else None)
+                log=log, output_options=opts[output])
     finally:
         prepared.unpersist()
         if attached is not df:

@@ -104,10 +104,9 @@ def label_dpo(model, tok, builder, cot: pd.DataFrame, pairs: pd.DataFrame, cfg: 
     scheme = builder.scheme
     ids = dict(zip(cot["pair_id"].astype(int), builder.build(field_rows(cot)).ids))
     index = {lab.token: k for k, lab in enumerate(scheme.labels)}
-    epochs = cfg.max_steps * cfg.per_device_train_batch_size / len(pairs) if cfg.max_steps > 0 else cfg.num_train_epochs
     out = train_label_dpo(model, [ids[int(p)] for p in pairs["pair_id"]], [index[c] for c in pairs["chosen"]],
                           [index[r] for r in pairs["rejected"]], scheme.token_ids(tok), pad_id=tok.pad_token_id,
-                          beta=cfg.beta, epochs=epochs, learning_rate=cfg.learning_rate,
+                          beta=cfg.beta, epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
                           batch_size=cfg.per_device_train_batch_size, bf16=bf16_autocast(), seed=cfg.seed)
     return {"trainer": "label position", "pairs_trained": len(pairs),
             "pairs_trained_by_kind": pairs["kind"].value_counts().to_dict(), **out}
@@ -135,7 +134,8 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     samples, _, sample_info = read_samples(cfg.samples)
     if sample_info.get("format", cfg.format) != cfg.format:
         raise ConfigError(f"samples {cfg.samples} are in format {sample_info.get('format')!r}, this stage trains {cfg.format!r}")
-    reference = reference_responses(cot, serving.scheme, cfg.format, label_only=sample_info.get("draw") == "label")
+    label_only = sample_info.get("draw") == "label"  # one label token per sample
+    reference = reference_responses(cot, serving.scheme, cfg.format, label_only=label_only)
     pairs, counts = build_pairs(samples, reference, pairs_per_prompt=cfg.pairs_per_prompt, seed=cfg.seed)
     if cfg.max_examples:
         pairs = pairs.head(cfg.max_examples)
@@ -145,7 +145,7 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
     summary = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name, "pair_counts": counts,
                "lora_r": cfg.lora_r}
-    if sample_info.get("draw") == "label":  # one label token per response: DPO on the label position
+    if label_only:  # DPO on the label position
         model = with_lora(model, cfg)
         summary.update(label_dpo(model, tok, builder, cot, pairs, cfg))
         save_model(model, tok, cfg.output_dir)

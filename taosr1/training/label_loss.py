@@ -114,12 +114,13 @@ def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], l
 
 
 def fit(model, lengths: Sequence[int], step_loss, *, epochs: float, batch_size: int, learning_rate: float,
-        warmup_ratio: float = 0.05, max_grad_norm: float = 1.0, bf16: bool = False, seed: int = 0, log=print,
-        name: str = "label phase") -> dict:
+        max_steps: int = 0, warmup_ratio: float = 0.05, max_grad_norm: float = 1.0, bf16: bool = False, seed: int = 0,
+        log=print, name: str = "label phase") -> dict:
     """The training loop the label-position stages share: AdamW, linear warm-up then cosine decay.
 
     `step_loss(rows)` -> (loss, metrics) for a batch of row indices (batches of like lengths,
-    shuffled each epoch). Returns steps, mean loss and mean metrics per epoch, and seconds.
+    shuffled each epoch). `max_steps` > 0 sets the steps, else `epochs` does. Returns steps,
+    mean loss and mean metrics per epoch, and seconds.
     """
     import math
     import random
@@ -131,7 +132,7 @@ def fit(model, lengths: Sequence[int], step_loss, *, epochs: float, batch_size: 
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     per_epoch = math.ceil(len(lengths) / batch_size)
-    total = max(1, round(per_epoch * epochs))
+    total = max_steps if max_steps > 0 else max(1, round(per_epoch * epochs))
     warm = max(1, round(total * warmup_ratio))
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(

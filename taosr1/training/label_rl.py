@@ -37,8 +37,9 @@ def reference_logprobs(model, prompts: Sequence[Sequence[int]], label_ids: Seque
 
 def train_label_dpo(model, prompts: Sequence[Sequence[int]], chosen: Sequence[int], rejected: Sequence[int],
                     label_ids: Sequence[int], *, pad_id: int, beta: float, epochs: float, learning_rate: float,
-                    batch_size: int = 16, bf16: bool = False, seed: int = 0, log=print) -> dict:
-    """DPO over preference pairs (prompt, chosen label index, rejected label index)."""
+                    max_steps: int = 0, batch_size: int = 16, bf16: bool = False, seed: int = 0, log=print) -> dict:
+    """DPO over preference pairs (prompt, chosen label index, rejected label index); `max_steps`
+    > 0 sets the steps, else `epochs` does."""
     import torch
     import torch.nn.functional as F
 
@@ -56,7 +57,7 @@ def train_label_dpo(model, prompts: Sequence[Sequence[int]], chosen: Sequence[in
                                               "reward_margin": margin.mean().item()}
 
     out = fit(model, [len(p) for p in prompts], step_loss, epochs=epochs, batch_size=batch_size,
-              learning_rate=learning_rate, bf16=bf16, seed=seed, log=log, name="label DPO")
+              learning_rate=learning_rate, max_steps=max_steps, bf16=bf16, seed=seed, log=log, name="label DPO")
     return {"steps": out["steps"], "losses": out["losses"], "metrics": out["metrics"], "train_seconds": out["seconds"]}
 
 
@@ -64,8 +65,6 @@ def train_label_grpo(model, prompts: Sequence[Sequence[int]], gold: Sequence[int
                      pad_id: int, num_generations: int, prompts_per_step: int, max_steps: int, learning_rate: float,
                      temperature: float = 1.0, bf16: bool = False, seed: int = 0, log=print) -> dict:
     """GRPO on the label: `max_steps` steps of `prompts_per_step` prompts x `num_generations` draws."""
-    import math
-
     import torch
 
     shared = shared_prefix_len(prompts)
@@ -85,7 +84,6 @@ def train_label_grpo(model, prompts: Sequence[Sequence[int]], gold: Sequence[int
         loss = -(adv * taken)[keep].sum() / (kept * num_generations) if kept else (logp * 0).sum()
         return loss, {"reward": rewards.mean().item(), "dropped_equal_reward_groups": 1 - kept / len(batch)}
 
-    epochs = max_steps / math.ceil(len(prompts) / prompts_per_step)
-    out = fit(model, [len(p) for p in prompts], step_loss, epochs=epochs, batch_size=prompts_per_step,
+    out = fit(model, [len(p) for p in prompts], step_loss, epochs=0, max_steps=max_steps, batch_size=prompts_per_step,
               learning_rate=learning_rate, bf16=bf16, seed=seed, log=log, name="label GRPO")
     return {"steps": out["steps"], "losses": out["losses"], "metrics": out["metrics"], "train_seconds": out["seconds"]}
