@@ -6,7 +6,6 @@ Commands stay thin: they parse options into configs and call the library.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 

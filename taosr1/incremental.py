@@ -97,12 +97,16 @@ class Reuse:
 UNPINNED = object()
 
 
-def pinned_version(staging: Path) -> Any:
+def pinned_version(staging: str, options: dict[str, str] | None = None) -> Any:
     """The fingerprint version a staged run read (its manifest), or UNPINNED without one."""
     import json
 
+    from taosr1 import storage
+    from taosr1.spark.staging import MANIFEST
+
     try:
-        snap = json.loads((staging / "_run.json").read_text()).get("fingerprints")
+        fs, base = storage.filesystem(staging, options)
+        snap = json.loads(fs.cat_file(f"{base.rstrip('/')}/{MANIFEST}")).get("fingerprints")
     except (OSError, ValueError):
         return UNPINNED
     return snap["version"] if snap else UNPINNED

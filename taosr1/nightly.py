@@ -208,68 +208,136 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     partitions that run staged (same input, date and config required) and grades the rest.
     Returns the run record (also appended to the `runs` table).
     """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StringType, StructField, StructType
-
-    from taosr1 import contracts, delta, storage
+    from taosr1 import alerts, contracts
     from taosr1 import incremental as I
     from taosr1.labeling import resolve_beta
     from taosr1.labels import load_scheme
     from taosr1.models import load_tokenizer, resolve_model
     from taosr1.spark import dispatch as D
+    from taosr1.spark.staging import die_if
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     date = parse_run_date(run_date)
     run_id = run_id or new_run_id(date)
     q_default, runs_default = default_paths(output)
-    quarantine, runs = quarantine or q_default, runs or runs_default
+    t = _Tables(input, output, quarantine or q_default, runs or runs_default)
+    writer, opts = _check_tables(spark, cfg, t, resume, run_id)
     lc = cfg.label
-    cols = lc.columns
-    writer = cfg.writer if cfg.writer != "auto" else ("spark" if has_delta_spark(spark) else "delta-rs")
-    if writer == "spark" and not has_delta_spark(spark):
-        raise ConfigError("writer: spark needs the delta-spark jars and spark.sql.extensions="
-                          "io.delta.sql.DeltaSparkSessionExtension on the session; use writer: delta-rs")
-    opts = {t: storage.options_for(t, cfg.storage_options) for t in (input, output, quarantine, runs)}
-    remote = storage.is_remote(output)
-    if writer == "delta-rs":
-        for t in (output, quarantine, runs):
-            if not remote:
-                delta.local_path(t)  # fails now on a location delta-rs cannot write here
-            elif not storage.is_remote(t):
-                raise ConfigError(f"{t}: with the grades table on an object store, put the quarantine and runs "
-                                  "tables there too")
-        if remote and resume:
-            raise ConfigError("resume needs local (or mounted) tables; on an object store rerun the date instead")
-    for what, t in (("input", input), ("output", output), ("quarantine", quarantine), ("runs", runs)):
-        storage.check_location(t, cfg.storage_options, what)  # before any model work
-    if resume and writer != "delta-rs":
-        raise ConfigError("resume needs the delta-rs writer (staged partitions); rerun the date instead")
-    if resume and not run_id:
-        raise ConfigError("resume needs the run id of the run to resume (printed when it started)")
     scheme = load_scheme(lc.labels)
     started_at = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
 
     # 1. read and check the contract: nothing is loaded or written on a mismatch
     df = read_input(spark, input, cfg.input_format, cfg.storage_options)
-    grade_cols = [c for c in contracts.output_contract("grades").added_columns(scheme.names)
-                  if c.name not in ("run_id", "graded_run_id", PARTITION)]
-    contracts.check_input([(f.name, f.dataType.typeName()) for f in df.schema.fields], cols, source=input,
+    contracts.check_input([(f.name, f.dataType.typeName()) for f in df.schema.fields], lc.columns, source=input,
                           reserved=[*contracts.reserved_names(scheme.names), *D.HIDDEN, *I.HIDDEN])
-    input_names = df.columns
 
     # 2. model, label tokens and beta, on the driver, before any executor work
     model_path = resolve_model(lc.engine.model)
     scheme.token_ids(load_tokenizer(model_path))  # a label that is not one token fails here
     beta = resolve_beta(lc.beta, model_path, scheme)
     spec = D.WorkerSpec(label_cfg=json.dumps(executor_label_config(lc, model_path), sort_keys=True), beta=beta)
-    reuse = _open_reuse(spark, cfg, writer, output, run_id, resume, model_path, scheme, beta, log)
+    reuse = _open_reuse(spark, cfg, writer, t.output, run_id, resume, model_path, scheme, beta, log)
 
-    # 3. plan. One shuffle: rows are hash-partitioned by key, which serves the duplicate
-    # window (a key's rows meet in one partition, ordered by read position) and spreads
-    # prepare (validate, tokenize) and grading over `partitions` tasks. (reuse: previous adds
-    # a join to the fingerprint table and, for the rows left to grade, a second shuffle.)
+    # 3. plan, then 4. grade, stage and commit
+    plan = _plan(spark, df, cfg, spec, reuse, scheme, run_id, model_path, beta)
+    try:
+        if writer == "delta-rs":  # a run whose columns the table does not have fails before any work
+            _check_schemas(t, plan, opts)
+        rows_in = plan.prepared.count() + (plan.attached.filter(I.is_reused(reuse)).count()
+                                           if reuse.lookup is not None else 0)
+        log(f"run {run_id}: {rows_in} input rows read, validated and tokenized in {time.perf_counter() - t0:.1f} s; "
+            f"grading on {plan.partitions} partition(s), {writer} writer")
+        counts = _write(spark, cfg, writer, t, plan, opts, run_id, date, rows_in, resume, reuse.snapshot, log)
+        if writer == "delta-rs":
+            counts["fingerprints_added"] = I.record(
+                spark, reuse, plan.prepared, output=output, grades_version=counts["grades_version"],
+                partition=(PARTITION, date.isoformat()), keys=lc.columns.keys, scheme=scheme, run_id=run_id,
+                run_date=date, log=log, output_options=opts[output])
+    finally:
+        plan.prepared.unpersist()
+        plan.attached.unpersist()
+        reuse.release()
+
+    record = _run_record(spark, cfg, t, plan, counts, reuse, writer, run_id, date, rows_in, model_path, scheme, beta,
+                         started_at, time.perf_counter() - t0, log)
+    record.update(alerts.evaluate(cfg.alert, record, t.runs, scheme.names))  # after the commits: data is kept
+    die_if(cfg.fault.die_before_run_record, run_id, "after both commits, before the runs row", log)
+    _append_run(spark, t.runs, record, writer, opts[t.runs] or None)
+    return record
+
+
+@dataclass
+class _Tables:
+    """Where a night reads and writes."""
+
+    input: str
+    output: str
+    quarantine: str
+    runs: str
+
+
+def _check_tables(spark, cfg: NightlyConfig, t: _Tables, resume: bool, run_id: str
+                  ) -> tuple[str, dict[str, dict[str, str]]]:
+    """The writer, and each location's storage options; every location problem stops the run
+    here, before any model work."""
+    from taosr1 import delta, storage
+
+    writer = cfg.writer if cfg.writer != "auto" else ("spark" if has_delta_spark(spark) else "delta-rs")
+    if writer == "spark" and not has_delta_spark(spark):
+        raise ConfigError("writer: spark needs the delta-spark jars and spark.sql.extensions="
+                          "io.delta.sql.DeltaSparkSessionExtension on the session; use writer: delta-rs")
+    tables = (t.output, t.quarantine, t.runs)
+    opts = {u: storage.options_for(u, cfg.storage_options) for u in (t.input, *tables)}
+    if writer == "delta-rs":
+        remote = storage.is_remote(t.output)
+        for u in tables:
+            if not remote:
+                delta.local_path(u)  # fails now on a location delta-rs cannot write here
+            elif not storage.is_remote(u):
+                raise ConfigError(f"{u}: with the grades table on an object store, put the quarantine and runs "
+                                  "tables there too")
+    for what, u in (("input", t.input), ("output", t.output), ("quarantine", t.quarantine), ("runs", t.runs)):
+        storage.check_location(u, cfg.storage_options, what)
+    if resume and writer != "delta-rs":
+        raise ConfigError("resume needs the delta-rs writer (staged partitions); rerun the date instead")
+    if resume and not run_id:
+        raise ConfigError("resume needs the run id of the run to resume (printed when it started)")
+    return writer, opts
+
+
+@dataclass
+class _Plan:
+    """The night's Spark plan: what is graded, what is carried from earlier runs, what is quarantined."""
+
+    prepared: Any  # validated and tokenized rows (persisted)
+    attached: Any  # the input with its fingerprint lookup (persisted when reuse is on)
+    to_grade: Any  # partitioned, longest prompts first
+    graded: Any
+    reused: Any
+    quarantined: Any
+    grade_cols: list
+    stats: Any
+    spec: Any
+    partitions: int
+
+
+def _plan(spark, df, cfg: NightlyConfig, spec, reuse, scheme, run_id: str, model_path: str, beta: float) -> _Plan:
+    """One shuffle: rows are hash-partitioned by key, which serves the duplicate window (a
+    key's rows meet in one partition, ordered by read position) and spreads prepare (validate,
+    tokenize) and grading over `partitions` tasks. (reuse: previous adds a join to the
+    fingerprint table and, for the rows left to grade, a second shuffle.)"""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StringType, StructField, StructType
+
+    from taosr1 import contracts
+    from taosr1 import incremental as I
+    from taosr1.spark import dispatch as D
+
+    lc, cols, input_names = cfg.label, cfg.label.columns, df.columns
+    grade_cols = [c for c in contracts.output_contract("grades").added_columns(scheme.names)
+                  if c.name not in ("run_id", "graded_run_id", PARTITION)]
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(lc.chunk_rows))
     partitions = cfg.partitions or spark.sparkContext.defaultParallelism
     keys = [F.col(f"`{k}`") for k in cols.keys]  # backticks: a name may hold a dot
@@ -290,7 +358,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     stats = spark.sparkContext.accumulator({}, D.WorkerStats())
     prepared = df.mapInArrow(D.prepare_fn(spec, stats), prepared_schema).persist()
 
-    # 4. grade each partition longest prompts first, so every engine batch is of like lengths
+    # grade each partition longest prompts first, so every engine batch is of like lengths
     graded_schema = StructType([*[f for f in prepared_schema.fields if f.name in input_names],
                                 *[StructField(c.name, _spark_type(c.type)) for c in grade_cols]])
     to_grade = prepared.filter(F.col(D.REASON).isNull()).select(
@@ -306,64 +374,65 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
     quarantined = prepared.filter(F.col(D.REASON).isNotNull()).select(
         *[F.col(f"`{c}`").cast("string").alias(c) for c in input_names], F.col(D.REASON).alias("reason"),
         F.lit(run_id).alias("run_id"))
+    return _Plan(prepared, attached, to_grade, graded, reused, quarantined, grade_cols, stats, spec, partitions)
 
-    grades_schema = _with_partition(graded.schema)
-    quarantine_schema = _with_partition(quarantined.schema)
-    if writer == "delta-rs":  # a run whose columns the table does not have fails before any work
-        for table, schema in ((output, grades_schema), (quarantine, quarantine_schema)):
-            problems = delta.schema_problems(table, schema, opts[table] if remote else None)
-            if problems:
-                raise delta.TableSchemaError(f"{table}: this run's columns do not match the table's:\n  - "
-                                             + "\n  - ".join(problems))
 
-    try:
-        rows_in = prepared.count() + (attached.filter(I.is_reused(reuse)).count() if reuse.lookup is not None else 0)
-        log(f"run {run_id}: {rows_in} input rows read, validated and tokenized in {time.perf_counter() - t0:.1f} s; "
-            f"grading on {partitions} partition(s), {writer} writer")
-        if writer == "spark":
-            counts = _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in)
-        else:
-            if remote:
-                from taosr1.spark import remote as R
+def _check_schemas(t: _Tables, plan: _Plan, opts) -> None:
+    from taosr1 import delta
 
-                stage = _Stage(to_grade, spec, [(c.name, c.type) for c in grade_cols], stats, partitions, cfg.fault,
-                               False, {})
-                counts = R.write_tables(stage, quarantined, output, quarantine, run_id, date, rows_in, grades_schema,
-                                        quarantine_schema, cfg.keep_staging, opts, log, _check_counts, reused)
-            else:
-                stage = _Stage(to_grade, spec, [(c.name, c.type) for c in grade_cols], stats, partitions, cfg.fault,
-                               resume, {"run_date": date.isoformat(), "input": input, "partitions": partitions,
-                                        "rows_in": rows_in, "config_hash": resume_hash(cfg),
-                                        "fingerprints": reuse.snapshot})
-                counts = _write_delta_rs(stage, quarantined, output, quarantine, run_id, date, rows_in,
-                                         grades_schema, quarantine_schema, cfg.keep_staging, log, reused)
-            counts["fingerprints_added"] = I.record(
-                spark, reuse, prepared, output=output, grades_version=counts["grades_version"],
-                partition=(PARTITION, date.isoformat()), keys=cols.keys, scheme=scheme, run_id=run_id, run_date=date,
-                log=log, output_options=opts[output])
-    finally:
-        prepared.unpersist()
-        if attached is not df:
-            attached.unpersist()
-        reuse.release()
-    seconds = time.perf_counter() - t0
+    for table, frame in ((t.output, plan.graded), (t.quarantine, plan.quarantined)):
+        problems = delta.schema_problems(table, _with_partition(frame.schema), opts[table] or None)
+        if problems:
+            raise delta.TableSchemaError(f"{table}: this run's columns do not match the table's:\n  - "
+                                         + "\n  - ".join(problems))
 
-    workers = stats.value
+
+def _write(spark, cfg: NightlyConfig, writer: str, t: _Tables, plan: _Plan, opts, run_id: str, date, rows_in: int,
+           resume: bool, fingerprints, log) -> dict[str, int]:
+    """Grade, stage and commit both tables: delta-spark's replaceWhere, or delta-rs on a local
+    table (spark/staging.py) or on an object store (spark/remote.py)."""
+    from taosr1 import storage
+    from taosr1.spark import staging
+
+    if writer == "spark":
+        from taosr1.spark.delta_spark import write_tables
+
+        return write_tables(spark, plan.graded, plan.quarantined, t.output, t.quarantine, date, rows_in)
+    stage = staging.Stage(plan.to_grade, plan.spec, [(c.name, c.type) for c in plan.grade_cols], plan.stats,
+                          plan.partitions, cfg.fault, resume,
+                          {"run_date": date.isoformat(), "input": t.input, "partitions": plan.partitions,
+                           "rows_in": rows_in, "config_hash": resume_hash(cfg), "fingerprints": fingerprints})
+    grades_schema, quarantine_schema = _with_partition(plan.graded.schema), _with_partition(plan.quarantined.schema)
+    if storage.is_remote(t.output):
+        from taosr1.spark import remote
+
+        return remote.write_tables(stage, plan.quarantined, t.output, t.quarantine, run_id, date, rows_in,
+                                   grades_schema, quarantine_schema, cfg.keep_staging, opts, log, plan.reused)
+    return staging.write_tables(stage, plan.quarantined, t.output, t.quarantine, run_id, date, rows_in, grades_schema,
+                                quarantine_schema, cfg.keep_staging, log, plan.reused)
+
+
+def _run_record(spark, cfg: NightlyConfig, t: _Tables, plan: _Plan, counts: dict[str, int], reuse, writer: str,
+                run_id: str, date, rows_in: int, model_path: str, scheme, beta: float, started_at, seconds: float,
+                log) -> dict[str, Any]:
+    """The runs table's row (schemas/runs.yaml), and one log line per worker."""
+    lc = cfg.label
+    workers = plan.stats.value
     for wid, w in sorted(workers.items()):
         log(f"run {run_id}: worker {wid}: {w.get('rows', 0)} rows graded in {w.get('score_seconds', 0):.1f} s, "
             f"prepare {w.get('prepare_seconds', 0):.1f} s, {w.get('loads', 0)} engine load(s) "
             f"({w.get('load_seconds', 0):.1f} s), threads {w.get('threads', 0)}, GPU {w.get('gpu') or '-'}")
     padding = sum(w.get("padding_tokens", 0) for w in workers.values())
     computed = sum(w.get("computed_tokens", 0) for w in workers.values())
-    record = {
+    return {
         "run_id": run_id,
         "run_date": date,
         "status": "succeeded",
         "started_at": started_at,
         "finished_at": dt.datetime.now(dt.timezone.utc),
-        "input": input,
-        "output": output,
-        "quarantine": quarantine,
+        "input": t.input,
+        "output": t.output,
+        "quarantine": t.quarantine,
         "model": Path(model_path).name,
         "engine": lc.engine.engine,
         "label_scheme": scheme.name,
@@ -381,7 +450,7 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         # were not padding (real / computed would exceed 1 where a reused shared prefix counts for every row)
         "padding_efficiency": round(EngineStats(padding_tokens=padding, computed_tokens=computed).padding_efficiency, 4)
         if computed else None,
-        "partitions": partitions,
+        "partitions": plan.partitions,
         "workers": sum(1 for w in workers.values() if w.get("rows", 0) > 0),
         "gpus": ",".join(sorted({w["gpu"] for w in workers.values() if w.get("gpu")})),
         "engine_loads": sum(w.get("loads", 0) for w in workers.values()),
@@ -392,28 +461,22 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
         "quarantine_version": counts["quarantine_version"],
         "resumed_rows": counts.get("resumed_rows", 0),  # staged by the run resumed, not graded again
     }
-    from taosr1 import alerts
-
-    record.update(alerts.evaluate(cfg.alert, record, runs, scheme.names))  # after the commits: data is kept
-    _die_if(cfg.fault.die_before_run_record, run_id, "after both commits, before the runs row", log)
-    _append_run(spark, runs, record, writer, opts[runs] if remote else None)
-    return record
 
 
 def _open_reuse(spark, cfg, writer, output, run_id, resume, model_path, scheme, beta, log):
     """The fingerprint lookup of `reuse: previous` (taosr1/incremental.py); off with the spark writer."""
-    from taosr1 import delta
     from taosr1 import incremental as I
+    from taosr1 import storage
+    from taosr1.delta import STAGING
 
     if cfg.reuse == "off":
         return I.Reuse("off")
     if writer != "delta-rs":
         log("warning: reuse previous needs the delta-rs writer; grading every row")
         return I.Reuse("off", note="full run: reuse needs the delta-rs writer")
-    from taosr1 import storage
-
     path = cfg.fingerprints or I.default_path(output)
-    pin = I.pinned_version(delta.staging_dir(output, run_id)) if resume else I.UNPINNED
+    staged = storage.join(output, STAGING, run_id)
+    pin = I.pinned_version(staged, storage.options_for(staged, cfg.storage_options)) if resume else I.UNPINNED
     context = I.context_for(spark, cfg.label, model_path, scheme, beta)
     reuse = I.open_lookup(spark, cfg.reuse, path, context, log, pin, storage.options_for(path, cfg.storage_options))
     log(f"run {run_id}: reuse previous: {reuse.note}")
@@ -434,122 +497,10 @@ def _with_partition(spark_schema):
     return to_arrow_schema(spark_schema).append(pa.field(PARTITION, pa.date32()))
 
 
-def _check_counts(rows_in: int, graded: int, quarantined: int, where: str) -> None:
-    if rows_in != graded + quarantined:
-        raise RuntimeError(f"counts do not add up: {rows_in} rows in, {graded} graded + {quarantined} quarantined; "
-                           f"nothing was committed ({where})")
-
-
 def resume_hash(cfg: NightlyConfig) -> str:
     """The config hash a resumed run must match: fault switches, alerts, keep_staging and storage options left out."""
     return config_hash(dataclasses.replace(cfg, fault=FaultConfig(), alert=AlertConfig(), keep_staging=False,
                                            storage_options={}))
-
-
-def _die_if(flag: bool, run_id: str, where: str, log) -> None:
-    """Fault injection: the driver exits as if killed (code 137)."""
-    if flag:
-        import os
-
-        log(f"run {run_id}: fault injection: the driver dies {where}")
-        os._exit(137)
-
-
-@dataclass
-class _Stage:
-    """What durable per-partition staging of the grades needs (see dispatch.stage_fn)."""
-
-    to_grade: Any  # the rows to grade, partitioned and sorted
-    spec: Any
-    out_columns: list
-    stats: Any
-    partitions: int
-    fault: FaultConfig
-    resume: bool
-    manifest: dict[str, Any]
-
-
-def _stage_grades(stage: _Stage, folder: Path, run_id: str, arrow_schema, log) -> int:
-    """Grade into `folder`, one Parquet file per partition; returns the rows reused from a resumed run."""
-    import shutil
-
-    import pyarrow as pa
-    from pyspark.sql.types import BooleanType, IntegerType, LongType, StructField, StructType
-
-    from taosr1.spark import dispatch as D
-
-    manifest_file = folder / "_run.json"
-    done: dict[int, int] = {}
-    if stage.resume:
-        if not manifest_file.is_file():
-            raise ConfigError(f"nothing to resume: run {run_id} staged nothing under {folder}; start a fresh run")
-        staged = json.loads(manifest_file.read_text())
-        differ = sorted(k for k, v in stage.manifest.items() if staged.get(k) != v)
-        if differ:
-            raise ConfigError(f"cannot resume run {run_id}: its {differ} differ from this run's "
-                              f"({ {k: staged.get(k) for k in differ} } vs { {k: stage.manifest[k] for k in differ} }); "
-                              "start a fresh run (without --resume)")
-        done = D.staged_partitions(folder)
-        log(f"run {run_id}: resuming, {len(done)} of {stage.partitions} partition(s) staged "
-            f"({sum(done.values())} rows not graded again)")
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        D._write_json(manifest_file, stage.manifest)
-    # the file schema: the grades table's columns without the partition column
-    file_schema = pa.schema([f for f in arrow_schema if f.name != PARTITION])
-    result = StructType([StructField("partition", IntegerType()), StructField("rows", LongType()),
-                         StructField("skipped", BooleanType())])
-    fn = D.stage_fn(stage.spec, stage.out_columns, file_schema, str(folder), done, run_id, stage.stats,
-                    stage.fault.fail_batch, stage.fault.fail_partition, stage.partitions)
-    stage.to_grade.mapInArrow(fn, result).collect()
-    return sum(done.values())
-
-
-def _write_delta_rs(stage, quarantined, output, quarantine, run_id, date, rows_in, grades_schema,
-                    quarantine_schema, keep_staging, log, reused=None) -> dict[str, int]:
-    """Executors stage Parquet files in each table's staging folder; the driver commits each table once."""
-    import os
-
-    from taosr1 import delta, incremental
-
-    g_stage, q_stage = delta.staging_dir(output, run_id), delta.staging_dir(quarantine, run_id)
-    resumed = _stage_grades(stage, g_stage, run_id, grades_schema, log)
-    r_files = incremental.stage_reused(reused, g_stage)  # rows carried from earlier runs, beside the graded
-    quarantined.write.mode("overwrite").parquet(str(q_stage))
-    log(f"run {run_id}: graded and staged under {g_stage.parent}")
-    g_files, q_files = delta.staged_files(g_stage) + r_files, delta.staged_files(q_stage)
-    n_graded, n_quarantined, n_reused = delta.count_rows(g_files), delta.count_rows(q_files), delta.count_rows(r_files)
-    _check_counts(rows_in, n_graded, n_quarantined, f"staged files kept in {g_stage} and {q_stage}")
-    if stage.fault.die_before_commit:
-        log(f"run {run_id}: fault injection: the driver dies before the commit")
-        os._exit(137)
-    value = date.isoformat()
-    # Quarantine first: once the grades commit is visible, the run's quarantine is too.
-    q = delta.replace_partition(quarantine, q_files, quarantine_schema, PARTITION, value, run_id=run_id)
-    _die_if(stage.fault.die_between_commits, run_id, "between the quarantine and the grades commit", log)
-    g = delta.replace_partition(output, g_files, grades_schema, PARTITION, value, run_id=run_id)
-    if not keep_staging:
-        delta.remove_staging(output, run_id)
-        delta.remove_staging(quarantine, run_id)
-    return {"graded": g.rows, "quarantined": q.rows, "grades_version": g.version, "quarantine_version": q.version,
-            "resumed_rows": resumed, "reused": n_reused}
-
-
-def _write_delta_spark(spark, graded, quarantined, output, quarantine, date, rows_in) -> dict[str, int]:
-    """delta-spark on the cluster: each table's partition replaced in one commit by replaceWhere."""
-    from pyspark.sql import functions as F
-
-    value = date.isoformat()
-    counts = {}
-    for name, frame, path in (("quarantined", quarantined, quarantine), ("graded", graded, output)):
-        (frame.withColumn(PARTITION, F.lit(value).cast("date")).write.format("delta").mode("overwrite")
-         .option("replaceWhere", f"{PARTITION} = '{value}'").partitionBy(PARTITION).save(path))
-        last = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").collect()[0]
-        counts[name] = int(last["operationMetrics"].get("numOutputRows", 0))
-        counts["grades_version" if name == "graded" else "quarantine_version"] = int(last["version"])
-    _check_counts(rows_in, counts["graded"], counts["quarantined"], "after commit: inspect the run")
-    return counts
 
 
 def _append_run(spark, runs: str, record: dict[str, Any], writer: str, storage_options=None) -> None:

@@ -282,3 +282,41 @@ def test_incremental_nightly_on_s3_equals_a_full_run(spark, tiny_model, s3, samp
     assert len(fps.to_pandas()) == first["graded"] + second["fingerprints_added"]
     assert not fs.exists(f"lake/tables/inc/_fingerprints/_staging/{second['run_id']}")
     assert not any("warning" in line for line in logs[1:] if "no fingerprint table" not in line)
+
+
+def test_resume_on_s3_grades_only_what_the_dead_run_did_not_stage(spark, tiny_model, s3, sample_df):
+    """A run that dies with two of three partitions staged in the bucket is resumed: the staged
+    partitions are not graded again, the date commits once, and it equals a full run."""
+    import s3fs
+
+    from taosr1.config import ConfigError
+    from taosr1.spark.remote import staged_partitions
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3["AWS_ENDPOINT_URL"]})
+    with fs.open("lake/resume/in.parquet", "wb") as f:
+        sample_df.head(60).to_parquet(f, index=False)
+    src, out, full_out = "s3://lake/resume/in.parquet", "s3://lake/tables/resumed", "s3://lake/tables/resumed_full"
+    with pytest.raises(Exception, match="injected fault: partition 1 fails"):
+        run(spark, job(tiny_model, s3, partitions=3, **{"fault.fail_partition": 1}), input=src, output=out,
+            run_date=D2, run_id="dies")
+    assert not fs.exists("lake/tables/resumed/_delta_log")  # nothing committed
+    done = staged_partitions(f"{out}/_staging/dies", {**s3})
+    assert sorted(done) == [0, 2] and sum(done.values()) > 0
+
+    with pytest.raises(ConfigError, match="cannot resume run dies"):  # another config: refused, nothing graded
+        run(spark, job(tiny_model, s3, partitions=3, **{"label.beta": 0.4}), input=src, output=out, run_date=D2,
+            run_id="dies", resume=True)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        run(spark, job(tiny_model, s3, partitions=3), input=src, output=out, run_date=D2, run_id="never-ran",
+            resume=True)
+
+    record = run(spark, job(tiny_model, s3, partitions=3), input=src, output=out, run_date=D2, run_id="dies",
+                 resume=True)
+    assert record["resumed_rows"] == sum(done.values()) and 0 < record["resumed_rows"] < record["graded"]
+    assert record["rows_in"] == 60 == record["graded"] + record["quarantined"] and record["grades_version"] == 0
+    full = run(spark, job(tiny_model, s3, partitions=3), input=src, output=full_out, run_date=D2)
+    got, want = delta(out, s3, D2), delta(full_out, s3, D2)
+    same = [c for c in want.columns if c not in ("run_id", "graded_run_id")]
+    pd.testing.assert_frame_equal(got[same], want[same])
+    assert (got["run_id"] == "dies").all() and record["quarantined"] == full["quarantined"]
+    assert not fs.exists("lake/tables/resumed/_staging/dies")

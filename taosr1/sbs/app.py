@@ -22,7 +22,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, Response, abort, jsonify, redirect, render_template, request, session, url_for
+from flask import Flask, Response, jsonify, redirect, render_template, request, session, url_for
 
 from taosr1.sbs.access import LiveAccess, access_path
 from taosr1.sbs.store import AnswerStore

@@ -68,3 +68,22 @@ def has_classes(spark) -> bool:
         return True
     except Exception:  # noqa: BLE001 - py4j wraps ClassNotFoundException
         return False
+
+
+def write_tables(spark, graded, quarantined, output: str, quarantine: str, date, rows_in: int) -> dict[str, int]:
+    """delta-spark on the cluster: each table's partition replaced in one commit by replaceWhere."""
+    from pyspark.sql import functions as F
+
+    from taosr1.nightly import PARTITION
+    from taosr1.spark.staging import check_counts
+
+    value = date.isoformat()
+    counts = {}
+    for name, frame, path in (("quarantined", quarantined, quarantine), ("graded", graded, output)):
+        (frame.withColumn(PARTITION, F.lit(value).cast("date")).write.format("delta").mode("overwrite")
+         .option("replaceWhere", f"{PARTITION} = '{value}'").partitionBy(PARTITION).save(path))
+        last = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").collect()[0]
+        counts[name] = int(last["operationMetrics"].get("numOutputRows", 0))
+        counts["grades_version" if name == "graded" else "quarantine_version"] = int(last["version"])
+    check_counts(rows_in, counts["graded"], counts["quarantined"], "after commit: inspect the run")
+    return counts

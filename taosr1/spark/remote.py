@@ -173,10 +173,13 @@ def _put_parquet(folder: str, name: str, options: dict[str, str], table) -> None
 
 
 def stage_grades_fn(spec, out_columns, file_schema, folder: str, options: dict[str, str], run_id: str, stats=None,
-                    fail_batch: int = 0):
-    """mapInArrow function: grade a partition, stage it as `part-<partition>.parquet` in `folder`."""
+                    done: dict[int, int] | None = None, fail_batch: int = 0, fail_partition: int = -1, partitions: int = 0):
+    """mapInArrow function: grade a partition, stage it as `part-<partition>.parquet` in `folder`
+    (written even when empty: the object is the partition's done marker). Partitions in `done`
+    (staged by the run being resumed) are skipped without loading the engine. The fault
+    switches are dispatch.stage_fn's."""
     return functools.partial(_stage_grades, spec, out_columns, file_schema, folder, options, run_id, stats,
-                             fail_batch)
+                             done or {}, fail_batch, fail_partition, partitions)
 
 
 def _result_schema():
@@ -185,7 +188,8 @@ def _result_schema():
     return pa.schema([("partition", pa.int32()), ("rows", pa.int64())])
 
 
-def _stage_grades(spec, out_columns, file_schema, folder, options, run_id, stats, fail_batch, batches):
+def _stage_grades(spec, out_columns, file_schema, folder, options, run_id, stats, done, fail_batch, fail_partition,
+                  partitions, batches):
     import pyarrow as pa
     from pyspark import TaskContext
 
@@ -193,16 +197,49 @@ def _stage_grades(spec, out_columns, file_schema, folder, options, run_id, stats
 
     ctx = TaskContext.get()
     part, attempt = ctx.partitionId(), ctx.attemptNumber()
+    if part in done:  # staged by the run this one resumes: not graded again
+        for _ in batches:
+            pass
+        yield pa.RecordBatch.from_pylist([{"partition": part, "rows": done[part]}], schema=_result_schema())
+        return
+    if part == fail_partition:
+        _wait_for_others(folder, options, partitions)
+        raise D.InjectedFault(f"injected fault: partition {part} fails on every attempt (attempt {attempt})")
     tables = []
     for out in D._grade(spec, out_columns, stats, D._faulty(batches, fail_batch, attempt)):
         for col in ("run_id", "graded_run_id"):  # graded here, by this run
             if col in file_schema.names:
                 out = out.append_column(col, pa.array([run_id] * out.num_rows, pa.string()))
         tables.append(pa.Table.from_batches([out]).cast(file_schema))
-    rows = sum(t.num_rows for t in tables)
-    if rows:
-        _put_parquet(folder, f"part-{part:05d}.parquet", options, pa.concat_tables(tables))
-    yield pa.RecordBatch.from_pylist([{"partition": part, "rows": rows}], schema=_result_schema())
+    table = pa.concat_tables(tables) if tables else file_schema.empty_table()
+    _put_parquet(folder, f"{GRADED_PREFIX}{part:05d}.parquet", options, table)
+    yield pa.RecordBatch.from_pylist([{"partition": part, "rows": table.num_rows}], schema=_result_schema())
+
+
+def _wait_for_others(folder: str, options: dict[str, str], partitions: int, timeout: float = 120) -> None:
+    """fail_partition: let the other partitions stage first, so the run dies with most work done."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(staged_partitions(folder, options)) < partitions - 1:
+        time.sleep(0.2)
+
+
+GRADED_PREFIX = "part-"  # a grading partition's object: part-<partition>.parquet
+
+
+def staged_partitions(folder: str, options: dict[str, str]) -> dict[int, int]:
+    """{partition: rows} of the grading partitions staged in `folder` (each one object, PUT whole)."""
+    import pyarrow.parquet as pq
+
+    fs, _ = storage.filesystem(folder, options)
+    done = {}
+    for f in staged(folder, options):
+        name = posixpath.basename(f)
+        if name.startswith(GRADED_PREFIX):
+            with fs.open(f, "rb") as fh:
+                done[int(name[len(GRADED_PREFIX):].split(".")[0])] = pq.ParquetFile(fh).metadata.num_rows
+    return done
 
 
 def stage_rows_fn(folder: str, options: dict[str, str], file_schema, prefix: str = ""):
@@ -325,24 +362,51 @@ def remove(folder: str, options: dict[str, str]) -> None:
 REUSED_PREFIX = "reused-"  # staged reused rows, beside the graded partitions
 
 
+def open_staging(stage, g_stage: str, q_stage: str, g_opts: dict[str, str], q_opts: dict[str, str], run_id: str,
+                 log) -> dict[int, int]:
+    """Make the run's staging folders ready; returns the partitions a resumed run staged.
+
+    A fresh run empties both folders and writes its manifest. A resumed run checks the
+    manifest, keeps its graded partitions and drops the rest (the reused rows and the
+    quarantine are staged again: they cost no grading)."""
+    from taosr1.spark.staging import MANIFEST, check_resume
+
+    fs, base = storage.filesystem(g_stage, g_opts)
+    manifest = f"{base.rstrip('/')}/{MANIFEST}"
+    remove(q_stage, q_opts)
+    if not stage.resume:
+        remove(g_stage, g_opts)
+        fs.pipe_file(manifest, json.dumps(stage.manifest).encode())
+        return {}
+    fs.invalidate_cache()
+    check_resume(json.loads(fs.cat_file(manifest)) if fs.exists(manifest) else None, stage, run_id, g_stage)
+    for f in staged(g_stage, g_opts):
+        if posixpath.basename(f).startswith(REUSED_PREFIX):
+            fs.rm(f)
+    done = staged_partitions(g_stage, g_opts)
+    log(f"run {run_id}: resuming, {len(done)} of {stage.partitions} partition(s) staged "
+        f"({sum(done.values())} rows not graded again)")
+    return done
+
+
 def write_tables(stage, quarantined, output: str, quarantine: str, run_id: str, date, rows_in: int, grades_schema,
                  quarantine_schema, keep_staging: bool, options: dict[str, dict[str, str]], log,
-                 check_counts, reused=None) -> dict[str, int]:
+                 reused=None) -> dict[str, int]:
     """Stage both tables from the executors through fsspec, then commit each once (quarantine first).
     `reused` (rows carried from earlier runs, as grades rows) is staged beside the graded rows."""
     import pyarrow as pa
 
     from taosr1.delta import STAGING
     from taosr1.nightly import PARTITION
+    from taosr1.spark.staging import check_counts, die_if
 
     g_opts, q_opts = options[output], options[quarantine]
     g_stage, q_stage = (storage.join(output, STAGING, run_id), storage.join(quarantine, STAGING, run_id))
-    remove(g_stage, g_opts)
-    remove(q_stage, q_opts)
+    done = open_staging(stage, g_stage, q_stage, g_opts, q_opts, run_id, log)
     g_file = pa.schema([f for f in grades_schema if f.name != PARTITION])
     q_file = pa.schema([f for f in quarantine_schema if f.name != PARTITION])
-    fn = stage_grades_fn(stage.spec, stage.out_columns, g_file, g_stage, g_opts, run_id, stage.stats,
-                         stage.fault.fail_batch)
+    fn = stage_grades_fn(stage.spec, stage.out_columns, g_file, g_stage, g_opts, run_id, stage.stats, done,
+                         stage.fault.fail_batch, stage.fault.fail_partition, stage.partitions)
     stage.to_grade.mapInArrow(fn, _result_struct()).collect()
     if reused is not None:
         stage_rows(reused, g_stage, g_opts, g_file, REUSED_PREFIX)
@@ -352,11 +416,13 @@ def write_tables(stage, quarantined, output: str, quarantine: str, run_id: str, 
     n_graded, n_quarantined = count_rows(g_stage, g_files, g_opts), count_rows(q_stage, q_files, q_opts)
     n_reused = count_rows(g_stage, [f for f in g_files if posixpath.basename(f).startswith(REUSED_PREFIX)], g_opts)
     check_counts(rows_in, n_graded, n_quarantined, f"staged files kept in {g_stage} and {q_stage}")
+    die_if(stage.fault.die_before_commit, run_id, "before the commit", log)
     value = date.isoformat()
     q = commit_files(quarantine, q_files, quarantine_schema, PARTITION, value, run_id=run_id, options=q_opts)
+    die_if(stage.fault.die_between_commits, run_id, "between the quarantine and the grades commit", log)
     g = commit_files(output, g_files, grades_schema, PARTITION, value, run_id=run_id, options=g_opts)
     if not keep_staging:
         remove(g_stage, g_opts)
         remove(q_stage, q_opts)
     return {"graded": g.rows, "quarantined": q.rows, "grades_version": g.version, "quarantine_version": q.version,
-            "resumed_rows": 0, "reused": n_reused}
+            "resumed_rows": sum(done.values()), "reused": n_reused}

@@ -1,0 +1,118 @@
+"""Staging a night's rows, then the one-commit date replace, with delta-rs on local tables.
+
+Executors grade each partition into ONE Parquet file under `TABLE/_staging/RUN_ID/`; the
+driver counts what was staged (nothing is committed when the counts do not add up) and
+replaces the date's partition of the quarantine table, then of the grades table, in one
+commit each. A run that died after staging can be resumed: the partitions it staged are
+not graded again. What the local writer here and the object-store one (remote.py) share
+is here too: the stage's description, the count check, the resume check, the fault switches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taosr1.config import ConfigError
+
+MANIFEST = "_run.json"  # in a run's staging folder: what a resume must match
+
+
+@dataclass
+class Stage:
+    """What durable per-partition staging of the grades needs (see dispatch.stage_fn)."""
+
+    to_grade: Any  # the rows to grade, partitioned and sorted
+    spec: Any
+    out_columns: list
+    stats: Any
+    partitions: int
+    fault: Any  # nightly.FaultConfig
+    resume: bool
+    manifest: dict[str, Any]
+
+
+def check_counts(rows_in: int, graded: int, quarantined: int, where: str) -> None:
+    if rows_in != graded + quarantined:
+        raise RuntimeError(f"counts do not add up: {rows_in} rows in, {graded} graded + {quarantined} quarantined; "
+                           f"nothing was committed ({where})")
+
+
+def check_resume(staged: dict[str, Any] | None, stage: Stage, run_id: str, folder: str) -> None:
+    """Refuse to resume a run that staged nothing, or one whose input, date or config differ."""
+    if staged is None:
+        raise ConfigError(f"nothing to resume: run {run_id} staged nothing under {folder}; start a fresh run")
+    differ = sorted(k for k, v in stage.manifest.items() if staged.get(k) != v)
+    if differ:
+        raise ConfigError(f"cannot resume run {run_id}: its {differ} differ from this run's "
+                          f"({ {k: staged.get(k) for k in differ} } vs { {k: stage.manifest[k] for k in differ} }); "
+                          "start a fresh run (without --resume)")
+
+
+def die_if(flag: bool, run_id: str, where: str, log) -> None:
+    """Fault injection: the driver exits as if killed (code 137)."""
+    if flag:
+        log(f"run {run_id}: fault injection: the driver dies {where}")
+        os._exit(137)
+
+
+def _stage_grades(stage: Stage, folder: Path, run_id: str, arrow_schema, log) -> int:
+    """Grade into `folder`, one Parquet file per partition; returns the rows reused from a resumed run."""
+    import shutil
+
+    import pyarrow as pa
+    from pyspark.sql.types import BooleanType, IntegerType, LongType, StructField, StructType
+
+    from taosr1.nightly import PARTITION
+    from taosr1.spark import dispatch as D
+
+    manifest_file = folder / MANIFEST
+    done: dict[int, int] = {}
+    if stage.resume:
+        check_resume(json.loads(manifest_file.read_text()) if manifest_file.is_file() else None, stage, run_id,
+                     str(folder))
+        done = D.staged_partitions(folder)
+        log(f"run {run_id}: resuming, {len(done)} of {stage.partitions} partition(s) staged "
+            f"({sum(done.values())} rows not graded again)")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        D._write_json(manifest_file, stage.manifest)
+    # the file schema: the grades table's columns without the partition column
+    file_schema = pa.schema([f for f in arrow_schema if f.name != PARTITION])
+    result = StructType([StructField("partition", IntegerType()), StructField("rows", LongType()),
+                         StructField("skipped", BooleanType())])
+    fn = D.stage_fn(stage.spec, stage.out_columns, file_schema, str(folder), done, run_id, stage.stats,
+                    stage.fault.fail_batch, stage.fault.fail_partition, stage.partitions)
+    stage.to_grade.mapInArrow(fn, result).collect()
+    return sum(done.values())
+
+
+def write_tables(stage: Stage, quarantined, output: str, quarantine: str, run_id: str, date, rows_in: int,
+                 grades_schema, quarantine_schema, keep_staging: bool, log, reused=None) -> dict[str, int]:
+    """Executors stage Parquet files in each table's staging folder; the driver commits each table once."""
+    from taosr1 import delta, incremental
+    from taosr1.nightly import PARTITION
+
+    g_stage, q_stage = delta.staging_dir(output, run_id), delta.staging_dir(quarantine, run_id)
+    resumed = _stage_grades(stage, g_stage, run_id, grades_schema, log)
+    r_files = incremental.stage_reused(reused, g_stage)  # rows carried from earlier runs, beside the graded
+    quarantined.write.mode("overwrite").parquet(str(q_stage))
+    log(f"run {run_id}: graded and staged under {g_stage.parent}")
+    g_files, q_files = delta.staged_files(g_stage) + r_files, delta.staged_files(q_stage)
+    n_graded, n_quarantined, n_reused = delta.count_rows(g_files), delta.count_rows(q_files), delta.count_rows(r_files)
+    check_counts(rows_in, n_graded, n_quarantined, f"staged files kept in {g_stage} and {q_stage}")
+    die_if(stage.fault.die_before_commit, run_id, "before the commit", log)
+    value = date.isoformat()
+    # Quarantine first: once the grades commit is visible, the run's quarantine is too.
+    q = delta.replace_partition(quarantine, q_files, quarantine_schema, PARTITION, value, run_id=run_id)
+    die_if(stage.fault.die_between_commits, run_id, "between the quarantine and the grades commit", log)
+    g = delta.replace_partition(output, g_files, grades_schema, PARTITION, value, run_id=run_id)
+    if not keep_staging:
+        delta.remove_staging(output, run_id)
+        delta.remove_staging(quarantine, run_id)
+    return {"graded": g.rows, "quarantined": q.rows, "grades_version": g.version, "quarantine_version": q.version,
+            "resumed_rows": resumed, "reused": n_reused}
