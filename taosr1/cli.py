@@ -133,7 +133,9 @@ def label(input_path, output_path, quarantine_path, in_fmt, out_fmt, limit, conf
 @click.option("--write/--no-write", default=True, help="Record the chosen beta beside the model.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl", "delta"]))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Also write the calibration report (CumPT curve, reliability diagram) here.")
-def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir):
+@click.option("--min-support", type=int, default=None, show_default="10",
+              help="Average macro-F1 over the grades with at least this many gold pairs (0: all).")
+def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir, min_support):
     """Pick CumPT beta on labelled predictions (maximising macro-F1) and print the curve.
 
     The chosen beta is written beside the model, where `taosr1 label` and the nightly
@@ -141,7 +143,7 @@ def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir):
     """
     import numpy as np
 
-    from taosr1.cumpt import best_beta, beta_curve
+    from taosr1.cumpt import MIN_SUPPORT, best_beta, beta_curve, supported_classes
     from taosr1.io import read_table
     from taosr1.labeling import write_calibration
     from taosr1.labels import load_scheme
@@ -163,8 +165,14 @@ def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir):
         _fail(str(e))
     gold_idx = np.array([scheme.labels.index(g) for g in gold])
     probs = df[scheme.prob_columns].to_numpy(dtype=float)
-    curve = beta_curve(probs, gold_idx, scheme)
+    min_support = MIN_SUPPORT if min_support is None else min_support
+    curve = beta_curve(probs, gold_idx, scheme, min_support=min_support)
     beta = best_beta(curve)
+    left_out = [lab.name for i, lab in enumerate(scheme.labels)
+                if i not in supported_classes(gold_idx, len(scheme.labels), min_support)]
+    if left_out:
+        click.echo(f"macro-F1 over {len(scheme.labels) - len(left_out)} grades: {left_out} have fewer than "
+                   f"{min_support} gold pairs here (--min-support)")
     click.echo(f"{'beta':>6} {'macro_f1':>9} {'accuracy':>9}")
     for b, f1, acc in curve:
         click.echo(f"{b:6.2f} {f1:9.4f} {acc:9.4f}{'  <- chosen' if b == beta else ''}")
@@ -174,10 +182,11 @@ def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir):
         path = write_calibration(resolve_model(model), scheme.name, beta, macro_f1=best[1], n=len(df))
         click.echo(f"beta {beta} written to {path}")
     if out_dir:
+        from taosr1.evaluation.config import EvalConfig
         from taosr1.evaluation.evaluate import write_calibration_report
 
         paths = write_calibration_report(out_dir, probs, gold_idx, scheme, predictions=predictions,
-                                         written_to=str(path) if path else None)
+                                         cfg=EvalConfig(min_support=min_support), written_to=str(path) if path else None)
         click.echo(f"calibration report: {paths['html']}")
     click.echo(json.dumps({"beta": beta, "macro_f1": best[1], "accuracy": best[2], "n": len(df)}))
 

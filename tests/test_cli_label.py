@@ -119,6 +119,8 @@ def test_calibrate_writes_beta_that_label_then_uses(tiny_model, tmp_path, sample
     assert r.exit_code == 0, r.output
     chosen = json.loads(r.output.splitlines()[-1])["beta"]
     assert "<- chosen" in r.output
+    rare = sorted(k for k, n in sample_df.head(60)["esci_label"].value_counts().items() if n < 10)
+    assert rare and f"{rare} have fewer than 10 gold pairs here" in r.output  # left out of the macro-F1
     r = run(["label", str(src), str(tmp_path / "again.parquet"), "--model", str(model), "--labels", "esci"])
     assert summary(r)["beta"] == chosen
 

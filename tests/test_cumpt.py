@@ -50,3 +50,19 @@ def test_calibration_curve_finds_the_separating_beta():
     by_beta = {b: f1 for b, f1, _ in curve}
     assert by_beta[0.7] > by_beta[0.5]
     assert best_beta(curve) == 0.7
+
+
+def test_a_grade_seen_twice_does_not_pick_beta():
+    """Calibration's macro-F1 leaves out grades with fewer than min_support gold pairs: two
+    Mismatch pairs, one of them hit at a high beta, would otherwise pull beta up by themselves."""
+    from taosr1.cumpt import supported_classes
+
+    related = [[0.1, 0.8, 0.05, 0.05]] * 10 + [[0.1, 0.5, 0.1, 0.3]] * 2  # 2 of 12 slip to Irrelevant at 0.85
+    irrelevant = [[0.05, 0.05, 0.05, 0.85]] * 12
+    mismatch = [[0.1, 0.6, 0.25, 0.05], [0.1, 0.1, 0.1, 0.7]]  # the first is a Mismatch hit at 0.85 only
+    probs = np.array(related + irrelevant + mismatch)
+    gold = np.array([1] * 12 + [3] * 12 + [2, 2])
+    betas = np.array([0.5, 0.85])
+    assert supported_classes(gold, 4, 10) == [1, 3] and supported_classes(gold, 4, 100) == [0, 1, 2, 3]
+    assert best_beta(beta_curve(probs, gold, S, betas)) == 0.85  # the lone Mismatch hit wins
+    assert best_beta(beta_curve(probs, gold, S, betas, min_support=10)) == 0.5

@@ -127,3 +127,59 @@ def test_label_grpo_raises_the_gold_labels_probability(tiny_model):
     reward = [m["reward"] for m in out["metrics"]]  # one step per epoch here
     assert np.mean(reward[-5:]) > np.mean(reward[:5])
     assert all(0 <= m["dropped_equal_reward_groups"] <= 1 for m in out["metrics"])
+
+
+def test_label_dpo_losses_are_trls_for_one_token_completions():
+    import torch
+
+    from taosr1.training.label_rl import dpo_losses
+
+    lp = torch.log_softmax(torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 0.4]]), -1)
+    ref = torch.log_softmax(torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]), -1)
+    c, r = torch.tensor([0, 3]), torch.tensor([1, 0])
+    losses, margin = dpo_losses(lp, ref, c, r, beta=0.5, loss_type=["sigmoid", "hinge", "ipo", "sft"])
+    logits = (lp[[0, 1], c] - ref[[0, 1], c]) - (lp[[0, 1], r] - ref[[0, 1], r])
+    torch.testing.assert_close(margin, 0.5 * logits)
+    torch.testing.assert_close(losses[:, 0], -torch.nn.functional.logsigmoid(0.5 * logits))
+    torch.testing.assert_close(losses[:, 1], torch.relu(1 - 0.5 * logits))
+    torch.testing.assert_close(losses[:, 2], (logits - 1.0) ** 2)  # 1 / (2 beta) = 1
+    torch.testing.assert_close(losses[:, 3], -lp[[0, 1], c])  # the chosen label's NLL
+
+
+@pytest.mark.parametrize("stage", ["dpo", "grpo"])
+def test_row_weights_reach_the_label_rl_losses(tiny_model, stage):
+    """Zero weight on every row leaves the model as it was; the class weights the stages pass
+    go through this argument."""
+    import torch
+
+    from taosr1.training.common import load_for_training
+    from taosr1.training.label_rl import reference_logprobs, train_label_dpo, train_label_grpo
+
+    model, tok, _ = load_for_training(tiny_model)
+    ids = [tok(t)["input_ids"] for t in ("red shoes for men", "blue lamp", "usb cable 2m", "oak desk")]
+    label_ids = SCHEME.token_ids(tok)
+    before = reference_logprobs(model, ids, label_ids, tok.pad_token_id)
+    common = {"pad_id": tok.pad_token_id, "learning_rate": 1e-2, "log": lambda m: None}
+    for weights, moved in (([0.0] * 4, False), ([0.0, 0.0, 0.0, 4.0], True)):
+        if stage == "dpo":
+            train_label_dpo(model, ids, [0, 3, 1, 2], [3, 0, 2, 1], label_ids, beta=0.5, epochs=3, batch_size=4,
+                            loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5], row_weights=weights, **common)
+        else:
+            train_label_grpo(model, ids, [0, 3, 1, 2], label_ids, num_generations=8, prompts_per_step=4, max_steps=3,
+                             row_weights=weights, **common)
+        after = reference_logprobs(model, ids, label_ids, tok.pad_token_id)
+        assert (not torch.allclose(after, before, atol=1e-6)) == moved
+
+
+def test_label_dpo_refuses_a_loss_it_does_not_compute(tiny_model):
+    from taosr1.training.common import load_for_training
+    from taosr1.training.label_rl import train_label_dpo
+
+    model, tok, _ = load_for_training(tiny_model)
+    ids = [tok("red shoes")["input_ids"]]
+    with pytest.raises(ValueError, match="label DPO takes loss_type from"):
+        train_label_dpo(model, ids, [0], [1], SCHEME.token_ids(tok), pad_id=tok.pad_token_id, beta=0.1, epochs=1,
+                        learning_rate=1e-3, loss_type=["robust"])
+    with pytest.raises(ValueError, match="one weight per loss_type"):
+        train_label_dpo(model, ids, [0], [1], SCHEME.token_ids(tok), pad_id=tok.pad_token_id, beta=0.1, epochs=1,
+                        learning_rate=1e-3, loss_type=["sigmoid", "sft"], loss_weights=[1.0])

@@ -62,15 +62,16 @@ def calibration_report(probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme,
     return metrics, bins, classwise
 
 
-def cumpt_curve(probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme, betas: np.ndarray | None = None) -> pd.DataFrame:
-    """Per beta: macro-F1 and accuracy of CumPT (taosr1.cumpt.beta_curve, what `calibrate` maximises),
-    plus each tier's precision and the tier macro-F1."""
+def cumpt_curve(probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme, betas: np.ndarray | None = None,
+                min_support: int = 0) -> pd.DataFrame:
+    """Per beta: macro-F1 (over the grades with `min_support` gold rows) and accuracy of CumPT
+    (taosr1.cumpt.beta_curve, what `calibrate` maximises), plus each tier's precision and the tier macro-F1."""
     from sklearn.metrics import f1_score, precision_score
 
     from taosr1.cumpt import beta_curve, cumpt_index
     from taosr1.evaluation.metrics import present, tier_index
 
-    curve = beta_curve(probs, gold, scheme, betas)
+    curve = beta_curve(probs, gold, scheme, betas, min_support)
     t = tier_index(scheme)
     tiers = list(range(len(scheme.tiers)))
     rows = []

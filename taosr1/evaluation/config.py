@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taosr1.config import ConfigError
+from taosr1.cumpt import MIN_SUPPORT
 
 
 @dataclass
@@ -44,6 +45,8 @@ class EvalConfig:
         ci_level: coverage of the intervals, in (0, 1).
         seed: bootstrap seed.
         calibration_bins: equal-width bins of the reliability diagram and ECE.
+        min_support: the CumPT curve's macro-F1 (and so the best beta) averages over the grades with
+            at least this many gold pairs: one lucky hit on a grade seen twice is not signal.
         max_disagreements: rows of disagreement `compare` shows in its report.
         drift: see DriftConfig.
     """
@@ -53,6 +56,7 @@ class EvalConfig:
     ci_level: float = 0.95
     seed: int = 0
     calibration_bins: int = 10
+    min_support: int = MIN_SUPPORT
     max_disagreements: int = 500
     drift: DriftConfig = field(default_factory=DriftConfig)
 
@@ -63,6 +67,8 @@ class EvalConfig:
             raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
         if not 0 < self.ci_level < 1:
             raise ConfigError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        if self.min_support < 0:
+            raise ConfigError(f"min_support must be >= 0 gold pairs, got {self.min_support}")
         if self.calibration_bins < 2:
             raise ConfigError(f"calibration_bins must be >= 2, got {self.calibration_bins}")
         if self.max_disagreements < 0:

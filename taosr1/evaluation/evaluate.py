@@ -67,7 +67,7 @@ def calibration_section(probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme
     from taosr1.cumpt import best_beta
 
     cal, top_bins, class_bins = calibration_report(probs, gold, scheme, cfg.calibration_bins)
-    curve = cumpt_curve(probs, gold, scheme)
+    curve = cumpt_curve(probs, gold, scheme, min_support=cfg.min_support)
     chosen = best_beta(list(curve[["beta", "macro_f1", "accuracy"]].itertuples(index=False, name=None)))
     best = curve.loc[(curve["beta"] - chosen).abs().idxmin()]
     cumpt = {"best_beta": chosen, "macro_f1_at_best_beta": float(best["macro_f1"]),

@@ -82,10 +82,13 @@ class DPOStageConfig(TrainStage, DPOConfig):
         model: the policy to improve (the SFT model); it is also the frozen reference.
         samples: the output folder of `taosr1 sample` (pass@N samples of that model).
         pairs_per_prompt: preference pairs per prompt at most.
+        class_weight_power: with `draw: label` samples, each pair's loss is weighed by its gold
+            class's inverse frequency to this power (0 = unweighted), as the SFT label phase is.
     """
 
     samples: str = ""
     pairs_per_prompt: int = 1
+    class_weight_power: float = 0.0
     max_length: int | None = 768
     learning_rate: float = 5e-6
 
@@ -98,18 +101,25 @@ class DPOStageConfig(TrainStage, DPOConfig):
 def label_dpo(model, tok, builder, cot: pd.DataFrame, pairs: pd.DataFrame, cfg: DPOStageConfig) -> dict[str, Any]:
     """DPO on the label position (taosr1/training/label_rl.py) of `model` (its LoRA adapters, if any)."""
     from taosr1.training.common import field_rows
+    from taosr1.training.label_loss import class_weights
     from taosr1.training.label_rl import train_label_dpo
     from taosr1.training.sft import bf16_autocast
 
     scheme = builder.scheme
     ids = dict(zip(cot["pair_id"].astype(int), builder.build(field_rows(cot)).ids))
     index = {lab.token: k for k, lab in enumerate(scheme.labels)}
-    out = train_label_dpo(model, [ids[int(p)] for p in pairs["pair_id"]], [index[c] for c in pairs["chosen"]],
-                          [index[r] for r in pairs["rejected"]], scheme.token_ids(tok), pad_id=tok.pad_token_id,
-                          beta=cfg.beta, epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
-                          batch_size=cfg.per_device_train_batch_size, bf16=bf16_autocast(), seed=cfg.seed)
-    return {"trainer": "label position", "pairs_trained": len(pairs),
-            "pairs_trained_by_kind": pairs["kind"].value_counts().to_dict(), **out}
+    chosen = [index[c] for c in pairs["chosen"]]  # the gold label: every label-only pair prefers it
+    weights = class_weights(chosen, len(index), cfg.class_weight_power)
+    try:
+        out = train_label_dpo(model, [ids[int(p)] for p in pairs["pair_id"]], chosen, [index[r] for r in pairs["rejected"]],
+                              scheme.token_ids(tok), pad_id=tok.pad_token_id, beta=cfg.beta, loss_type=cfg.loss_type,
+                              loss_weights=cfg.loss_weights, row_weights=[weights[c] for c in chosen],
+                              epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+                              batch_size=cfg.per_device_train_batch_size, bf16=bf16_autocast(), seed=cfg.seed)
+    except ValueError as e:
+        raise ConfigError(f"dpo: {e}") from e
+    return {"trainer": "label position", "pairs_trained": len(pairs), "loss_type": list(cfg.loss_type),
+            "class_weights": [round(w, 3) for w in weights], "pairs_trained_by_kind": pairs["kind"].value_counts().to_dict(), **out}
 
 
 def read_samples(path: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

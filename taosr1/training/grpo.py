@@ -87,6 +87,8 @@ class GRPOStageConfig(TrainStage, GRPOConfig):
         gamma: keep prompts with pass rate in (0, gamma); 1 drops only the always-solved.
         balance_ratio: cap each class at ratio x the smallest class; 0 = no balancing.
         drop_equal_reward_groups: drop rollout groups whose rewards are all equal from the loss.
+        class_weight_power: with `draw: label`, each prompt's advantages are scaled by its gold
+            class's inverse frequency to this power (0 = unweighted), as the SFT label phase is.
         draw: `label` (post-CoT only): each completion is one label token drawn from the label
             tokens' softmax, trained on the label position; `response`: free completions (TRL).
         use_vllm: None = vLLM when it is installed and CUDA is available (TRL's field otherwise).
@@ -99,6 +101,7 @@ class GRPOStageConfig(TrainStage, GRPOConfig):
     gamma: float = 1.0
     balance_ratio: float = 1.0
     drop_equal_reward_groups: bool = True
+    class_weight_power: float = 0.0
     draw: str = "label"
     use_vllm: bool | None = None  # type: ignore[assignment]
     vllm_mode: str = "colocate"
@@ -150,6 +153,7 @@ def group_filter_trainer():
 def label_grpo(model, tok, builder, rows: pd.DataFrame, cfg: GRPOStageConfig) -> dict[str, Any]:
     """GRPO on the label position (taosr1/training/label_rl.py) of `model` (its LoRA adapters, if any)."""
     from taosr1.training.common import field_rows
+    from taosr1.training.label_loss import class_weights
     from taosr1.training.label_rl import train_label_grpo
     from taosr1.training.sft import bf16_autocast
 
@@ -159,10 +163,13 @@ def label_grpo(model, tok, builder, rows: pd.DataFrame, cfg: GRPOStageConfig) ->
                           f"num_generations ({cfg.num_generations})")
     per_step = cfg.per_device_train_batch_size // cfg.num_generations
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(rows) / per_step * cfg.num_train_epochs)
-    return train_label_grpo(model, builder.build(field_rows(rows)).ids, [scheme.names.index(g) for g in rows["gold"]],
-                            scheme.token_ids(tok), pad_id=tok.pad_token_id, num_generations=cfg.num_generations,
-                            prompts_per_step=per_step, max_steps=steps, learning_rate=cfg.learning_rate, temperature=cfg.temperature,
-                            bf16=bf16_autocast(), seed=cfg.seed)
+    gold = [scheme.names.index(g) for g in rows["gold"]]
+    weights = class_weights(gold, len(scheme.names), cfg.class_weight_power)
+    out = train_label_grpo(model, builder.build(field_rows(rows)).ids, gold, scheme.token_ids(tok), pad_id=tok.pad_token_id,
+                           num_generations=cfg.num_generations, prompts_per_step=per_step, max_steps=steps,
+                           learning_rate=cfg.learning_rate, temperature=cfg.temperature, row_weights=[weights[g] for g in gold],
+                           bf16=bf16_autocast(), seed=cfg.seed)
+    return {"class_weights": [round(w, 3) for w in weights], **out}
 
 
 def grpo_prompts(cot: pd.DataFrame, difficulty: pd.DataFrame | None, cfg: GRPOStageConfig

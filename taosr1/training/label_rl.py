@@ -7,10 +7,14 @@ both stages train exactly that distribution, with label_loss's shared-prefix for
 run every row's whole prompt and the full-vocabulary head at each position: on the 2-core
 CPU a DPO step of 16 pairs took 167 s there, against seconds here. The losses are TRL's:
 - DPO: -log sigmoid(beta * ((log pi(c) - log ref(c)) - (log pi(r) - log ref(r)))), pi and ref
-  the label distribution of the policy and of the model the stage starts from (frozen);
+  the label distribution of the policy and of the model the stage starts from (frozen); TRL's
+  `loss_type` list combines it with `hinge`, `ipo` or `sft` (the chosen label's NLL, as in
+  RPO/MPO), weighted by `loss_weights`;
 - GRPO: G labels drawn per prompt from the policy, reward 1 for the gold label, advantages
   normalised within the group, groups whose rewards are all equal dropped, one policy-gradient
   step per draw (TRL's defaults: one iteration, so the clipped ratio is 1, and no KL term).
+Both take per-row weights: the stages pass the gold class's weight (label_loss.class_weights),
+as the SFT label phase does, so that the rare grades are not traded away for the common one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,23 @@ from __future__ import annotations
 from typing import Sequence
 
 from taosr1.training.label_loss import fit, label_logits, shared_prefix_len
+
+LABEL_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "sft")
+
+
+def dpo_losses(lp, ref, chosen, rejected, *, beta: float, loss_type: Sequence[str]):
+    """(rows, kinds) per-row DPO losses of label log-probabilities `lp` against `ref`, as TRL's
+    DPOTrainer computes each kind for a pair of one-token completions."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = torch.arange(lp.size(0))
+    logits = (lp[rows, chosen] - ref[rows, chosen]) - (lp[rows, rejected] - ref[rows, rejected])
+    kinds = {"sigmoid": lambda: -F.logsigmoid(beta * logits),
+             "hinge": lambda: torch.relu(1 - beta * logits),
+             "ipo": lambda: (logits - 1 / (2 * beta)) ** 2,
+             "sft": lambda: -lp[rows, chosen]}
+    return torch.stack([kinds[k]() for k in loss_type], 1), beta * logits
 
 
 def reference_logprobs(model, prompts: Sequence[Sequence[int]], label_ids: Sequence[int], pad_id: int,
@@ -37,24 +58,30 @@ def reference_logprobs(model, prompts: Sequence[Sequence[int]], label_ids: Seque
 
 def train_label_dpo(model, prompts: Sequence[Sequence[int]], chosen: Sequence[int], rejected: Sequence[int],
                     label_ids: Sequence[int], *, pad_id: int, beta: float, epochs: float, learning_rate: float,
-                    max_steps: int = 0, batch_size: int = 16, bf16: bool = False, seed: int = 0, log=print) -> dict:
+                    loss_type: Sequence[str] = ("sigmoid",), loss_weights: Sequence[float] | None = None,
+                    row_weights: Sequence[float] | None = None, max_steps: int = 0, batch_size: int = 16,
+                    bf16: bool = False, seed: int = 0, log=print) -> dict:
     """DPO over preference pairs (prompt, chosen label index, rejected label index); `max_steps`
-    > 0 sets the steps, else `epochs` does."""
+    > 0 sets the steps, else `epochs` does. `row_weights` weigh each pair's loss (mean 1)."""
     import torch
-    import torch.nn.functional as F
 
+    unknown = sorted(set(loss_type) - set(LABEL_DPO_LOSSES))
+    if unknown or not loss_type:
+        raise ValueError(f"label DPO takes loss_type from {LABEL_DPO_LOSSES}, got {list(loss_type)}")
+    mix = torch.tensor(list(loss_weights) if loss_weights else [1.0] * len(loss_type))
+    if len(mix) != len(loss_type):
+        raise ValueError(f"loss_weights {list(mix.tolist())} must give one weight per loss_type {list(loss_type)}")
     ref = reference_logprobs(model, prompts, label_ids, pad_id, batch_size)
     shared = shared_prefix_len(prompts)
     c_idx, r_idx = torch.tensor(list(chosen)), torch.tensor(list(rejected))
+    w = torch.tensor(list(row_weights) if row_weights is not None else [1.0] * len(prompts))
 
     def step_loss(batch):
+        b = torch.tensor(batch)
         lp = torch.log_softmax(label_logits(model, [prompts[i] for i in batch], label_ids, pad_id, shared).float(), -1)
-        rows, b = torch.arange(len(batch)), torch.tensor(batch)
-        c = lp[rows, c_idx[b]] - ref[b, c_idx[b]]
-        r = lp[rows, r_idx[b]] - ref[b, r_idx[b]]
-        margin = beta * (c - r)
-        return -F.logsigmoid(margin).mean(), {"reward_accuracy": (margin > 0).float().mean().item(),
-                                              "reward_margin": margin.mean().item()}
+        losses, margin = dpo_losses(lp, ref[b].to(lp.device), c_idx[b], r_idx[b], beta=beta, loss_type=loss_type)
+        loss = ((losses * mix.to(lp.device)).sum(1) * w[b].to(lp.device)).mean()
+        return loss, {"reward_accuracy": (margin > 0).float().mean().item(), "reward_margin": margin.mean().item()}
 
     out = fit(model, [len(p) for p in prompts], step_loss, epochs=epochs, batch_size=batch_size,
               learning_rate=learning_rate, max_steps=max_steps, bf16=bf16, seed=seed, log=log, name="label DPO")
@@ -63,13 +90,18 @@ def train_label_dpo(model, prompts: Sequence[Sequence[int]], chosen: Sequence[in
 
 def train_label_grpo(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], label_ids: Sequence[int], *,
                      pad_id: int, num_generations: int, prompts_per_step: int, max_steps: int, learning_rate: float,
-                     temperature: float = 1.0, bf16: bool = False, seed: int = 0, log=print) -> dict:
-    """GRPO on the label: `max_steps` steps of `prompts_per_step` prompts x `num_generations` draws."""
+                     temperature: float = 1.0, row_weights: Sequence[float] | None = None, bf16: bool = False,
+                     seed: int = 0, log=print) -> dict:
+    """GRPO on the label: `max_steps` steps of `prompts_per_step` prompts x `num_generations` draws.
+
+    `row_weights` scale each prompt's advantages (after the group normalisation, which a
+    reward scale would cancel)."""
     import torch
 
     shared = shared_prefix_len(prompts)
     gen = torch.Generator().manual_seed(seed)
     gold_t = torch.tensor(list(gold))
+    w = torch.tensor(list(row_weights) if row_weights is not None else [1.0] * len(prompts))
 
     def step_loss(batch):
         logits = label_logits(model, [prompts[i] for i in batch], label_ids, pad_id, shared).float()
@@ -77,7 +109,7 @@ def train_label_grpo(model, prompts: Sequence[Sequence[int]], gold: Sequence[int
         draws = torch.multinomial(logp.detach().exp().cpu(), num_generations, replacement=True, generator=gen)
         rewards = (draws == gold_t[torch.tensor(batch)].unsqueeze(1)).float()
         std = rewards.std(dim=1, keepdim=True)
-        adv = ((rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-4)).to(logp.device)
+        adv = ((rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-4) * w[torch.tensor(batch)].unsqueeze(1)).to(logp.device)
         keep = (std.squeeze(1) > 0).to(logp.device)
         taken = logp.gather(1, draws.to(logp.device))
         kept = keep.sum().item()

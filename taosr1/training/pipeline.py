@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from taosr1.config import ConfigError
+from taosr1.cumpt import MIN_SUPPORT
 
 STAGES = ("cot", "sft", "sample", "dpo", "grpo")
 # Keys the pipeline sets in each stage section (a section may not set them itself).
@@ -47,6 +48,8 @@ class PipelineConfig:
         calib_folds: instead of a slice, cross-fit beta over this many query folds of the training
             split (taosr1/training/crossfit.py): every training pair is scored once by a model that
             did not train on it, and the models train on every training query (0 = off; needs calib_size 0).
+        calib_min_support: beta maximises macro-F1 over the grades with at least this many calibration
+            pairs (taosr1.cumpt.MIN_SUPPORT): a grade seen once or twice there is noise, not signal.
         seed: split seed.
         model: the model SFT starts from ("base" = the untrained embedded base); also the zero-shot baseline.
         label_config, labels, format: the serving setup every stage trains for (see TrainStage).
@@ -66,6 +69,7 @@ class PipelineConfig:
     test_size: float = 0.3
     calib_size: float = 0.15
     calib_folds: int = 0
+    calib_min_support: int = MIN_SUPPORT
     train_rows: int = 0
     test_rows: int = 0
     seed: int = 0
@@ -243,7 +247,7 @@ def fit_beta(cfg: PipelineConfig, model: str, graded, source: str, what: str,
 
     scheme = _scheme(cfg)
     gold = np.array([scheme.labels.index(scheme.parse(v)) for v in graded[cfg.gold]])
-    curve = beta_curve(graded[scheme.prob_columns].to_numpy(dtype=float), gold, scheme)
+    curve = beta_curve(graded[scheme.prob_columns].to_numpy(dtype=float), gold, scheme, min_support=cfg.calib_min_support)
     beta = best_beta(curve)
     f1 = next(r[1] for r in curve if r[0] == beta)
     write_calibration(model, scheme.name, beta, macro_f1=f1, n=len(graded), source=source)
