@@ -88,7 +88,7 @@ class DPOStageConfig(TrainStage, DPOConfig):
 
     samples: str = ""
     pairs_per_prompt: int = 1
-    class_weight_power: float = 0.0
+    class_weight_power: float = 0.5
     max_length: int | None = 768
     learning_rate: float = 5e-6
 

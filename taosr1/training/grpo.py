@@ -101,7 +101,7 @@ class GRPOStageConfig(TrainStage, GRPOConfig):
     gamma: float = 1.0
     balance_ratio: float = 1.0
     drop_equal_reward_groups: bool = True
-    class_weight_power: float = 0.0
+    class_weight_power: float = 0.5
     draw: str = "label"
     use_vllm: bool | None = None  # type: ignore[assignment]
     vllm_mode: str = "colocate"
