@@ -130,6 +130,13 @@ def schema_problems(table: str | Path, arrow_schema, storage_options: dict[str, 
     return problems
 
 
+def check_schema(table: str | Path, arrow_schema, storage_options: dict[str, str] | None = None) -> None:
+    """Raise TableSchemaError, listing every difference, when `arrow_schema` is not the table's."""
+    problems = schema_problems(table, arrow_schema, storage_options)
+    if problems:
+        raise TableSchemaError(f"{table}: this run's columns do not match the table's:\n  - " + "\n  - ".join(problems))
+
+
 def replace_partition(table: str | Path, staged: list[Path], arrow_schema, partition_col: str, value: str, *,
                       run_id: str, metadata: dict[str, Any] | None = None) -> Commit:
     """Make `staged` files the whole `partition_col = value` partition of `table`, in one commit.
@@ -141,9 +148,7 @@ def replace_partition(table: str | Path, staged: list[Path], arrow_schema, parti
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
     root = local_path(str(table))
-    problems = schema_problems(root, arrow_schema)
-    if problems:
-        raise TableSchemaError(f"{root}: this run's columns do not match the table's:\n  - " + "\n  - ".join(problems))
+    check_schema(root, arrow_schema)
     part_dir = root / f"{partition_col}={value}"
     part_dir.mkdir(parents=True, exist_ok=True)
     actions, rows = [], 0

@@ -381,10 +381,7 @@ def _check_schemas(t: _Tables, plan: _Plan, opts) -> None:
     from taosr1 import delta
 
     for table, frame in ((t.output, plan.graded), (t.quarantine, plan.quarantined)):
-        problems = delta.schema_problems(table, _with_partition(frame.schema), opts[table] or None)
-        if problems:
-            raise delta.TableSchemaError(f"{table}: this run's columns do not match the table's:\n  - "
-                                         + "\n  - ".join(problems))
+        delta.check_schema(table, _with_partition(frame.schema), opts[table] or None)
 
 
 def _write(spark, cfg: NightlyConfig, writer: str, t: _Tables, plan: _Plan, opts, run_id: str, date, rows_in: int,

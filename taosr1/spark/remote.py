@@ -302,10 +302,7 @@ def commit_files(table: str, files: list[str], arrow_schema, partition_col: str,
 
     from taosr1 import delta
 
-    problems = delta.schema_problems(table, arrow_schema, options)
-    if problems:
-        raise delta.TableSchemaError(f"{table}: this run's columns do not match the table's:\n  - "
-                                     + "\n  - ".join(problems))
+    delta.check_schema(table, arrow_schema, options)
     fs, root = storage.filesystem(table, options)
     root = root.rstrip("/")
     actions, rows = [], 0
