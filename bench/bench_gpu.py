@@ -1,7 +1,7 @@
 """The transformers engine on one GPU: post-CoT scoring and think-first generation on
 random-weight Qwen2-shaped models (0.5B and 7B), against DESIGN.md section 4's anchors.
 
-    python bench/bench_gpu.py [--shapes 0.5b,7b] [--out bench/results/bench_gpu.json]
+    python bench/bench_gpu.py [--shapes 0.5b,7b] [--batching padded,packed] [--out bench/results/bench_gpu.json]
 
 Needs CUDA; nothing is downloaded (weights are random, bf16, SDPA; only the shape matters
 for speed). Workloads, each on the same seeded prompts:
@@ -10,6 +10,9 @@ for speed). Workloads, each on the same seeded prompts:
   tokenizer: a 155-token shared system prefix plus a per-pair part of 52 +- 16.5 tokens
   (12 to 139), scored with prefix reuse, as `taosr1 label` runs it;
 - think-first: HF `generate` of 128 tokens before the label, on the anchor prompts.
+Scoring runs with each `batching` of the engine: `padded` (length-sorted rows, at most
+--max-batch-size of them, after the shared prefix's KV cache) and `packed` (prompts packed
+into sequences of --pack-tokens, flex attention keeping them apart; no row cap).
 MFU counts the FLOPs of the positions actually computed (2 x non-embedding parameters per
 token, plus causal attention 4 x layers x q-width x context), over the bf16 matmul peak
 measured in the same run (8192^3, mean of 10 after 3 warm-ups). Prints a table, writes JSON.
@@ -35,7 +38,8 @@ SHAPES = {
                num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
 }
 ANCHORS = {"0.5b": {"score": 1600, "think_first": 124}, "7b": {"score": 152, "think_first": 49}}
-ROWS = {"0.5b": 8192, "7b": 1024}
+ROWS = {"0.5b": 8192, "7b": 1024}  # anchor workload
+REALISTIC_ROWS = {"0.5b": 32768, "7b": 4096, "smoke": 64}  # enough packs of 64k tokens to time
 GEN_ROWS = {"0.5b": 1024, "7b": 256}
 # --smoke: a tiny shape on the CPU, to check this script's code paths without a GPU.
 SHAPES["smoke"] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -105,11 +109,55 @@ def build(shape: str):
     return model.eval(), cfg
 
 
-def run_shape(shape: str, peak: float, batch_tokens: int, batch_size: int) -> list[dict]:
-    import torch
-
+def score_rows(model, cfg, shape: str, kind: str, batching: str, peak: float, a) -> dict:
+    """Time `engine.score` on one workload with one batching (after a warm-up that compiles)."""
     from taosr1.engines.base import EngineConfig
     from taosr1.engines.hf import TransformersEngine
+
+    budget = a.pack_tokens if batching == "packed" else a.max_batch_tokens
+    ecfg = EngineConfig(device=DEVICE, dtype="bfloat16", max_batch_tokens=budget, max_batch_size=a.max_batch_size,
+                        reuse_prefix=kind == "realistic", batching=batching)
+    eng = TransformersEngine.from_model(model, None, ecfg, name=f"random Qwen2 {shape}")
+    ps, shared = prompts(kind, (REALISTIC_ROWS if kind == "realistic" else ROWS)[shape], cfg.vocab_size)
+    t = time.perf_counter()
+    for k in (a.max_batch_size, 3 * a.max_batch_size):  # warm-up: kernels, allocator, flex's compile
+        eng.score(ps[:k], LABEL_IDS)
+    _sync()
+    warm = time.perf_counter() - t
+    eng.stats = type(eng.stats)()
+    t = time.perf_counter()
+    p = eng.score(ps, LABEL_IDS)
+    _sync()
+    dt = time.perf_counter() - t
+    assert np.allclose(p.sum(axis=1), 1)
+    f = flops(cfg, [len(x) for x in ps], shared)
+    return {"shape": shape, "work": f"score ({kind})", "batching": batching, "rows": len(ps), "seconds": round(dt, 3),
+            "items_per_s": round(len(ps) / dt, 1), "mfu": round(f / dt / 1e12 / peak, 3),
+            "tokens_per_item": round(float(np.mean([len(x) for x in ps])), 1),
+            "computed_tokens_per_item": round(eng.stats.computed_tokens / len(ps), 1),
+            "padding_efficiency": round(eng.stats.padding_efficiency, 4), "forward_passes": eng.stats.forward_passes,
+            "batch_tokens": budget, "warmup_seconds": round(warm, 1),
+            "anchor_items_per_s": ANCHORS[shape]["score"] if kind == "anchor" else None}
+
+
+def agreement(model, cfg, shape: str) -> dict:
+    """Packed against padded on the same realistic prompts: the largest difference in P(label)."""
+    from taosr1.engines.base import EngineConfig
+    from taosr1.engines.hf import TransformersEngine
+
+    ps, _ = prompts("realistic", 512, cfg.vocab_size, seed=2)
+    got = {}
+    for batching in ("padded", "packed"):
+        ecfg = EngineConfig(device=DEVICE, dtype="bfloat16", max_batch_tokens=16384, max_batch_size=64, batching=batching)
+        got[batching] = TransformersEngine.from_model(model, None, ecfg).score(ps, LABEL_IDS)
+    d = np.abs(got["padded"] - got["packed"])
+    same = float((got["padded"].argmax(1) == got["packed"].argmax(1)).mean())
+    return {"shape": shape, "rows": len(ps), "max_abs_dp": round(float(d.max()), 5), "mean_abs_dp": round(float(d.mean()), 6),
+            "same_argmax": round(same, 4)}
+
+
+def run_shape(shape: str, peak: float, a) -> tuple[list[dict], dict]:
+    import torch
 
     t = time.perf_counter()
     model, cfg = build(shape)
@@ -117,25 +165,21 @@ def run_shape(shape: str, peak: float, batch_tokens: int, batch_size: int) -> li
     built = time.perf_counter() - t
     out = []
     for kind in ("anchor", "realistic"):
-        ecfg = EngineConfig(device=DEVICE, dtype="bfloat16", max_batch_tokens=batch_tokens, max_batch_size=batch_size,
-                            reuse_prefix=kind == "realistic")
-        eng = TransformersEngine.from_model(model, None, ecfg, name=f"random Qwen2 {shape}")
-        ps, shared = prompts(kind, ROWS[shape], cfg.vocab_size)
-        eng.score(ps[:batch_size], LABEL_IDS)  # warm-up: kernels, allocator
-        eng.stats = type(eng.stats)()
-        _sync()
-        t = time.perf_counter()
-        p = eng.score(ps, LABEL_IDS)
-        _sync()
-        dt = time.perf_counter() - t
-        assert np.allclose(p.sum(axis=1), 1)
-        f = flops(cfg, [len(x) for x in ps], shared)
-        out.append({"shape": shape, "work": f"score ({kind})", "rows": len(ps), "seconds": round(dt, 3),
-                    "items_per_s": round(len(ps) / dt, 1), "mfu": round(f / dt / 1e12 / peak, 3),
-                    "tokens_per_item": round(float(np.mean([len(x) for x in ps])), 1),
-                    "computed_tokens_per_item": round(eng.stats.computed_tokens / len(ps), 1),
-                    "padding_efficiency": round(eng.stats.padding_efficiency, 4),
-                    "anchor_items_per_s": ANCHORS[shape]["score"] if kind == "anchor" else None})
+        for batching in a.batching.split(","):
+            try:
+                out.append(score_rows(model, cfg, shape, kind, batching, peak, a))
+            except Exception as e:  # one failed mode must not lose the others' numbers
+                out.append({"shape": shape, "work": f"score ({kind})", "batching": batching, "error": repr(e)[:500]})
+            print(json.dumps(out[-1]), flush=True)
+    try:
+        agree = agreement(model, cfg, shape)
+    except Exception as e:
+        agree = {"shape": shape, "error": repr(e)[:500]}
+    print(json.dumps(agree), flush=True)
+    if a.no_generate:
+        del model
+        torch.cuda.empty_cache() if DEVICE == "cuda" else None
+        return out, agree
     ps, _ = prompts("anchor", GEN_ROWS[shape], cfg.vocab_size, seed=1)
     ids = torch.tensor(ps, device=DEVICE)
     bs = min(len(ps), 256)
@@ -148,14 +192,14 @@ def run_shape(shape: str, peak: float, batch_tokens: int, batch_size: int) -> li
                            min_new_tokens=128, do_sample=False, pad_token_id=0)
         _sync()
     dt = time.perf_counter() - t
-    out.append({"shape": shape, "work": "think-first (generate 128)", "rows": len(ps), "seconds": round(dt, 3),
+    out.append({"shape": shape, "work": "think-first (generate 128)", "batching": "padded", "rows": len(ps), "seconds": round(dt, 3),
                 "items_per_s": round(len(ps) / dt, 1), "mfu": None, "tokens_per_item": 256,
                 "anchor_items_per_s": ANCHORS[shape]["think_first"], "batch": bs})
     for r in out:
         r["model_build_seconds"] = round(built, 1)
     del model
-    torch.cuda.empty_cache()
-    return out
+    torch.cuda.empty_cache() if DEVICE == "cuda" else None
+    return out, agree
 
 
 def main() -> None:
@@ -163,8 +207,11 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="0.5b,7b")
-    ap.add_argument("--max-batch-tokens", type=int, default=65536)
-    ap.add_argument("--max-batch-size", type=int, default=256)
+    ap.add_argument("--max-batch-tokens", type=int, default=65536, help="padded: rows x longest prompt")
+    ap.add_argument("--max-batch-size", type=int, default=256, help="padded: rows per forward pass")
+    ap.add_argument("--pack-tokens", type=int, default=65536, help="packed: tokens per pack")
+    ap.add_argument("--batching", default="padded,packed")
+    ap.add_argument("--no-generate", action="store_true", help="skip the think-first generate timing")
     ap.add_argument("--smoke", action="store_true", help="tiny shape on the CPU: checks the code, measures nothing")
     ap.add_argument("--out", default=str(HERE / "results" / "bench_gpu.json"))
     a = ap.parse_args()
@@ -174,18 +221,26 @@ def main() -> None:
     elif not torch.cuda.is_available():
         raise SystemExit("bench_gpu.py needs a CUDA GPU (--smoke checks it on a CPU)")
     peak = peak_tflops(512 if a.smoke else 8192)
-    rows = []
+    rows, agree = [], []
     for shape in a.shapes.split(","):
-        rows.extend(run_shape(shape, peak, a.max_batch_tokens, a.max_batch_size))
+        got, same = run_shape(shape, peak, a)
+        rows.extend(got)
+        agree.append(same)
     dev = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
     print(f"\ntransformers engine on {dev}, torch {torch.__version__}, bf16, SDPA; measured bf16 peak {peak:.0f} TFLOP/s")
-    print(f"{'shape':6} {'work':28} {'rows':>6} {'items/s':>9} {'MFU':>6} {'anchor':>7} {'tok/item':>9} {'computed':>9}")
+    print(f"{'shape':6} {'work':28} {'batching':8} {'rows':>6} {'items/s':>9} {'MFU':>6} {'anchor':>7} {'tok/item':>9} {'computed':>9}")
     for r in rows:
+        if "error" in r:
+            print(f"{r['shape']:6} {r['work']:28} {r['batching']:8} failed: {r['error'][:80]}")
+            continue
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-        print(f"{r['shape']:6} {r['work']:28} {r['rows']:6d} {r['items_per_s']:9.1f} {mfu:>6} "
+        print(f"{r['shape']:6} {r['work']:28} {r['batching']:8} {r['rows']:6d} {r['items_per_s']:9.1f} {mfu:>6} "
               f"{r['anchor_items_per_s'] or '-':>7} {r['tokens_per_item']:9} {r.get('computed_tokens_per_item', '-'):>9}")
+    for g in agree:
+        print(f"packed vs padded, {g['shape']}: " + ", ".join(f"{k} {v}" for k, v in g.items() if k != "shape"))
     report = {"device": dev, "torch": torch.__version__, "host": platform.node(), "peak_bf16_tflops": round(peak, 1),
-              "max_batch_tokens": a.max_batch_tokens, "max_batch_size": a.max_batch_size, "results": rows}
+              "max_batch_tokens": a.max_batch_tokens, "max_batch_size": a.max_batch_size, "pack_tokens": a.pack_tokens,
+              "results": rows, "packed_vs_padded": agree}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"written {a.out}")

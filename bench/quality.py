@@ -128,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             scored, unparsed = q.without_unparsed(f, sdir / "models" / f"{n.replace('/', '_')}.parquet")
             graded[n] = (scored, {"kind": "model", "source": str(f), "unparsed": unparsed})
         for n, (f, info) in graded.items():
-            m = q.taosr1_eval(f, test_f, a.gold_col, sdir / "eval" / n.replace("/", "_"))
+            if info.get("unparsed") and pd.read_parquet(f).empty:
+                # every response unparsed (a think-first model graded by generation): `taosr1 eval` has no row to
+                # score; nothing was answered, so nothing is right
+                m = {"n": 0, "macro_f1": 0.0, "accuracy": 0.0, "macro_over": labels, "gold_without_prediction": len(test),
+                     "per_class": {k: {"f1": 0.0, "predicted": 0} for k in labels}}
+                print(f"  {n:<20} every response unparsed ({info['unparsed']}): macro-F1 0", flush=True)
+            else:
+                m = q.taosr1_eval(f, test_f, a.gold_col, sdir / "eval" / n.replace("/", "_"))
             row = rows.setdefault(n, {"kind": info["kind"], "per_seed": {}})
             row["per_seed"][str(seed)] = {**q.seed_row(m), "predictions": str(f), **{k: v for k, v in info.items()
                                                                                    if k != "kind"}}

@@ -51,6 +51,7 @@ BENCH = {
 }
 GEN_ROWS = 12  # held-out rows graded by generation for the post-CoT vs think-first comparison
 GEN_MARGIN = 16  # tokens beyond the longest training response, so no answer is cut off
+PARTS = ("pipeline", "think_first", "generate")
 
 
 def gen_budget(out: Path) -> int:
@@ -64,7 +65,38 @@ def gen_budget(out: Path) -> int:
     return max(len(tok(r)["input_ids"]) for r in cot["response_think_first"]) + GEN_MARGIN
 
 
+def think_first_max_length(cfg, out: Path) -> int:
+    """Tokens the think-first SFT must keep: its longest prompt + response (+ EOS and a margin).
+
+    TRL truncates a training row's end, and think-first's label is its last token: at the post-CoT
+    max_length (384) the longer rows (prompt ~230 + response up to ~270 tokens) lost their label."""
+    from taosr1.models import resolve_model, load_tokenizer
+    from taosr1.prompts import PromptBuilder
+    from taosr1.training.common import field_rows, serving_setup
+
+    cot = pd.read_parquet(out / "cot" / "cot.parquet")
+    tok = load_tokenizer(resolve_model(cfg.model))
+    serving = serving_setup(cfg.label_config, cfg.labels, "think_first")
+    prompts = PromptBuilder(tok, serving.scheme, serving.prompt).build(field_rows(cot)).ids
+    longest = max(len(p) + len(tok(r)["input_ids"]) for p, r in zip(prompts, cot["response_think_first"]))
+    return max(int(cfg.sft.get("max_length") or 0), longest + 8)
+
+
+def wait_for(folder: Path, stage: str, seconds: float) -> None:
+    """Wait up to `seconds` for another process (`--parts pipeline`) to complete `stage` in `folder`."""
+    from taosr1.training.common import read_stage
+
+    end = time.time() + seconds
+    while (read_stage(folder) or {}).get("stage") != stage:
+        if time.time() > end:
+            sys.exit(f"{folder}: no complete `{stage}` stage after waiting {seconds:.0f} s")
+        time.sleep(2)
+
+
 def main() -> None:
+    import shutil
+    from dataclasses import replace
+
     from taosr1 import config as cfgmod
     from taosr1.config import merge, parse_overrides, read_yaml
     from taosr1.training.common import read_stage
@@ -77,51 +109,107 @@ def main() -> None:
     ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "train_eval.json"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--think-first-epochs", type=float, default=0,
-                    help="epochs of the think-first SFT (0 = the CoT phase's num_train_epochs)")
+                    help="epochs of the think-first SFT (0 = the post-CoT SFT's label_epochs + num_train_epochs)")
     ap.add_argument("--gen-rows", type=int, default=GEN_ROWS, help="held-out rows graded by generation (0 = all)")
     ap.add_argument("--skip-generate", action="append", default=[], choices=["sft", "sft_think_first"],
                     help="Leave this model's generation grading out (it costs ~50 s per row on a loaded 2-core CPU).")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help="comma-separated of pipeline, think_first, generate: two processes can share one output "
+                         "folder, one running the pipeline and the other the think-first ablation (it waits for "
+                         "the pipeline's cot and sft stages); each writes its own --results")
+    ap.add_argument("--wait", type=float, default=0, help="seconds to wait for another process's cot / sft stage")
+    ap.add_argument("--early-eval", action="store_true",
+                    help="with calib_folds: run the stages and grade the test split (beta 0.5 and argmax) before "
+                         "the cross-fitting, kept in OUTPUT/eval_uncalibrated; results survive a run cut short")
+    ap.add_argument("--gen-batch-tokens", type=int, default=0, help="engine max_batch_tokens for generation (0 = default)")
+    ap.add_argument("--gen-batch-size", type=int, default=0, help="engine max_batch_size for generation (0 = default)")
     a = ap.parse_args()
+    parts = [p.strip() for p in a.parts.split(",") if p.strip()]
+    if not parts or set(parts) - set(PARTS):
+        sys.exit(f"--parts: expected a comma-separated subset of {PARTS}, got {a.parts!r}")
     out = Path(a.output)
     values = merge(read_yaml(a.config) if a.config else BENCH, parse_overrides(a.overrides))
     cfg = cfgmod.build(PipelineConfig, values, source="bench")
     t0 = time.perf_counter()
-    timings = {}
-    summary = run_pipeline(cfg, out, log=lambda m: print(f"[{time.perf_counter() - t0:7.0f}s] {m}", flush=True))
-    timings["pipeline"] = round(time.perf_counter() - t0, 1)
+    timings: dict = {}
+    log = lambda m: print(f"[{time.perf_counter() - t0:7.0f}s] {m}", flush=True)  # noqa: E731
+    report: dict = {"machine": _machine(), "settings": values, "parts": parts, "seconds": timings}
+    res = Path(a.results)
 
-    # think-first ablation: the same CoT data, the same SFT settings, the other response order. It has
-    # no label phase (its label is the last token, not read at the prompt's end): its CoT phase gets
-    # that phase's epochs too, `think_first_epochs` in all.
-    t1 = time.perf_counter()
-    sft = {k: v for k, v in cfg.sft.items() if not k.startswith("label_") and k != "class_weight_power"}
-    sft["num_train_epochs"] = a.think_first_epochs or cfg.sft.get("num_train_epochs", 1)
-    tf_values = {**sft, "model": cfg.model, "data": str(out / "cot"), "output_dir": str(out / "sft_think_first"),
-                 "format": "think_first", "label_config": cfg.label_config, "labels": cfg.labels}
-    h = values_hash(tf_values)
-    if (read_stage(out / "sft_think_first") or {}).get("config_hash") != h:
-        run_stage("sft", stage_config("sft", tf_values, "bench"), h)
-    timings["sft_think_first"] = round(time.perf_counter() - t1, 1)
+    def save() -> None:  # after every part: a run cut short still leaves what it finished
+        timings["total"] = round(time.perf_counter() - t0, 1)
+        res.parent.mkdir(parents=True, exist_ok=True)
+        tmp = res.with_name(res.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2, default=str))
+        tmp.replace(res)
 
-    test = pd.read_parquet(out / "split" / "test.parquet")
-    gen_tokens = gen_budget(out)
-    test = test.head(a.gen_rows) if a.gen_rows else test
-    gen = {}
-    for name, fmt in (("sft", "post_cot"), ("sft_think_first", "think_first")):
-        f = out / "eval" / f"gen_{name}.json"
-        if name in a.skip_generate:
-            continue
-        if f.is_file() and json.loads(f.read_text()).get("rows") == len(test):
-            gen[name] = json.loads(f.read_text())["metrics"]
-            continue
-        t2 = time.perf_counter()
-        m, pred = evaluate_generation(str(out / name), test, gold_col=cfg.gold, fmt=fmt, threads=cfg.eval_threads,
-                                      max_new_tokens=gen_tokens)
-        pred.to_parquet(out / "eval" / f"gen_{name}.parquet", index=False)
-        f.write_text(json.dumps({"rows": len(test), "metrics": m}, indent=2, default=str))
-        gen[name] = m
-        timings[f"gen_eval_{name}"] = round(time.perf_counter() - t2, 1)
-    timings["total"] = round(time.perf_counter() - t0, 1)
+    summary: dict = {}
+    if "pipeline" in parts:
+        if a.early_eval and cfg.calib_folds:
+            # the same stages (calib_folds is not in their settings: the full run below skips them), graded before
+            # the folds run; the full run then grades again at the cross-fitted beta
+            first = run_pipeline(replace(cfg, calib_folds=0), out, log=log)
+            timings["pipeline_uncalibrated"] = round(time.perf_counter() - t0, 1)
+            if (out / "eval").is_dir():
+                shutil.copytree(out / "eval", out / "eval_uncalibrated", dirs_exist_ok=True)
+            report.update(split=first.get("split"), eval_score_uncalibrated=first.get("eval", {}),
+                          stages=_stages(first))
+            save()
+        summary = run_pipeline(cfg, out, log=log)
+        timings["pipeline"] = round(time.perf_counter() - t0, 1)
+        report.update(split=summary.get("split"), stages=_stages(summary), calibration=summary.get("calibration"),
+                      eval_score=summary.get("eval", {}))
+        save()
+
+    if "think_first" in parts:
+        # think-first ablation: the same CoT data, the same SFT settings, the other response order. It has
+        # no label phase (its label is the last token, not read at the prompt's end): its CoT phase gets
+        # that phase's epochs too, `think_first_epochs` in all, and keeps whole rows (think_first_max_length).
+        wait_for(out / "cot", "cot", a.wait)
+        t1 = time.perf_counter()
+        sft = {k: v for k, v in cfg.sft.items() if not k.startswith("label_") and k != "class_weight_power"}
+        sft["num_train_epochs"] = a.think_first_epochs or (cfg.sft.get("num_train_epochs", 1)
+                                                           + cfg.sft.get("label_epochs", 0))
+        sft["max_length"] = think_first_max_length(cfg, out)
+        tf_values = {**sft, "model": cfg.model, "data": str(out / "cot"), "output_dir": str(out / "sft_think_first"),
+                     "format": "think_first", "label_config": cfg.label_config, "labels": cfg.labels}
+        h = values_hash(tf_values)
+        if (read_stage(out / "sft_think_first") or {}).get("config_hash") != h:
+            log(f"sft_think_first: {sft['num_train_epochs']} epochs, max_length {sft['max_length']}")
+            run_stage("sft", stage_config("sft", tf_values, "bench"), h)
+        timings["sft_think_first"] = round(time.perf_counter() - t1, 1)
+        report.update(sft_think_first_settings=sft, sft_think_first=read_stage(out / "sft_think_first"))
+        log(f"sft_think_first: done in {timings['sft_think_first']} s")
+        save()
+
+    gen: dict = {}
+    if "generate" in parts:
+        test = pd.read_parquet(out / "split" / "test.parquet")
+        gen_tokens = gen_budget(out)
+        test = test.head(a.gen_rows) if a.gen_rows else test
+        engine = {k: v for k, v in (("max_batch_tokens", a.gen_batch_tokens), ("max_batch_size", a.gen_batch_size)) if v}
+        report.update(gen_rows=len(test), gen_max_new_tokens=gen_tokens, gen_engine=engine, eval_generate=gen)
+        for name, fmt in (("sft_think_first", "think_first"), ("sft", "post_cot")):  # each as soon as it exists
+            f = out / "eval" / f"gen_{name}.json"
+            if name in a.skip_generate:
+                continue
+            wait_for(out / name, "sft", a.wait)
+            if f.is_file() and json.loads(f.read_text()).get("rows") == len(test) \
+                    and json.loads(f.read_text()).get("max_new_tokens") == gen_tokens:
+                gen[name] = json.loads(f.read_text())["metrics"]
+                continue
+            t2 = time.perf_counter()
+            m, pred = evaluate_generation(str(out / name), test, gold_col=cfg.gold, fmt=fmt, threads=cfg.eval_threads,
+                                          max_new_tokens=gen_tokens, engine=engine)
+            (out / "eval").mkdir(parents=True, exist_ok=True)
+            pred.to_parquet(out / "eval" / f"gen_{name}.parquet", index=False)
+            f.write_text(json.dumps({"rows": len(test), "max_new_tokens": gen_tokens, "metrics": m}, indent=2,
+                                    default=str))
+            gen[name] = m
+            timings[f"gen_eval_{name}"] = round(time.perf_counter() - t2, 1)
+            log(f"generate {name} ({fmt}): macro-F1 {m['macro_f1']:.4f}, {m['n']} rows in {m['seconds']} s, "
+                f"{m['unparsed']} unparsed")
+            save()
 
     ev = summary.get("eval", {})
     rows = [("zero-shot (score)", ev.get("zero_shot")), ("SFT post-CoT (score)", ev.get("sft")),
@@ -139,19 +227,12 @@ def main() -> None:
             print(f"{name:28} {m['n']:4d} {m['macro_f1']:8.4f} {m['accuracy']:6.3f} "
                   + " ".join(f"{x:7.3f}" if x is not None else f"{'-':>7}" for x in f1)
                   + f"  {m['unparsed']:8d}  {speed:7.2f}")
-    st = summary["stages"]
-    report = {
-        "machine": _machine(),
-        "settings": values, "gen_rows": len(test), "gen_max_new_tokens": gen_tokens,
-        "split": summary.get("split"), "seconds": timings,
-        "stages": {k: {kk: vv for kk, vv in v.items() if kk not in ("rules_used",)} for k, v in st.items()},
-        "sft_think_first": read_stage(out / "sft_think_first"),
-        "eval_score": ev, "eval_generate": gen,
-    }
-    res = Path(a.results)
-    res.parent.mkdir(parents=True, exist_ok=True)
-    res.write_text(json.dumps(report, indent=2, default=str))
+    save()
     print(f"\nseconds: {timings}\nwrote {res}")
+
+
+def _stages(summary: dict) -> dict:
+    return {k: {kk: vv for kk, vv in v.items() if kk not in ("rules_used",)} for k, v in summary.get("stages", {}).items()}
 
 
 def _machine() -> str:

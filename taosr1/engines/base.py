@@ -12,6 +12,7 @@ from taosr1.config import ConfigError
 
 ENGINES = ("transformers", "vllm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+BATCHING = ("auto", "padded", "packed")
 
 
 @dataclass
@@ -24,8 +25,12 @@ class EngineConfig:
         dtype: `auto` is bfloat16 on CUDA, float32 on CPU.
         device: `auto`, `cpu`, `cuda` or `cuda:N`.
         threads: CPU threads for torch; 0 leaves torch's default.
-        max_batch_tokens: padded tokens per forward pass (batch rows x longest prompt).
-        max_batch_size: rows per forward pass, whatever their length.
+        max_batch_tokens: tokens per forward pass: rows x longest prompt when padded, the pack's
+            length when packed.
+        max_batch_size: rows per padded forward pass, whatever their length (packs have no row cap).
+        batching: transformers engine: `padded` (length-sorted batches after the shared prefix's
+            KV cache), `packed` (prompts packed into one sequence, flex attention keeping them
+            apart: large matrices for a GPU), or `auto` (packed on CUDA, padded on a CPU).
         max_model_len, gpu_memory_utilization, enable_prefix_caching, tensor_parallel_size:
             vLLM engine options.
         reuse_prefix: transformers engine: run the prefix shared by all prompts of a call once
@@ -44,6 +49,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     tensor_parallel_size: int = 1
     reuse_prefix: bool = True
+    batching: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,6 +57,8 @@ class EngineConfig:
             raise ConfigError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.batching not in BATCHING:
+            raise ConfigError(f"batching must be one of {BATCHING}, got {self.batching!r}")
         if self.max_batch_tokens < 1 or self.max_batch_size < 1:
             raise ConfigError(
                 f"max_batch_tokens and max_batch_size must be >= 1, got {self.max_batch_tokens}, {self.max_batch_size}"

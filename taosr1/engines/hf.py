@@ -4,13 +4,15 @@ Scoring runs the decoder body only, gathers the hidden state at each prompt's la
 position and multiplies it by the label tokens' rows of the output embedding: no
 logits for the whole vocabulary, no logits at other positions. The prefix every prompt
 shares (system prompt) runs once per call and its KV cache is reused by every batch.
-Prompts are right-padded in length-sorted batches, so a row's result does not depend
-on its batch. Sampling draws each row's tokens with its own seed (from the call's seed
+Prompts are right-padded in length-sorted batches, or, on a GPU, packed into sequences of
+`max_batch_tokens` with flex attention keeping them apart (taosr1.engines.packing); either
+way a row's result does not depend on its batch. Sampling draws each row's tokens with its own seed (from the call's seed
 and the prompt, as the vLLM engine does), so a prompt's samples do not depend on its batch either.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -95,15 +97,12 @@ class TransformersEngine:
         b = self.head.bias.index_select(0, idx).float() if getattr(self.head, "bias", None) is not None else None
         return w, b
 
-    def _shared_prefix(self, prompts: Sequence[Sequence[int]]):
-        """KV cache of the tokens every prompt starts with (system prompt, template), or None.
-
-        Post-CoT prompts share a long system prompt; computing it once per call instead of
-        once per row is most of the work saved on short pairs. Each prompt keeps at least one
-        token of its own, whose hidden state gives its answer.
-        """
-        import torch
-
+    def _prefix_len(self, prompts: Sequence[Sequence[int]]) -> int:
+        """Length of the prefix every prompt shares (system prompt, template), or 0 when it is
+        shorter than MIN_SHARED_PREFIX. Each prompt keeps at least one token of its own,
+        whose hidden state gives its answer."""
+        if not self.cfg.reuse_prefix or len(prompts) < 2:
+            return 0
         first = prompts[0]
         n = min(len(p) for p in prompts) - 1
         for p in prompts[1:]:
@@ -112,24 +111,49 @@ class TransformersEngine:
                 k += 1
             n = k
             if n < MIN_SHARED_PREFIX:
-                return 0, None
+                return 0
+        return n
+
+    def _shared_prefix(self, prompts: Sequence[Sequence[int]]):
+        """KV cache of the shared prefix, run once per call and reused by every padded batch:
+        on short pairs it is most of the work saved."""
+        import torch
+
+        n = self._prefix_len(prompts)
+        if not n:
+            return 0, None
         with torch.inference_mode():
-            out = self.body(input_ids=torch.tensor([list(first[:n])], device=self.device), use_cache=True)
+            out = self.body(input_ids=torch.tensor([list(prompts[0][:n])], device=self.device), use_cache=True)
         self.stats.computed_tokens += n
         return n, out.past_key_values
 
+    @property
+    def packed(self) -> bool:
+        """Whether `score` packs prompts (`batching`; auto packs on a GPU, pads on a CPU)."""
+        return self.cfg.batching == "packed" or (self.cfg.batching == "auto" and self.device.startswith("cuda"))
+
     def score(self, prompts: Sequence[Sequence[int]], label_ids: Sequence[int], progress: Progress | None = None) -> np.ndarray:
-        import copy
-
-        import torch
-
         out = np.zeros((len(prompts), len(label_ids)), dtype=np.float64)
         if not len(prompts):
             return out
         if min(len(p) for p in prompts) == 0:
             raise ValueError("an empty prompt cannot be scored")
         w, b = self._label_head(label_ids)
-        shared, cache = self._shared_prefix(prompts) if self.cfg.reuse_prefix and len(prompts) > 1 else (0, None)
+
+        def head(h) -> np.ndarray:  # hidden states at the answer positions -> P(label)
+            logits = h.float() @ w.T
+            return softmax_rows((logits if b is None else logits + b).cpu().numpy())
+
+        (self._score_packed if self.packed else self._score_padded)(prompts, head, out, progress)
+        return out
+
+    def _score_padded(self, prompts, head, out: np.ndarray, progress: Progress | None) -> None:
+        """Right-padded, length-sorted batches after the shared prefix's reused KV cache."""
+        import copy
+
+        import torch
+
+        shared, cache = self._shared_prefix(prompts)
         lengths = [len(p) - shared for p in prompts]  # the tokens each row still needs to run
         for batch in length_batches(lengths, self.cfg.max_batch_tokens, self.cfg.max_batch_size):
             width = max(lengths[i] for i in batch)
@@ -147,19 +171,49 @@ class TransformersEngine:
                 past.batch_repeat_interleave(len(batch))
             with torch.inference_mode():
                 hidden = self.body(input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=past is not None).last_hidden_state
-                h = hidden[torch.arange(len(batch), device=self.device), last].float()
-                logits = h @ w.T
-                if b is not None:
-                    logits = logits + b
-            out[batch] = softmax_rows(logits.cpu().numpy())
+                out[batch] = head(hidden[torch.arange(len(batch), device=self.device), last])
             real = sum(lengths[i] for i in batch)
-            self.stats.real_tokens += real + shared * len(batch)
-            self.stats.computed_tokens += width * len(batch)
-            self.stats.padding_tokens += width * len(batch) - real
-            self.stats.forward_passes += 1
-            if progress:
-                progress(len(batch))
-        return out
+            self._count(real + shared * len(batch), width * len(batch), width * len(batch) - real, progress, len(batch))
+
+    def _score_packed(self, prompts, head, out: np.ndarray, progress: Progress | None) -> None:
+        """Packs of `max_batch_tokens` tokens, the shared prefix once at the head of each
+        (taosr1.engines.packing); no row cap, no padding but the last block's."""
+        import torch
+
+        from taosr1.engines.packing import block_mask, pack_rows, register_attention
+
+        shared = self._prefix_len(prompts)
+        with self._attention(register_attention()), torch.inference_mode():
+            for pack in pack_rows(prompts, shared, self.cfg.max_batch_tokens):
+                hidden = self.body(
+                    input_ids=torch.tensor([pack.ids], device=self.device),
+                    position_ids=torch.tensor([pack.pos], device=self.device),
+                    attention_mask=block_mask(pack.doc, self.device),
+                    use_cache=False,
+                ).last_hidden_state[0]
+                out[pack.rows] = head(hidden[torch.tensor(pack.last, device=self.device)])
+                real = sum(len(prompts[i]) for i in pack.rows)
+                self._count(real, len(pack.ids), pack.padding, progress, len(pack.rows))
+
+    @contextlib.contextmanager
+    def _attention(self, implementation: str):
+        """The model's attention kernel for the duration of a call (generate keeps SDPA)."""
+        before = self.model.config._attn_implementation
+        if before != implementation:
+            self.model.set_attn_implementation(implementation)
+        try:
+            yield
+        finally:
+            if before != implementation:
+                self.model.set_attn_implementation(before)
+
+    def _count(self, real: int, computed: int, padding: int, progress: Progress | None, rows: int) -> None:
+        self.stats.real_tokens += real
+        self.stats.computed_tokens += computed
+        self.stats.padding_tokens += padding
+        self.stats.forward_passes += 1
+        if progress:
+            progress(rows)
 
     def generate(
         self,

@@ -62,7 +62,10 @@ def worker_id() -> str:
 
 def task_resources() -> tuple[list[str], int]:
     """(GPU addresses, CPU cores) Spark gave the running task; ([], 0) outside a task."""
-    from pyspark import TaskContext
+    try:
+        from pyspark import TaskContext
+    except ImportError:  # the executor functions run without Spark (bench/bench_executor.py)
+        return [], 0
 
     ctx = TaskContext.get()
     if ctx is None:

@@ -127,7 +127,8 @@ def load_for_training(model: str, lora: bool = False):
     Full fine-tuning keeps float32 master weights (on CUDA the trainer's bf16 autocast does
     the matmuls): in bfloat16 weights an update below ~1/256 of a weight rounds away, which
     at learning rates of 1e-6..1e-4 is most of them. With LoRA the frozen base is bfloat16
-    on CUDA; peft keeps the adapters in float32.
+    on CUDA; peft keeps the adapters in float32. The model is put on the GPU here, not by a TRL
+    trainer: the label phase and label DPO/GRPO run their own loop before (or without) one.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -136,7 +137,7 @@ def load_for_training(model: str, lora: bool = False):
 
     path = resolve_model(model or "base")  # training starts from the untrained base unless told otherwise
     dtype = torch.bfloat16 if (lora and torch.cuda.is_available()) else torch.float32
-    m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to("cuda" if torch.cuda.is_available() else "cpu")
     tok = load_tokenizer(path)
     if m.generation_config.pad_token_id is None:
         m.generation_config.pad_token_id = tok.pad_token_id

@@ -64,8 +64,12 @@ def evaluate_scoring(model: str, df: pd.DataFrame, *, gold_col: str, label_confi
 
 
 def evaluate_generation(model: str, df: pd.DataFrame, *, gold_col: str, fmt: str, label_config: str = "",
-                        labels: str = "", threads: int = 0, max_new_tokens: int = 160) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Generate each response greedily (`taosr1 explain` does the same), parse its label, score against gold."""
+                        labels: str = "", threads: int = 0, max_new_tokens: int = 160,
+                        engine: dict[str, Any] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Generate each response greedily (`taosr1 explain` does the same), parse its label, score against gold.
+
+    `engine`: further EngineConfig keys (max_batch_tokens, max_batch_size, ...); a GPU takes far larger
+    generation batches than the CPU-sized defaults."""
     from taosr1.engines import EngineConfig, make_engine
     from taosr1.prompts import PromptBuilder, parse_response
     from taosr1.training.common import serving_setup
@@ -75,11 +79,11 @@ def evaluate_generation(model: str, df: pd.DataFrame, *, gold_col: str, fmt: str
     cols = serving.label_config.columns
     fields, reasons = validate_rows(df.reset_index(drop=True), cols)
     ok = [i for i, r in enumerate(reasons) if r is None]
-    engine = make_engine(EngineConfig(model=model, threads=threads))
-    builder = PromptBuilder(engine.tokenizer, serving.scheme, serving.prompt)
+    eng = make_engine(EngineConfig(**{**(engine or {}), "model": model, "threads": threads}))
+    builder = PromptBuilder(eng.tokenizer, serving.scheme, serving.prompt)
     start = time.perf_counter()
     built = builder.build(fields.iloc[ok].to_dict("records"))
-    texts = [g[0] for g in engine.generate(built.ids, n=1, temperature=0.0, max_new_tokens=max_new_tokens)]
+    texts = [g[0] for g in eng.generate(built.ids, n=1, temperature=0.0, max_new_tokens=max_new_tokens)]
     parsed = [parse_response(t, serving.scheme, fmt) for t in texts]
     out = df.reset_index(drop=True).iloc[ok].copy()
     out["response"] = texts
