@@ -31,6 +31,8 @@ RESERVE=${GPU_QUALITY_RESERVE:-30}  # s kept after the seeds' deadline: collect,
 WORK=${GPU_QUALITY_WORK:-/tmp/taosr1_gpu/work}
 SITE=${GPU_QUALITY_SITE:-/tmp/site}
 CONFIG=${GPU_QUALITY_CONFIG:-conf/train/gpu.yaml}
+# GPU_QUALITY_ARGS: more train_eval.py arguments for every process, e.g. the think-first ablation alone:
+#   GPU_QUALITY_ARGS="--set stages=[cot] --skip-generate sft"
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 START=$(date +%s)
 left() { echo $(( START + BUDGET - $(date +%s) )); }
@@ -131,7 +133,7 @@ if [ "$MODEL_OK" = 1 ]; then
   say "starting ${#SEED_LIST[@]} seeds x 2 processes, each ended after ${LIMIT}s at most"
   for s in "${SEED_LIST[@]}"; do
     d=$WORK/seed$s; mkdir -p "$d"; rm -f "$d"/rc_*
-    common=(--config "$CONFIG" --output "$d" --set seed="$s" --set eval_threads="$THREADS" "${SIZE[@]}")
+    common=(--config "$CONFIG" --output "$d" --set seed="$s" --set eval_threads="$THREADS" "${SIZE[@]}" ${GPU_QUALITY_ARGS:-})
     ( timeout -k 5 "$LIMIT" python3 bench/train_eval.py "${common[@]}" --parts pipeline --early-eval \
         --results "$d/train_eval_pipeline.json" 2>&1 | sed -u "s/^/[pipeline] /" >> "$OUT/logs/seed$s.log"
       echo "$?" > "$d/rc_pipeline" ) &

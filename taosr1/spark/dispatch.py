@@ -380,11 +380,10 @@ def _stage(spec, out_columns, arrow_schema, folder, done, run_id, stats, fail_ba
     rows = 0
     try:
         with pq.ParquetWriter(tmp, arrow_schema) as writer:
-            for out in _grade(spec, out_columns, stats, _faulty(batches, fail_batch, attempt)):
-                for col in ("run_id", "graded_run_id"):  # graded here, by this run
-                    out = out.append_column(col, pa.array([run_id] * out.num_rows, pa.string()))
-                writer.write_table(pa.Table.from_batches([out]).cast(arrow_schema))
-                rows += out.num_rows
+            for table in graded_tables(spec, out_columns, stats, _faulty(batches, fail_batch, attempt), run_id,
+                                       arrow_schema):
+                writer.write_table(table)
+                rows += table.num_rows
         os.replace(tmp, folder / name)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -392,6 +391,18 @@ def _stage(spec, out_columns, arrow_schema, folder, done, run_id, stats, fail_ba
     (folder / DONE).mkdir(exist_ok=True)
     _write_json(folder / DONE / f"{part:05d}.json", {"rows": rows, "file": name, "attempt": attempt})
     yield pa.RecordBatch.from_pylist([{"partition": part, "rows": rows, "skipped": False}], schema=result)
+
+
+def graded_tables(spec, out_columns, stats, batches, run_id: str, schema) -> Iterator[Any]:
+    """A staging task's grades as Arrow tables of the staged file's `schema`: `_grade`'s batches
+    with run_id and graded_run_id (where the schema has them) naming this run, which graded them."""
+    import pyarrow as pa
+
+    for out in _grade(spec, out_columns, stats, batches):
+        for col in ("run_id", "graded_run_id"):
+            if col in schema.names:
+                out = out.append_column(col, pa.array([run_id] * out.num_rows, pa.string()))
+        yield pa.Table.from_batches([out]).cast(schema)
 
 
 def staged_partitions(folder) -> dict[int, int]:

@@ -205,12 +205,7 @@ def _stage_grades(spec, out_columns, file_schema, folder, options, run_id, stats
     if part == fail_partition:
         _wait_for_others(folder, options, partitions)
         raise D.InjectedFault(f"injected fault: partition {part} fails on every attempt (attempt {attempt})")
-    tables = []
-    for out in D._grade(spec, out_columns, stats, D._faulty(batches, fail_batch, attempt)):
-        for col in ("run_id", "graded_run_id"):  # graded here, by this run
-            if col in file_schema.names:
-                out = out.append_column(col, pa.array([run_id] * out.num_rows, pa.string()))
-        tables.append(pa.Table.from_batches([out]).cast(file_schema))
+    tables = list(D.graded_tables(spec, out_columns, stats, D._faulty(batches, fail_batch, attempt), run_id, file_schema))
     table = pa.concat_tables(tables) if tables else file_schema.empty_table()
     _put_parquet(folder, f"{GRADED_PREFIX}{part:05d}.parquet", options, table)
     yield pa.RecordBatch.from_pylist([{"partition": part, "rows": table.num_rows}], schema=_result_schema())
