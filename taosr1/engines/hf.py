@@ -6,8 +6,9 @@ logits for the whole vocabulary, no logits at other positions. The prefix every 
 shares (system prompt) runs once per call and its KV cache is reused by every batch.
 Prompts are right-padded in length-sorted batches, or, on a GPU, packed into sequences of
 `max_batch_tokens` with flex attention keeping them apart (taosr1.engines.packing); either
-way a row's result does not depend on its batch. Sampling draws each row's tokens with its own seed (from the call's seed
-and the prompt, as the vLLM engine does), so a prompt's samples do not depend on its batch either.
+way a row's result does not depend on its batch. Sampling draws each row's tokens with its
+own seed (from the call's seed and the prompt, as the vLLM engine does), so a prompt's
+samples do not depend on its batch either.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def pack_rows(prompts: Sequence[Sequence[int]], shared: int, budget: int) -> lis
 
 
 def _close(pack: Pack) -> Pack:
-    """Pad to a whole number of blocks; the padding is one more part that nothing attends to."""
+    """Pad to a whole number of blocks; the padding is one more part, which no prompt's part sees."""
     pack.padding = -len(pack.ids) % BLOCK
     pack.ids += [0] * pack.padding
     pack.doc += [len(pack.rows) + 1] * pack.padding
@@ -93,11 +93,11 @@ def register_attention() -> str:
 
     transformers' own `flex_attention` compiles with automatic dynamic shapes, whose CPU
     kernels fail to build on torch 2.13; here the kernel is compiled with dynamic shapes on
-    CUDA (one compile for every pack length) and per pack length on a CPU."""
+    CUDA (one compile for every pack length) and per pack length on a CPU, where packing is
+    for checks (`auto` pads there)."""
     from transformers import AttentionInterface
 
-    if ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ATTENTION, _packed_attention)
+    AttentionInterface.register(ATTENTION, _packed_attention)  # idempotent: the same function each time
     return ATTENTION
 
 
