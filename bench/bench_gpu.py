@@ -176,10 +176,20 @@ def run_shape(shape: str, peak: float, a) -> tuple[list[dict], dict]:
     except Exception as e:
         agree = {"shape": shape, "error": repr(e)[:500]}
     print(json.dumps(agree), flush=True)
-    if a.no_generate:
-        del model
-        torch.cuda.empty_cache() if DEVICE == "cuda" else None
-        return out, agree
+    if not a.no_generate:
+        out.append(think_first(model, cfg, shape))
+    for r in out:
+        r["model_build_seconds"] = round(built, 1)
+    del model
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+    return out, agree
+
+
+def think_first(model, cfg, shape: str) -> dict:
+    """HF `generate` of 128 tokens on the anchor prompts, in batches of up to 256."""
+    import torch
+
     ps, _ = prompts("anchor", GEN_ROWS[shape], cfg.vocab_size, seed=1)
     ids = torch.tensor(ps, device=DEVICE)
     bs = min(len(ps), 256)
@@ -192,14 +202,9 @@ def run_shape(shape: str, peak: float, a) -> tuple[list[dict], dict]:
                            min_new_tokens=128, do_sample=False, pad_token_id=0)
         _sync()
     dt = time.perf_counter() - t
-    out.append({"shape": shape, "work": "think-first (generate 128)", "batching": "padded", "rows": len(ps), "seconds": round(dt, 3),
-                "items_per_s": round(len(ps) / dt, 1), "mfu": None, "tokens_per_item": 256,
-                "anchor_items_per_s": ANCHORS[shape]["think_first"], "batch": bs})
-    for r in out:
-        r["model_build_seconds"] = round(built, 1)
-    del model
-    torch.cuda.empty_cache() if DEVICE == "cuda" else None
-    return out, agree
+    return {"shape": shape, "work": "think-first (generate 128)", "batching": "padded", "rows": len(ps),
+            "seconds": round(dt, 3), "items_per_s": round(len(ps) / dt, 1), "mfu": None, "tokens_per_item": 256,
+            "anchor_items_per_s": ANCHORS[shape]["think_first"], "batch": bs}
 
 
 def main() -> None:
