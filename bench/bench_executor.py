@@ -48,17 +48,14 @@ def random_model(shape: str, tokenizer: str, folder: Path) -> str:
 
 
 def batches(rows: int, chunk: int):
-    """The bundled sample repeated to `rows` rows, new keys per copy, as Arrow batches with the
+    """bench_spark_cost's input (the sample repeated to `rows` rows) as Arrow batches with the
     hidden columns the driver adds before prepare (position, duplicate flag)."""
-    import pandas as pd
     import pyarrow as pa
 
-    from taosr1.resources import sample_path
+    from bench_spark_cost import sample_rows
     from taosr1.spark import dispatch as D
 
-    base = pd.read_csv(sample_path(), dtype=str, keep_default_na=False)
-    copies = -(-rows // len(base))
-    df = pd.concat([base.assign(query_id=base["query_id"] + f"-{k}") for k in range(copies)], ignore_index=True)[:rows]
+    df = sample_rows(rows)
     df[D.POS], df[D.DUP] = range(len(df)), False
     return pa.Table.from_pandas(df, preserve_index=False).to_batches(chunk)
 
@@ -80,8 +77,8 @@ def main() -> None:
     import torch
 
     from taosr1 import config as cfgmod
-    from taosr1 import contracts
     from taosr1.labeling import LabelConfig
+    from taosr1.nightly import grade_columns
     from taosr1.spark import dispatch as D
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,8 +101,7 @@ def main() -> None:
     labeler = D.labeler_for(spec, 0)
     load = time.perf_counter() - t
     engine, label_ids = labeler.engine, labeler.scheme.token_ids(labeler.engine.tokenizer)
-    out_cols = [(c.name, c.type) for c in contracts.output_contract("grades").added_columns(labeler.scheme.names)
-                if c.name not in ("run_id", "graded_run_id", "run_date")]
+    out_cols = [(c.name, c.type) for c in grade_columns(labeler.scheme)]
 
     data = batches(a.rows, a.chunk_rows)
     prepared, t_prep = timed(lambda b: D._prepare(spec, None, iter(b)), data)
@@ -115,12 +111,15 @@ def main() -> None:
     ok = ok.sort_by([(D.NTOK, "descending")]).to_batches(a.chunk_rows)
     ids = [b.column(D.IDS).to_pylist() for b in ok]
     engine.score(ids[0][: a.chunk_rows // 4], label_ids)  # warm-up: kernels, flex attention's compile
+    def score(chunks):
+        return (engine.score(x, label_ids) for x in chunks)
+
     engine.stats = type(engine.stats)()
-    _, t_raw = timed(lambda chunks: (engine.score(x, label_ids) for x in chunks), ids)
+    _, t_raw = timed(score, ids)
     stats = dataclasses.asdict(engine.stats)
     _, t_grade = timed(lambda b: D._grade(spec, out_cols, None, iter(b)), ok)
-    _, t_raw2 = timed(lambda chunks: (engine.score(x, label_ids) for x in chunks), ids)  # raw before and after:
-    t_raw = min(t_raw, t_raw2)  # the faster of the two, so warming order does not favour the job
+    # raw before and after the grade stage, the faster kept, so warming order does not favour the job
+    t_raw = min(t_raw, timed(score, ids)[1])
     rows = sum(b.num_rows for b in ok)
     report = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine() + " cpu",

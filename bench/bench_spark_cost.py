@@ -33,7 +33,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def make_input(rows: int, path: Path) -> int:
+def sample_rows(rows: int):
+    """The bundled sample repeated to `rows` rows, each copy with new query ids (a DataFrame)."""
     import pandas as pd
 
     from taosr1.resources import sample_path
@@ -45,7 +46,11 @@ def make_input(rows: int, path: Path) -> int:
         part["query_id"] = part["query_id"] + f"-{k}"
         parts.append(part)
         k += 1
-    df = pd.concat(parts, ignore_index=True).head(rows)
+    return pd.concat(parts, ignore_index=True).head(rows)
+
+
+def make_input(rows: int, path: Path) -> int:
+    df = sample_rows(rows)
     df.to_parquet(path, index=False)
     return len(df)
 

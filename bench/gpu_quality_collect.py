@@ -29,8 +29,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import numpy as np
-
 CLASSES = ["Excellent", "Related", "Mismatch", "Irrelevant"]
 
 
@@ -62,18 +60,9 @@ def seed_rows(d: Path) -> tuple[dict[str, dict], dict]:
     return rows, status
 
 
-def _spread(v: list[float]) -> dict | None:
-    v = [x for x in v if x is not None]
-    return {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v)), "seeds": len(v)} if v else None
-
-
-def _cell(s: dict | None) -> str:
-    if not s:
-        return "-"
-    return f"{s['mean']:.3f}" if s["seeds"] == 1 or s["min"] == s["max"] else f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
-
-
 def merge(work: Path, seeds: list[int], out: Path, tar: Path | None) -> int:
+    from taosr1.evaluation.quality import cell, spread, summarize
+
     per_seed, status = {}, {}
     for s in seeds:
         per_seed[s], status[s] = seed_rows(work / f"seed{s}")
@@ -82,19 +71,15 @@ def merge(work: Path, seeds: list[int], out: Path, tar: Path | None) -> int:
     for n in names:
         ms = {s: per_seed[s][n] for s in seeds if n in per_seed[s]}
         speed = [m["n"] / m["seconds"] for m in ms.values() if m.get("seconds")]
-        summary[n] = {"seeds": sorted(ms), "n": [m["n"] for m in ms.values()],
-                      "macro_f1": _spread([m["macro_f1"] for m in ms.values()]),
-                      "accuracy": _spread([m["accuracy"] for m in ms.values()]),
-                      "per_class_f1": {c: _spread([m["per_class_f1"].get(c) for m in ms.values()]) for c in CLASSES},
-                      "items_per_s": _spread(speed), "unparsed": [m.get("unparsed", 0) for m in ms.values()],
-                      "beta": [m.get("beta") for m in ms.values()]}
+        summary[n] = {**summarize(ms), "seeds": sorted(ms), "items_per_s": spread(speed),
+                      "unparsed": [m.get("unparsed", 0) for m in ms.values()], "beta": [m.get("beta") for m in ms.values()]}
     head = ["row", "seeds", "pairs", "macro-F1", "accuracy", *[f"F1 {c}" for c in CLASSES], "items/s", "unparsed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for n, r in summary.items():
         lines.append("| " + " | ".join([n, ",".join(map(str, r["seeds"])), ",".join(map(str, r["n"])),
-                                        _cell(r["macro_f1"]), _cell(r["accuracy"]),
-                                        *[_cell(r["per_class_f1"][c]) for c in CLASSES],
-                                        _cell(r["items_per_s"]).replace(".000", ""),
+                                        cell(r["macro_f1"]), cell(r["accuracy"]),
+                                        *[cell(r["per_class_f1"].get(c)) for c in CLASSES],
+                                        cell(r["items_per_s"]).replace(".000", ""),
                                         ",".join(map(str, r["unparsed"]))]) + " |")
     table = "\n".join(lines)
     seeds_files = {s: {p: _load(work / f"seed{s}" / f"train_eval_{p}.json") for p in ("pipeline", "think_first")}
@@ -213,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         return quality(rest[1:] if rest[:1] == ["--"] else rest)
     a = ap.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # taosr1 from the tree
     if a.cmd == "merge":
         return merge(Path(a.work), seeds, Path(a.out), Path(a.tar) if a.tar else None)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     return include(Path(a.src), seeds, Path(a.out))
 
 

@@ -331,13 +331,11 @@ def _plan(spark, df, cfg: NightlyConfig, spec, reuse, scheme, run_id: str, model
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StringType, StructField, StructType
 
-    from taosr1 import contracts
     from taosr1 import incremental as I
     from taosr1.spark import dispatch as D
 
     lc, cols, input_names = cfg.label, cfg.label.columns, df.columns
-    grade_cols = [c for c in contracts.output_contract("grades").added_columns(scheme.names)
-                  if c.name not in ("run_id", "graded_run_id", PARTITION)]
+    grade_cols = grade_columns(scheme)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(lc.chunk_rows))
     partitions = cfg.partitions or spark.sparkContext.defaultParallelism
     keys = [F.col(f"`{k}`") for k in cols.keys]  # backticks: a name may hold a dot
@@ -375,6 +373,15 @@ def _plan(spark, df, cfg: NightlyConfig, spec, reuse, scheme, run_id: str, model
         *[F.col(f"`{c}`").cast("string").alias(c) for c in input_names], F.col(D.REASON).alias("reason"),
         F.lit(run_id).alias("run_id"))
     return _Plan(prepared, attached, to_grade, graded, reused, quarantined, grade_cols, stats, spec, partitions)
+
+
+def grade_columns(scheme) -> list:
+    """The grades contract's columns the grade stage adds (run ids and the date partition are
+    added after it), in output order."""
+    from taosr1 import contracts
+
+    return [c for c in contracts.output_contract("grades").added_columns(scheme.names)
+            if c.name not in ("run_id", "graded_run_id", PARTITION)]
 
 
 def _check_schemas(t: _Tables, plan: _Plan, opts) -> None:

@@ -71,7 +71,8 @@ def seed_row(metrics: dict[str, Any]) -> dict[str, Any]:
             "macro_over": metrics["macro_over"], "gold_without_prediction": metrics["gold_without_prediction"]}
 
 
-def _spread(values: list[float | None]) -> dict[str, Any] | None:
+def spread(values: list[float | None]) -> dict[str, Any] | None:
+    """Mean, min and max of the values that are not None, and how many there were."""
     v = [x for x in values if x is not None]
     if not v:
         return None
@@ -85,14 +86,15 @@ def summarize(per_seed: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     averaged over the seeds where it is defined, and `seeds` says over how many.
     """
     rows = list(per_seed.values())
-    out: dict[str, Any] = {m: _spread([r[m] for r in rows]) for m in METRICS}
+    out: dict[str, Any] = {m: spread([r[m] for r in rows]) for m in METRICS}
     labels = list(dict.fromkeys(k for r in rows for k in r["per_class_f1"]))
-    out["per_class_f1"] = {k: _spread([r["per_class_f1"].get(k) for r in rows]) for k in labels}
+    out["per_class_f1"] = {k: spread([r["per_class_f1"].get(k) for r in rows]) for k in labels}
     out["n"] = [r["n"] for r in rows]
     return out
 
 
-def _cell(s: dict[str, Any] | None) -> str:
+def cell(s: dict[str, Any] | None) -> str:
+    """A `spread` as a table cell: the mean, with (min-max) when the seeds differ."""
     if s is None:
         return "-"
     if s["seeds"] == 1 or s["min"] == s["max"]:
@@ -108,7 +110,7 @@ def markdown_table(rows: dict[str, dict[str, Any]], labels: list[str]) -> str:
     for name, r in rows.items():
         s = r["summary"]
         cells = [name, ",".join(str(k) for k in r["per_seed"]), ",".join(str(n) for n in s["n"]),
-                 _cell(s["macro_f1"]), _cell(s["accuracy"]), *[_cell(s["per_class_f1"].get(k)) for k in labels]]
+                 cell(s["macro_f1"]), cell(s["accuracy"]), *[cell(s["per_class_f1"].get(k)) for k in labels]]
         lines.append("| " + " | ".join(cells) + " |")
         short = {k: v.get("gold_without_prediction", 0) for k, v in r["per_seed"].items()}
         if any(short.values()):

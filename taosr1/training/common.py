@@ -133,11 +133,12 @@ def load_for_training(model: str, lora: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from taosr1.engines.hf import pick_device
     from taosr1.models import load_tokenizer, resolve_model
 
     path = resolve_model(model or "base")  # training starts from the untrained base unless told otherwise
     dtype = torch.bfloat16 if (lora and torch.cuda.is_available()) else torch.float32
-    m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to("cuda" if torch.cuda.is_available() else "cpu")
+    m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(pick_device("auto"))
     tok = load_tokenizer(path)
     if m.generation_config.pad_token_id is None:
         m.generation_config.pad_token_id = tok.pad_token_id
