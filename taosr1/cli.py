@@ -184,9 +184,10 @@ def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir, min_sup
     if out_dir:
         from taosr1.evaluation.config import EvalConfig
         from taosr1.evaluation.evaluate import write_calibration_report
+        from taosr1.local_copy import write_folder
 
-        paths = write_calibration_report(out_dir, probs, gold_idx, scheme, predictions=predictions,
-                                         cfg=EvalConfig(min_support=min_support), written_to=str(path) if path else None)
+        paths = write_folder(out_dir, write_calibration_report, probs, gold_idx, scheme, predictions=predictions,
+                             cfg=EvalConfig(min_support=min_support), written_to=str(path) if path else None)
         click.echo(f"calibration report: {paths['html']}")
     click.echo(json.dumps({"beta": beta, "macro_f1": best[1], "accuracy": best[2], "n": len(df)}))
 

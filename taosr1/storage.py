@@ -22,8 +22,14 @@ _S3_CLIENT = {"AWS_ENDPOINT_URL": "endpoint_url", "AWS_REGION": "region_name"}
 _AZURE = {"AZURE_STORAGE_ACCOUNT_NAME": "account_name", "AZURE_STORAGE_ACCOUNT_KEY": "account_key",
           "AZURE_STORAGE_SAS_TOKEN": "sas_token", "AZURE_STORAGE_CONNECTION_STRING": "connection_string"}
 _GCS = {"GOOGLE_SERVICE_ACCOUNT": "token", "GOOGLE_APPLICATION_CREDENTIALS": "token"}
-# settings (not secrets) read from the environment so executors get them with the options
-_ENV = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_S3_LOCKING_PROVIDER", "AWS_CONDITIONAL_PUT")
+# settings (not secrets) read from the environment so executors get them with the options. Emulators:
+# Azurite (AZURE_STORAGE_USE_EMULATOR, at AZURITE_BLOB_STORAGE_URL, as delta-rs reads them) and a GCS
+# emulator at STORAGE_EMULATOR_HOST (as the Google clients read it).
+_ENV = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_S3_LOCKING_PROVIDER", "AWS_CONDITIONAL_PUT",
+        "AZURE_STORAGE_USE_EMULATOR", "AZURITE_BLOB_STORAGE_URL", "STORAGE_EMULATOR_HOST")
+# Azurite's documented development account (public, not a secret)
+_AZURITE_ACCOUNT = "devstoreaccount1"
+_AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 class StorageError(ValueError):
@@ -71,10 +77,27 @@ def fsspec_options(uri: str, options: dict[str, str]) -> dict[str, Any]:
             kw["client_kwargs"] = client
         return kw
     if proto in ("abfs", "abfss", "az"):
-        return {_AZURE[k]: v for k, v in options.items() if k in _AZURE}
+        kw = {_AZURE[k]: v for k, v in options.items() if k in _AZURE}
+        return _azurite(kw, options) if _true(options.get("AZURE_STORAGE_USE_EMULATOR")) else kw
     if proto in ("gs", "gcs"):
-        return {_GCS[k]: v for k, v in options.items() if k in _GCS}
+        kw = {_GCS[k]: v for k, v in options.items() if k in _GCS}
+        if options.get("STORAGE_EMULATOR_HOST"):
+            kw = {"token": "anon", **kw, "endpoint_url": options["STORAGE_EMULATOR_HOST"]}
+        return kw
     return {}
+
+
+def _true(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+def _azurite(kw: dict[str, Any], options: dict[str, str]) -> dict[str, Any]:
+    """adlfs's arguments for Azurite: the connection string delta-rs builds from the same settings."""
+    account = kw.get("account_name", _AZURITE_ACCOUNT)
+    key = kw.get("account_key", _AZURITE_KEY)
+    url = options.get("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:10000").rstrip("/")
+    return {"connection_string": f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
+                                 f"BlobEndpoint={url}/{account};"}
 
 
 def filesystem(uri: str, options: dict[str, str] | None = None, **extra):
@@ -99,6 +122,18 @@ def pyarrow_fs(uri: str, options: dict[str, str] | None = None):
 
     fs, path = filesystem(uri, options)
     return PyFileSystem(FSSpecHandler(fs)), path
+
+
+def _endpoint(uri: str, opts: dict[str, str]) -> tuple[str, str]:
+    """(the setting that names the endpoint, its value) for the unreachable-store message."""
+    proto = protocol(uri)
+    if proto in ("abfs", "abfss", "az"):
+        if _true(opts.get("AZURE_STORAGE_USE_EMULATOR")):
+            return "AZURITE_BLOB_STORAGE_URL", opts.get("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:10000")
+        return "AZURE_STORAGE_ACCOUNT_NAME", "the storage account's endpoint"
+    if proto in ("gs", "gcs"):
+        return "STORAGE_EMULATOR_HOST", opts.get("STORAGE_EMULATOR_HOST", "the GCS endpoint")
+    return "AWS_ENDPOINT_URL", opts.get("AWS_ENDPOINT_URL", "the store's default endpoint")
 
 
 def _what_to_set(uri: str) -> str:
@@ -136,7 +171,7 @@ def check_location(uri: str, options: dict[str, Any] | None = None, what: str = 
         if "credential" in text.lower() or "NoCredentials" in text:
             raise StorageError(f"{what} {uri}: no credentials for {protocol(uri)}://; {_what_to_set(uri)}") from None
         if any(s in text.lower() for s in ("connect", "endpoint", "timeout", "resolve", "unreachable")):
-            endpoint = opts.get("AWS_ENDPOINT_URL", "the store's default endpoint")
-            raise StorageError(f"{what} {uri}: cannot reach {endpoint} ({text}); check AWS_ENDPOINT_URL / the "
-                               "network, or set storage_options.AWS_ENDPOINT_URL") from None
+            setting, endpoint = _endpoint(uri, opts)
+            raise StorageError(f"{what} {uri}: cannot reach {endpoint} ({text}); check {setting} / the network, "
+                               f"or set storage_options.{setting}") from None
         raise StorageError(f"{what} {uri}: {text}; {_what_to_set(uri)}") from None

@@ -8,6 +8,9 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# gcsfs asks a bucket for its type over gRPC before use; the GCS emulator has no gRPC endpoint and each
+# ask would wait out a 60 s timeout. Set before Spark starts, so its Python workers inherit it.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from store_servers import free_port, serve
 
 from taosr1 import config as cfgmod
 from taosr1.cli import main
@@ -29,41 +32,19 @@ CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AW
 def s3(tmp_path_factory):
     """moto's S3 server on 127.0.0.1 (a real HTTP endpoint) with a bucket `lake` holding the sample.
 
-    In a process of its own (moto's `moto_server`, what ThreadedMotoServer runs in a thread):
-    some delta-rs calls (DeltaTable.is_deltatable) hold the GIL while they wait for the
-    network, so a server thread in this process could not answer them."""
-    import socket
-    import subprocess
+    moto's `moto_server` (what ThreadedMotoServer runs in a thread) in a process of its own."""
     import sys
-    import time
 
     import boto3
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                              aws_secret_access_key="testing", region_name="us-east-1")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.create_bucket(Bucket="lake")
-                break
-            except Exception:  # noqa: BLE001 - not listening yet
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.3)
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    with serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+               tmp_path_factory.mktemp("moto") / "moto.log", lambda: client.create_bucket(Bucket="lake")):
         client.upload_file(str(sample_path()), "lake", "in/pairs.csv")
         yield {"AWS_ENDPOINT_URL": endpoint, **CREDS}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture
@@ -110,7 +91,7 @@ def test_label_reads_and_writes_s3_paths(s3_env, tiny_model, sample_df):
     assert len(delta("s3://lake/label/grades_delta_quarantine", s3_env)) == len(quarantined)
 
 
-def test_eval_and_calibrate_read_predictions_from_s3(s3_env, tmp_path):
+def test_eval_compare_and_calibrate_read_and_report_on_s3(s3_env, tmp_path):
     from eval_data import predictions
 
     import s3fs
@@ -118,10 +99,26 @@ def test_eval_and_calibrate_read_predictions_from_s3(s3_env, tmp_path):
     fs = s3fs.S3FileSystem()
     with fs.open("lake/eval/pred.parquet", "wb") as f:
         predictions().to_parquet(f, index=False)
+    with fs.open("lake/eval/pred_b.parquet", "wb") as f:
+        predictions(seed=1).to_parquet(f, index=False)
     res = CliRunner().invoke(main, ["eval", "s3://lake/eval/pred.parquet", "--gold-col", "esci_label",
                                     "--out", str(tmp_path / "rep"), "--bootstrap", "50"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["n"] == len(predictions())
+    # report folders in the bucket too
+    res = CliRunner().invoke(main, ["eval", "s3://lake/eval/pred.parquet", "--gold-col", "esci_label",
+                                    "--out", "s3://lake/reports/eval", "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["report"] == "s3://lake/reports/eval/report.html"
+    assert json.loads(fs.cat("lake/reports/eval/metrics.json"))["n"] == len(predictions())
+    res = CliRunner().invoke(main, ["compare", "s3://lake/eval/pred.parquet", "s3://lake/eval/pred_b.parquet",
+                                    "--gold-col", "esci_label", "--out", "s3://lake/reports/compare", "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(fs.cat("lake/reports/compare/metrics.json"))["n"] == len(predictions())
+    res = CliRunner().invoke(main, ["calibrate", "s3://lake/eval/pred.parquet", "--gold-col", "esci_label",
+                                    "--no-write", "--out", "s3://lake/reports/calibration"])
+    assert res.exit_code == 0, res.output
+    assert fs.exists("lake/reports/calibration/report.html")
 
 
 def job(tiny_model, s3, **overrides) -> NightlyConfig:
@@ -197,6 +194,16 @@ def test_nightly_rerun_and_two_dates_at_once_on_s3(nightly_s3, spark, tiny_model
     pd.testing.assert_frame_equal(delta(out, s3, D1), after)  # the other dates untouched
     runs = DeltaTable(f"{out}_runs", storage_options={**s3, "AWS_ALLOW_HTTP": "true"}).to_pandas()
     assert len(runs) == 4
+    # `taosr1 drift` on the bucket's table, its report in the bucket
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in s3.items():
+            mp.setenv(k, v)
+        res = CliRunner().invoke(main, ["drift", "--table", out, "--run-date", D3, "--out", "s3://lake/reports/drift"])
+        assert res.exit_code == 0, res.output
+        assert f"no drift in {out}: run {D3} against {D2}" in res.output
+        import s3fs
+
+        assert s3fs.S3FileSystem().exists("lake/reports/drift/report.html")
 
 
 def test_nightly_reads_delta_and_parquet_inputs_from_s3(spark, tiny_model, s3, sample_df):
@@ -320,3 +327,57 @@ def test_resume_on_s3_grades_only_what_the_dead_run_did_not_stage(spark, tiny_mo
     pd.testing.assert_frame_equal(got[same], want[same])
     assert (got["run_id"] == "dies").all() and record["quarantined"] == full["quarantined"]
     assert not fs.exists("lake/tables/resumed/_staging/dies")
+
+
+def test_training_stages_read_and_write_s3(s3_env, tiny_model):
+    """The pipeline's input and every stage's output in the bucket; a rerun resumes from it; a stage alone
+    takes its model and data from the bucket."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    args = ["pipeline", "--config", str(conf_dir() / "train" / "smoke.yaml"), "--output", "s3://lake/train/run"]
+    for s in ["input=s3://lake/in/pairs.csv", f"model={tiny_model}", f"cot.teacher.model={tiny_model}", "train_rows=16",
+              "test_rows=12", "stages=[cot, sft]", "cot.max_new_tokens=8", "sft.max_steps=2"]:
+        args += ["--set", s]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["output"] == "s3://lake/train/run"
+    for f in ("split/train.parquet", "cot/taosr1_stage.json", "sft/taosr1_stage.json", "sft/model.safetensors",
+              "eval/sft.json", "pipeline_summary.json"):
+        assert fs.exists(f"lake/train/run/{f}"), f
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "cot: complete in" in res.stderr and "sft: complete in" in res.stderr  # resumed from the bucket
+    res = CliRunner().invoke(main, ["sample", "--output", "s3://lake/train/sample", "--set", "data=s3://lake/train/run/cot",
+                                    "--set", "engine.model=s3://lake/train/run/sft", "--set", "n=2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["samples"] == 2 * 16
+    assert fs.exists("lake/train/sample/taosr1_stage.json")
+
+
+def test_local_copies_keep_what_a_failed_command_wrote_and_name_missing_inputs(s3_env):
+    """A stage that dies still uploads what it finished (its marker only if it completed); a missing
+    remote input is named."""
+    import s3fs
+
+    from taosr1.local_copy import fetched, published
+
+    fs = s3fs.S3FileSystem()
+    with pytest.raises(RuntimeError, match="died"):
+        with published("s3://lake/failed/run") as local:
+            (Path(local) / "cot").mkdir()
+            (Path(local) / "cot" / "cot.parquet").write_bytes(b"rows")
+            raise RuntimeError("died")
+    assert fs.cat("lake/failed/run/cot/cot.parquet") == b"rows"
+    before = fs.info("lake/failed/run/cot/cot.parquet")["LastModified"]
+    time.sleep(1.1)  # S3 times are in seconds
+    with published("s3://lake/failed/run", resume=True) as local:  # a rerun starts from what is there
+        assert (Path(local) / "cot" / "cot.parquet").read_bytes() == b"rows"
+        (Path(local) / "sft").mkdir()
+        (Path(local) / "sft" / "model.bin").write_bytes(b"weights")
+    assert fs.cat("lake/failed/run/sft/model.bin") == b"weights"
+    fs.invalidate_cache()
+    assert fs.info("lake/failed/run/cot/cot.parquet")["LastModified"] == before  # not uploaded again
+    with pytest.raises(FileNotFoundError, match="s3://lake/no/such/model"):
+        with fetched("s3://lake/no/such/model"):
+            pass

@@ -14,6 +14,7 @@ import click
 from taosr1.clitools import fail as _fail
 from taosr1.clitools import option_values
 from taosr1.config import ConfigError
+from taosr1.local_copy import write_folder
 
 _ERRORS = (ConfigError, ValueError, FileNotFoundError, KeyError)
 
@@ -103,8 +104,9 @@ def eval_cmd(predictions, out_dir, gold_col, gold, segment, drop_unparsed, fmt, 
         _fail(str(e))
     from taosr1.evaluation.evaluate import CAPTIONS
 
-    paths = write_report(out_dir, title or f"Evaluation of {Path(predictions).name}", metrics, figures, tables,
-                         summary=summary, notes=notes, captions=CAPTIONS)
+    title = title or f"Evaluation of {Path(predictions).name}"
+    paths = write_folder(out_dir, write_report, title, metrics, figures, tables, summary=summary, notes=notes,
+                         captions=CAPTIONS)
     line = {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "ordinal_mae", "ece")}
     line.update({"macro_f1_ci": metrics["ci"].get("macro_f1"), "report": str(paths["html"])})
     click.echo(json.dumps(line))
@@ -145,7 +147,7 @@ def compare_cmd(a, b, out_dir, gold_col, gold, name_a, name_b, drop_unparsed, fm
     except _ERRORS as e:
         _fail(str(e))
     metrics, figures, tables, summary, notes = result
-    paths = write_report(out_dir, f"{name_b} against {name_a}", metrics, figures, tables, summary=summary,
+    paths = write_folder(out_dir, write_report, f"{name_b} against {name_a}", metrics, figures, tables, summary=summary,
                          notes=notes, max_rows=cfg.max_disagreements)
     mc = metrics["mcnemar"]
     click.echo(json.dumps({"n": metrics["n"], "macro_f1_difference": metrics["differences"]["macro_f1"],
@@ -199,7 +201,8 @@ def drift_cmd(table, run_date, previous, out_dir, fail_on_drift, config, overrid
     if out_dir:
         from taosr1.evaluation.report import write_report
 
-        write_report(out_dir, f"Drift: {run_date} against {prev_date}", result, **dr.drift_report_parts(result, scheme))
+        write_folder(out_dir, write_report, f"Drift: {run_date} against {prev_date}", result,
+                     **dr.drift_report_parts(result, scheme))
     click.echo(json.dumps({k: v for k, v in result.items() if k not in ("labels", "tiers", "transitions")}))
     if result["drifted"] and fail_on_drift:
         sys.exit(3)

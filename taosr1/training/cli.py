@@ -1,7 +1,8 @@
 """Training commands: `taosr1 cot`, `taosr1 sample`, `taosr1 train sft|dpo|grpo`, `taosr1 pipeline`.
 
 Thin: each reads its YAML config (conf/train/<stage>.yaml by default) with `--set key=value`
-overrides, and calls the stage's `run_*`. Heavy imports happen inside the commands.
+overrides, and calls the stage's `run_*`. Heavy imports happen inside the commands. Inputs and
+outputs may be object-store paths (taosr1/local_copy.py: fetched before, uploaded after).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def config_options(f):
 
 def _run(stage: str, config: str | None, overrides: tuple[str, ...], output: str | None) -> None:
     from taosr1.config import ConfigError, merge, parse_overrides, read_yaml
+    from taosr1.local_copy import localized, published
     from taosr1.resources import conf_dir
+    from taosr1.storage import StorageError
     from taosr1.training.pipeline import run_stage, stage_config, values_hash
 
     try:
@@ -36,8 +39,10 @@ def _run(stage: str, config: str | None, overrides: tuple[str, ...], output: str
     except (ConfigError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
     try:
-        summary = run_stage(stage, cfg, values_hash(values))
-    except (ConfigError, FileNotFoundError) as e:  # missing inputs found once the stage looks at them
+        with localized(cfg) as cfg, published(cfg.output_dir) as out:
+            cfg.output_dir = out  # set, not dataclasses.replace: TRL configs' __post_init__ runs once
+            summary = run_stage(stage, cfg, values_hash(values))
+    except (ConfigError, FileNotFoundError, StorageError) as e:  # missing inputs found once the stage looks
         _fail(str(e))
     click.echo(json.dumps(summary, default=str))
 
@@ -91,12 +96,15 @@ def pipeline(config, output, overrides):
     """Run the training stages in order (split, cot, sft, sample, dpo, grpo, eval), skipping complete ones."""
     from taosr1 import config as cfgmod
     from taosr1.config import ConfigError, parse_overrides
+    from taosr1.local_copy import localized, published
     from taosr1.training.pipeline import PipelineConfig, run_pipeline
 
     try:
         cfg = cfgmod.load(PipelineConfig, config, parse_overrides(overrides))
-        summary = run_pipeline(cfg, output, log=lambda m: click.echo(m, err=True), source=config)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+        with localized(cfg) as cfg, published(output, resume=True) as out:  # an s3:// output resumes from the store
+            summary = run_pipeline(cfg, out, log=lambda m: click.echo(m, err=True), source=config)
+        summary["output"] = output
+    except (ConfigError, ValueError, FileNotFoundError) as e:  # StorageError is a ValueError
         _fail(str(e))
     click.echo(json.dumps({k: summary[k] for k in ("output", "split", "stages", "eval") if k in summary}, default=str))
 
