@@ -27,23 +27,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 
 def make_input(copies: int, path: Path) -> int:
     """The bundled sample repeated `copies` times, each copy with new keys."""
     import pandas as pd
+    from bench_spark_cost import make_input as write_rows
 
     from taosr1.resources import sample_path
 
-    base = pd.read_csv(sample_path(), dtype=str, keep_default_na=False)
-    parts = []
-    for k in range(copies):
-        part = base.copy()
-        part["query_id"] = part["query_id"] + f"-{k}"
-        parts.append(part)
-    df = pd.concat(parts, ignore_index=True)
-    df.to_parquet(path, index=False)
-    return len(df)
+    return write_rows(copies * len(pd.read_csv(sample_path(), dtype=str)), path)
 
 
 def raw_engine(args) -> None:

@@ -147,7 +147,9 @@ def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir, min_sup
     from taosr1.io import read_table
     from taosr1.labeling import write_calibration
     from taosr1.labels import load_scheme
+    from taosr1.local_copy import put
     from taosr1.models import resolve_model
+    from taosr1.storage import is_remote, join
 
     try:
         df = read_table(predictions, fmt)
@@ -180,6 +182,8 @@ def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir, min_sup
     path = None
     if write:
         path = write_calibration(resolve_model(model), scheme.name, beta, macro_f1=best[1], n=len(df))
+        if model and is_remote(model):  # written in the local copy, then beside the model in the store
+            path = put(path, join(model, path.name))
         click.echo(f"beta {beta} written to {path}")
     if out_dir:
         from taosr1.evaluation.config import EvalConfig

@@ -2,8 +2,9 @@
 stage markers, report writers.
 
 `fetched(uri)` is a local copy of a remote file or folder (a model, a stage's output),
-`published(uri)` a local folder uploaded to `uri` when the block ends, and `localized(cfg)` a
-config whose remote inputs are fetched. Local paths pass through untouched. Uploads run when
+`published(uri)` a local folder uploaded to `uri` when the block ends, `localized(cfg)` a
+config whose remote inputs are fetched, and `cached(uri)` a lasting copy of a remote model
+folder (what `taosr1 label` and each executor of the nightly job load). Local paths pass through untouched. Uploads run when
 the block fails too: what a stage completed (its marker written last) is kept, and a rerun
 with `resume` picks it up.
 
@@ -17,6 +18,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import json
 import os
 import posixpath
 import shutil
@@ -46,6 +48,47 @@ def fetched(uri: str, options: dict[str, Any] | None = None) -> Iterator[str]:
         else:
             raise FileNotFoundError(f"{uri}: no such file or folder in the store")
         yield dest
+
+
+def cached(uri: str, options: dict[str, Any] | None = None) -> str:
+    """A local copy of the remote folder `uri` that stays, fetched again only when the store's listing
+    (names, sizes, ETags) changed. Safe for several processes at once (executors on one machine):
+    each downloads into a folder of its own and renames it into place."""
+    from taosr1.models import cache_dir
+
+    fs, path = storage.filesystem(uri, storage.options_for(uri, options))
+    path = path.rstrip("/")
+    listing = {posixpath.relpath(p, path): [info.get("size"), str(info.get("ETag") or info.get("etag") or
+                                                                   info.get("LastModified") or info.get("mtime") or "")]
+               for p, info in fs.find(path, detail=True).items()}
+    if not listing:
+        raise FileNotFoundError(f"{uri}: no such folder in the store (or it is empty)")
+    root = Path(cache_dir()) / "remote" / "models" / _digest(uri)
+    version = root / _digest(json.dumps(listing, sort_keys=True))
+    dest = version / (posixpath.basename(path) or "model")
+    if not dest.is_dir():
+        tmp = root / f".{version.name}.{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _download(fs, path, str(tmp / dest.name))
+        try:
+            tmp.rename(version)
+        except OSError:  # another process placed the same version first
+            shutil.rmtree(tmp, ignore_errors=True)
+        for old in root.iterdir():  # earlier versions of this URI (best effort)
+            if old.name != version.name and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
+    return str(dest)
+
+
+def put(local_file: str | Path, uri: str, options: dict[str, Any] | None = None) -> str:
+    """Upload one file to `uri` (e.g. a calibration written beside a remote model); returns `uri`."""
+    fs, path = storage.filesystem(uri, storage.options_for(uri, options))
+    fs.put_file(str(local_file), path)
+    return uri
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @contextlib.contextmanager
@@ -99,7 +142,7 @@ def _scratch(kind: str, uri: str) -> Iterator[str]:
     """An empty folder named for `uri`, removed after the block."""
     from taosr1.models import cache_dir
 
-    folder = Path(cache_dir()) / "remote" / kind / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    folder = Path(cache_dir()) / "remote" / kind / _digest(uri)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from taosr1 import storage
 from taosr1.config import ConfigError
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -240,10 +241,15 @@ def ensure_base_model() -> Path:
     return _build_folder(target, convert, ".convert-")
 
 
-def resolve_model(model: str | Path | None) -> str:
-    """`model` as a checked folder path; empty means the embedded default model, `base` the untrained base."""
+def resolve_model(model: str | Path | None, options: dict[str, str] | None = None) -> str:
+    """`model` as a checked folder path; empty means the embedded default model, `base` the untrained base,
+    an object-store URI a local copy of that folder (`options`: its storage options)."""
     if not model:
         return str(ensure_default_model())
     if str(model) == BASE_ALIAS:
         return str(ensure_base_model())
+    if storage.is_remote(str(model)):  # an object-store folder: a local copy, refreshed when it changes
+        from taosr1.local_copy import cached
+
+        model = cached(str(model), options)
     return str(check_model_dir(model))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taosr1 import storage
 from taosr1.alerts import AlertConfig
 from taosr1.config import ConfigError, config_hash
 from taosr1.engines.base import EngineStats
@@ -145,8 +146,6 @@ def has_delta_spark(spark) -> bool:
 
 def read_input(spark, source: str, fmt: str = "auto", storage_options: dict[str, str] | None = None):
     """The input as a Spark DataFrame. CSV cells are text, unchanged (as `taosr1 label` reads them)."""
-    from taosr1 import storage
-
     if storage.is_remote(source):  # listed with fsspec, read by the executors (no S3A jars needed)
         from taosr1.spark import remote
 
@@ -191,9 +190,10 @@ def _read_delta_files(spark, source: str):
 
 def executor_label_config(lc: LabelConfig, model_path: str) -> dict[str, Any]:
     """The label settings executors get: a model folder given relative to the driver's working
-    directory made absolute (an executor runs in its own folder, e.g. a standalone worker's)."""
+    directory made absolute (an executor runs in its own folder, e.g. a standalone worker's); an
+    object-store model stays a URI, which each executor copies locally once."""
     cfg = dataclasses.asdict(lc)
-    if lc.engine.model and not Path(lc.engine.model).is_absolute():
+    if lc.engine.model and not storage.is_remote(lc.engine.model) and not Path(lc.engine.model).is_absolute():
         cfg["engine"]["model"] = str(Path(model_path).absolute())
     return cfg
 
@@ -233,10 +233,12 @@ def run(spark, cfg: NightlyConfig, *, input: str, output: str, run_date: str, qu
                           reserved=[*contracts.reserved_names(scheme.names), *D.HIDDEN, *I.HIDDEN])
 
     # 2. model, label tokens and beta, on the driver, before any executor work
-    model_path = resolve_model(lc.engine.model)
+    model_opts = storage.options_for(lc.engine.model, cfg.storage_options)  # {} for a local model
+    model_path = resolve_model(lc.engine.model, model_opts)
     scheme.token_ids(load_tokenizer(model_path))  # a label that is not one token fails here
     beta = resolve_beta(lc.beta, model_path, scheme)
-    spec = D.WorkerSpec(label_cfg=json.dumps(executor_label_config(lc, model_path), sort_keys=True), beta=beta)
+    spec = D.WorkerSpec(label_cfg=json.dumps(executor_label_config(lc, model_path), sort_keys=True), beta=beta,
+                        model_options=json.dumps(model_opts))
     reuse = _open_reuse(spark, cfg, writer, t.output, run_id, resume, model_path, scheme, beta, log)
 
     # 3. plan, then 4. grade, stage and commit
@@ -281,7 +283,7 @@ def _check_tables(spark, cfg: NightlyConfig, t: _Tables, resume: bool, run_id: s
                   ) -> tuple[str, dict[str, dict[str, str]]]:
     """The writer, and each location's storage options; every location problem stops the run
     here, before any model work."""
-    from taosr1 import delta, storage
+    from taosr1 import delta
 
     writer = cfg.writer if cfg.writer != "auto" else ("spark" if has_delta_spark(spark) else "delta-rs")
     if writer == "spark" and not has_delta_spark(spark):
@@ -395,7 +397,6 @@ def _write(spark, cfg: NightlyConfig, writer: str, t: _Tables, plan: _Plan, opts
            resume: bool, fingerprints, log) -> dict[str, int]:
     """Grade, stage and commit both tables: delta-spark's replaceWhere, or delta-rs on a local
     table (spark/staging.py) or on an object store (spark/remote.py)."""
-    from taosr1 import storage
     from taosr1.spark import staging
 
     if writer == "spark":
@@ -470,7 +471,6 @@ def _run_record(spark, cfg: NightlyConfig, t: _Tables, plan: _Plan, counts: dict
 def _open_reuse(spark, cfg, writer, output, run_id, resume, model_path, scheme, beta, log):
     """The fingerprint lookup of `reuse: previous` (taosr1/incremental.py); off with the spark writer."""
     from taosr1 import incremental as I
-    from taosr1 import storage
     from taosr1.delta import STAGING
 
     if cfg.reuse == "off":

@@ -381,3 +381,47 @@ def test_local_copies_keep_what_a_failed_command_wrote_and_name_missing_inputs(s
     with pytest.raises(FileNotFoundError, match="s3://lake/no/such/model"):
         with fetched("s3://lake/no/such/model"):
             pass
+
+
+def test_a_model_in_the_bucket_serves_label_calibrate_and_the_nightly_job(s3_env, spark, tiny_model, nightly_s3,
+                                                                          tmp_path, monkeypatch):
+    """`--model s3://...`: one local copy, fetched again only when the folder in the bucket changes;
+    calibrate records beta beside it in the bucket; the nightly job's executors copy it themselves."""
+    import s3fs
+
+    from taosr1.labeling import CALIBRATION_FILE
+
+    fs = s3fs.S3FileSystem()
+    uri = f"s3://lake/models/{Path(tiny_model).name}"  # the same folder name: the `model` column names it
+    fs.put(f"{tiny_model}/", uri[len("s3://"):], recursive=True)
+    monkeypatch.setenv("TAOSR1_CACHE", str(tmp_path / "cache"))
+    copies = tmp_path / "cache" / "remote" / "models"
+    frames = {}
+    for name, model in (("local", tiny_model), ("bucket", uri), ("again", uri)):
+        res = CliRunner().invoke(main, ["label", "s3://lake/in/pairs.csv", str(tmp_path / f"{name}.parquet"),
+                                        "--model", model, "--limit", "30", "--beta", "0.5"])
+        assert res.exit_code == 0, res.output
+        frames[name] = pd.read_parquet(tmp_path / f"{name}.parquet")
+    pd.testing.assert_frame_equal(frames["bucket"], frames["local"])
+    pd.testing.assert_frame_equal(frames["again"], frames["local"])
+    [uri_folder] = copies.iterdir()
+    assert len(list(uri_folder.iterdir())) == 1  # the second label reused the first copy
+
+    res = CliRunner().invoke(main, ["calibrate", str(tmp_path / "bucket.parquet"), "--gold-col", "esci_label",
+                                    "--model", uri])
+    assert res.exit_code == 0, res.output
+    assert f"written to {uri}/{CALIBRATION_FILE}" in res.output
+    beta = json.loads(res.stdout.strip().splitlines()[-1])["beta"]
+    res = CliRunner().invoke(main, ["label", "s3://lake/in/pairs.csv", str(tmp_path / "cal.parquet"),
+                                    "--model", uri, "--limit", "5"])
+    assert res.exit_code == 0, res.output
+    assert (pd.read_parquet(tmp_path / "cal.parquet")["beta"] == beta).all()  # the new copy has the beta
+    assert len(list(uri_folder.iterdir())) == 1  # and replaced the old one
+
+    out, first = nightly_s3
+    rec = run(spark, job(uri, s3_env), input="s3://lake/in/pairs.csv",
+              output=str(tmp_path / "grades"), run_date=D1)
+    assert rec["graded"] == first["graded"]
+    from_bucket = delta(str(tmp_path / "grades"), s3_env)
+    same = [c for c in from_bucket.columns if c.startswith("p_") or c in ("grade", *KEYS)]
+    pd.testing.assert_frame_equal(from_bucket[same], delta(out, s3_env, D1)[same])

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from taosr1 import storage
+
 from taosr1.labeling import DUPLICATE_REASON, prompt_too_long
 
 # Hidden columns the runner adds and the stages exchange; none reaches an output table.
@@ -44,16 +46,31 @@ class WorkerSpec:
 
     label_cfg: str  # LabelConfig as JSON (dataclasses.asdict)
     beta: float  # resolved on the driver, so every worker grades with the same beta
+    model_options: str = "{}"  # JSON storage options of an object-store model (sent like the tables' options)
 
     @property
     def key(self) -> str:
         return f"{self.label_cfg}|{self.beta}"
 
     def config(self):
+        """The LabelConfig; an object-store model as this worker's local copy of it."""
         from taosr1 import config as cfgmod
         from taosr1.labeling import LabelConfig
 
-        return cfgmod.build(LabelConfig, json.loads(self.label_cfg), source="worker spec")
+        cfg = cfgmod.build(LabelConfig, json.loads(self.label_cfg), source="worker spec")
+        if storage.is_remote(cfg.engine.model):
+            cfg.engine.model = local_model(cfg.engine.model, json.loads(self.model_options))
+        return cfg
+
+
+def local_model(uri: str, options: dict[str, str]) -> str:
+    """This worker's copy of the model folder `uri`, looked up in the store once per worker."""
+    models = _CACHE.setdefault("models", {})
+    if uri not in models:
+        from taosr1.local_copy import cached
+
+        models[uri] = cached(uri, options)
+    return models[uri]
 
 
 def worker_id() -> str:
