@@ -345,6 +345,7 @@ def test_training_stages_read_and_write_s3(s3_env, tiny_model):
     for f in ("split/train.parquet", "cot/taosr1_stage.json", "sft/taosr1_stage.json", "sft/model.safetensors",
               "eval/sft.json", "pipeline_summary.json"):
         assert fs.exists(f"lake/train/run/{f}"), f
+    assert json.loads(fs.cat("lake/train/run/pipeline_summary.json"))["output"] == "s3://lake/train/run"
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "cot: complete in" in res.stderr and "sft: complete in" in res.stderr  # resumed from the bucket

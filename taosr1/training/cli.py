@@ -102,8 +102,8 @@ def pipeline(config, output, overrides):
     try:
         cfg = cfgmod.load(PipelineConfig, config, parse_overrides(overrides))
         with localized(cfg) as cfg, published(output, resume=True) as out:  # an s3:// output resumes from the store
-            summary = run_pipeline(cfg, out, log=lambda m: click.echo(m, err=True), source=config)
-        summary["output"] = output
+            summary = run_pipeline(cfg, out, log=lambda m: click.echo(m, err=True), source=config,
+                                   output_name=output)
     except (ConfigError, ValueError, FileNotFoundError) as e:  # StorageError is a ValueError
         _fail(str(e))
     click.echo(json.dumps({k: summary[k] for k in ("output", "split", "stages", "eval") if k in summary}, default=str))

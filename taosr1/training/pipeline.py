@@ -322,8 +322,10 @@ def _marker_time(model: str) -> str:
 
 
 def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], None] = print,
-                 source: str = "pipeline") -> dict[str, Any]:
-    """Run the configured stages into `output`, skipping the ones already complete; return the summary."""
+                 source: str = "pipeline", output_name: str = "") -> dict[str, Any]:
+    """Run the configured stages into `output`, skipping the ones already complete; return the summary.
+
+    `output_name`: the output as the user named it, when `output` is a local copy of it (an object store)."""
     from taosr1.models import resolve_model
     from taosr1.training.common import read_stage
 
@@ -338,7 +340,7 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
         # and a stage built from the old file must not be skipped (it may hold test queries now)
         plan.append((name, stage_config(name, values, source),
                      values_hash({**values, "split": split_info.get("config_hash", "")})))
-    summary: dict[str, Any] = {"output": str(out), "split": split_info, "stages": {}}
+    summary: dict[str, Any] = {"output": output_name or str(out), "split": split_info, "stages": {}}
     rerun = False
     for name, scfg, h in plan:
         marker = read_stage(out / name)
