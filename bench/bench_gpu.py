@@ -1,7 +1,7 @@
 """The transformers engine on one GPU: post-CoT scoring and think-first generation on
 random-weight Qwen2-shaped models (0.5B and 7B), against DESIGN.md section 4's anchors.
 
-    python bench/bench_gpu.py [--shapes 0.5b,7b] [--batching padded,packed] [--out bench/results/bench_gpu.json]
+    python bench/bench_gpu.py [--shapes 0.5b,7b] [--batching padded,packed,packed+compile] [--out bench/results/bench_gpu.json]
 
 Needs CUDA; nothing is downloaded (weights are random, bf16, SDPA; only the shape matters
 for speed). Workloads, each on the same seeded prompts:
@@ -13,6 +13,9 @@ for speed). Workloads, each on the same seeded prompts:
 Scoring runs with each `batching` of the engine: `padded` (length-sorted rows, at most
 --max-batch-size of them, after the shared prefix's KV cache) and `packed` (prompts packed
 into sequences of --pack-tokens, flex attention keeping them apart; no row cap).
+`packed+compile` is `packed` with the decoder body under `torch.compile` (dynamic shapes on
+CUDA): the experiment for the 0.5B shape, whose element-wise work between the matmuls (norms,
+rotary, SiLU, residuals) may be what keeps its MFU low; not an engine option until it is measured.
 MFU counts the FLOPs of the positions actually computed (2 x non-embedding parameters per
 token, plus causal attention 4 x layers x q-width x context), over the bf16 matmul peak
 measured in the same run (8192^3, mean of 10 after 3 warm-ups). Prints a table, writes JSON.
@@ -109,15 +112,26 @@ def build(shape: str):
     return model.eval(), cfg
 
 
-def score_rows(model, cfg, shape: str, kind: str, batching: str, peak: float, a) -> dict:
-    """Time `engine.score` on one workload with one batching (after a warm-up that compiles)."""
+def engine(model, batching: str, **settings):
+    """A bf16 TransformersEngine around `model`; `packed+compile` compiles its decoder body."""
+    import torch
+
     from taosr1.engines.base import EngineConfig
     from taosr1.engines.hf import TransformersEngine
 
-    budget = a.pack_tokens if batching == "packed" else a.max_batch_tokens
-    ecfg = EngineConfig(device=DEVICE, dtype="bfloat16", max_batch_tokens=budget, max_batch_size=a.max_batch_size,
-                        reuse_prefix=kind == "realistic", batching=batching)
-    eng = TransformersEngine.from_model(model, None, ecfg, name=f"random Qwen2 {shape}")
+    mode = batching.removesuffix("+compile")
+    eng = TransformersEngine.from_model(model, None, EngineConfig(device=DEVICE, dtype="bfloat16", batching=mode,
+                                                                  **settings))
+    if mode != batching:  # per pack length on a CPU, where inductor's dynamic flex kernel fails to build (packing.py)
+        eng.body = torch.compile(eng.body, dynamic=DEVICE == "cuda")
+    return eng
+
+
+def score_rows(model, cfg, shape: str, kind: str, batching: str, peak: float, a) -> dict:
+    """Time `engine.score` on one workload with one batching (after a warm-up that compiles)."""
+    budget = a.pack_tokens if batching.startswith("packed") else a.max_batch_tokens
+    eng = engine(model, batching, max_batch_tokens=budget, max_batch_size=a.max_batch_size,
+                 reuse_prefix=kind == "realistic")
     ps, shared = prompts(kind, (REALISTIC_ROWS if kind == "realistic" else ROWS)[shape], cfg.vocab_size)
     t = time.perf_counter()
     for k in (a.max_batch_size, 3 * a.max_batch_size):  # warm-up: kernels, allocator, flex's compile
@@ -141,19 +155,16 @@ def score_rows(model, cfg, shape: str, kind: str, batching: str, peak: float, a)
 
 
 def agreement(model, cfg, shape: str) -> dict:
-    """Packed against padded on the same realistic prompts: the largest difference in P(label)."""
-    from taosr1.engines.base import EngineConfig
-    from taosr1.engines.hf import TransformersEngine
-
+    """Packed against padded on the same realistic prompts: the largest difference in P(label);
+    and the compiled packed path against the eager one."""
     ps, _ = prompts("realistic", 512, cfg.vocab_size, seed=2)
-    got = {}
-    for batching in ("padded", "packed"):
-        ecfg = EngineConfig(device=DEVICE, dtype="bfloat16", max_batch_tokens=16384, max_batch_size=64, batching=batching)
-        got[batching] = TransformersEngine.from_model(model, None, ecfg).score(ps, LABEL_IDS)
+    got = {b: engine(model, b, max_batch_tokens=16384, max_batch_size=64).score(ps, LABEL_IDS)
+           for b in ("padded", "packed", "packed+compile")}
     d = np.abs(got["padded"] - got["packed"])
     same = float((got["padded"].argmax(1) == got["packed"].argmax(1)).mean())
     return {"shape": shape, "rows": len(ps), "max_abs_dp": round(float(d.max()), 5), "mean_abs_dp": round(float(d.mean()), 6),
-            "same_argmax": round(same, 4)}
+            "same_argmax": round(same, 4),
+            "compiled_max_abs_dp": round(float(np.abs(got["packed+compile"] - got["packed"]).max()), 5)}
 
 
 def run_shape(shape: str, peak: float, a) -> tuple[list[dict], dict]:
@@ -215,7 +226,7 @@ def main() -> None:
     ap.add_argument("--max-batch-tokens", type=int, default=65536, help="padded: rows x longest prompt")
     ap.add_argument("--max-batch-size", type=int, default=256, help="padded: rows per forward pass")
     ap.add_argument("--pack-tokens", type=int, default=65536, help="packed: tokens per pack")
-    ap.add_argument("--batching", default="padded,packed")
+    ap.add_argument("--batching", default="padded,packed,packed+compile")
     ap.add_argument("--no-generate", action="store_true", help="skip the think-first generate timing")
     ap.add_argument("--smoke", action="store_true", help="tiny shape on the CPU: checks the code, measures nothing")
     ap.add_argument("--out", default=str(HERE / "results" / "bench_gpu.json"))
@@ -233,13 +244,13 @@ def main() -> None:
         agree.append(same)
     dev = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
     print(f"\ntransformers engine on {dev}, torch {torch.__version__}, bf16, SDPA; measured bf16 peak {peak:.0f} TFLOP/s")
-    print(f"{'shape':6} {'work':28} {'batching':8} {'rows':>6} {'items/s':>9} {'MFU':>6} {'anchor':>7} {'tok/item':>9} {'computed':>9}")
+    print(f"{'shape':6} {'work':28} {'batching':15} {'rows':>6} {'items/s':>9} {'MFU':>6} {'anchor':>7} {'tok/item':>9} {'computed':>9}")
     for r in rows:
         if "error" in r:
-            print(f"{r['shape']:6} {r['work']:28} {r['batching']:8} failed: {r['error'][:80]}")
+            print(f"{r['shape']:6} {r['work']:28} {r['batching']:15} failed: {r['error'][:80]}")
             continue
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-        print(f"{r['shape']:6} {r['work']:28} {r['batching']:8} {r['rows']:6d} {r['items_per_s']:9.1f} {mfu:>6} "
+        print(f"{r['shape']:6} {r['work']:28} {r['batching']:15} {r['rows']:6d} {r['items_per_s']:9.1f} {mfu:>6} "
               f"{r['anchor_items_per_s'] or '-':>7} {r['tokens_per_item']:9} {r.get('computed_tokens_per_item', '-'):>9}")
     for g in agree:
         print(f"packed vs padded, {g['shape']}: " + ", ".join(f"{k} {v}" for k, v in g.items() if k != "shape"))
