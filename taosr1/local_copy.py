@@ -4,9 +4,9 @@ stage markers, report writers.
 `fetched(uri)` is a local copy of a remote file or folder (a model, a stage's output),
 `published(uri)` a local folder uploaded to `uri` when the block ends, `localized(cfg)` a
 config whose remote inputs are fetched, and `cached(uri)` a lasting copy of a remote model
-folder (what `taosr1 label` and each executor of the nightly job load). Local paths pass through untouched. Uploads run when
-the block fails too: what a stage completed (its marker written last) is kept, and a rerun
-with `resume` picks it up.
+folder (what `taosr1 label` and each executor of the nightly job load). Local paths pass
+through untouched. Uploads run when the block fails too: what a stage completed (its marker
+written last) is kept, and a rerun with `resume` picks it up.
 
 The local copies live at a path fixed by the URI (TAOSR1_CACHE/remote/...), not a random one:
 the pipeline's skip rules hash its stages' paths, and a rerun must find the same ones.
@@ -58,6 +58,7 @@ def cached(uri: str, options: dict[str, Any] | None = None) -> str:
 
     fs, path = storage.filesystem(uri, storage.options_for(uri, options))
     path = path.rstrip("/")
+    fs.invalidate_cache(path)  # a long-lived worker must see today's folder, not a listing it cached
     listing = {posixpath.relpath(p, path): [info.get("size"), str(info.get("ETag") or info.get("etag") or
                                                                    info.get("LastModified") or info.get("mtime") or "")]
                for p, info in fs.find(path, detail=True).items()}

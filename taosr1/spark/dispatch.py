@@ -23,11 +23,10 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from taosr1 import storage
-
 from taosr1.labeling import DUPLICATE_REASON, prompt_too_long
 
 # Hidden columns the runner adds and the stages exchange; none reaches an output table.
@@ -46,7 +45,8 @@ class WorkerSpec:
 
     label_cfg: str  # LabelConfig as JSON (dataclasses.asdict)
     beta: float  # resolved on the driver, so every worker grades with the same beta
-    model_options: str = "{}"  # JSON storage options of an object-store model (sent like the tables' options)
+    # JSON storage options of an object-store model, sent like the tables' options; may hold credentials
+    model_options: str = field(default="{}", repr=False)
 
     @property
     def key(self) -> str:
