@@ -37,8 +37,7 @@ def fetched(uri: str, options: dict[str, Any] | None = None) -> Iterator[str]:
     if not storage.is_remote(uri):
         yield uri
         return
-    fs, path = storage.filesystem(uri, storage.options_for(uri, options))
-    path = path.rstrip("/")
+    fs, path = _fs(uri, options)
     with _scratch("in", uri) as tmp:
         dest = os.path.join(tmp, posixpath.basename(path) or "data")
         if fs.isdir(path):
@@ -53,11 +52,10 @@ def fetched(uri: str, options: dict[str, Any] | None = None) -> Iterator[str]:
 def cached(uri: str, options: dict[str, Any] | None = None) -> str:
     """A local copy of the remote folder `uri` that stays, fetched again only when the store's listing
     (names, sizes, ETags) changed. Safe for several processes at once (executors on one machine):
-    each downloads into a folder of its own and renames it into place."""
-    from taosr1.models import cache_dir
+    each downloads into a folder of its own and renames it into place (models.build_folder)."""
+    from taosr1.models import build_folder, cache_dir
 
-    fs, path = storage.filesystem(uri, storage.options_for(uri, options))
-    path = path.rstrip("/")
+    fs, path = _fs(uri, options)
     fs.invalidate_cache(path)  # a long-lived worker must see today's folder, not a listing it cached
     listing = {posixpath.relpath(p, path): [info.get("size"), str(info.get("ETag") or info.get("etag") or
                                                                    info.get("LastModified") or info.get("mtime") or "")]
@@ -68,24 +66,24 @@ def cached(uri: str, options: dict[str, Any] | None = None) -> str:
     version = root / _digest(json.dumps(listing, sort_keys=True))
     dest = version / (posixpath.basename(path) or "model")
     if not dest.is_dir():
-        tmp = root / f".{version.name}.{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        _download(fs, path, str(tmp / dest.name))
-        try:
-            tmp.rename(version)
-        except OSError:  # another process placed the same version first
-            shutil.rmtree(tmp, ignore_errors=True)
+        build_folder(dest, lambda tmp: _download(fs, path, str(tmp)), ".fetch-")
         for old in root.iterdir():  # earlier versions of this URI (best effort)
-            if old.name != version.name and not old.name.startswith("."):
+            if old != version:
                 shutil.rmtree(old, ignore_errors=True)
     return str(dest)
 
 
 def put(local_file: str | Path, uri: str, options: dict[str, Any] | None = None) -> str:
     """Upload one file to `uri` (e.g. a calibration written beside a remote model); returns `uri`."""
-    fs, path = storage.filesystem(uri, storage.options_for(uri, options))
+    fs, path = _fs(uri, options)
     fs.put_file(str(local_file), path)
     return uri
+
+
+def _fs(uri: str, options: dict[str, Any] | None) -> tuple[Any, str]:
+    """(fsspec filesystem, path without a trailing slash) for `uri`, with its storage options."""
+    fs, path = storage.filesystem(uri, storage.options_for(uri, options))
+    return fs, path.rstrip("/")
 
 
 def _digest(text: str) -> str:
@@ -101,8 +99,7 @@ def published(uri: str, options: dict[str, Any] | None = None, resume: bool = Fa
         yield uri
         return
     storage.check_location(uri, options, "output")
-    fs, path = storage.filesystem(uri, storage.options_for(uri, options))
-    path = path.rstrip("/")
+    fs, path = _fs(uri, options)
     with _scratch("out", uri) as tmp:
         local = os.path.join(tmp, posixpath.basename(path) or "out")
         unchanged = _download(fs, path, local) if resume and fs.isdir(path) else {}

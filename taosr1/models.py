@@ -187,10 +187,10 @@ def ensure_default_model() -> Path:
         for scheme, beta in (card.get("beta") or {}).items():
             write_calibration(tmp, scheme, beta, source="shipped adapter card")
 
-    return _build_folder(target, merge, ".merge-")
+    return build_folder(target, merge, ".merge-")
 
 
-def _build_folder(target: Path, write: Callable[[Path], None], prefix: str) -> Path:
+def build_folder(target: Path, write: Callable[[Path], None], prefix: str) -> Path:
     """`write` fills a temporary folder beside `target`, which is then renamed to it: concurrent
     Spark workers never see half a model, and the first to finish wins."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +238,7 @@ def ensure_base_model() -> Path:
         tok.save_pretrained(tmp)
         _drop_gguf_quantization(tmp)
 
-    return _build_folder(target, convert, ".convert-")
+    return build_folder(target, convert, ".convert-")
 
 
 def resolve_model(model: str | Path | None, options: dict[str, str] | None = None) -> str:

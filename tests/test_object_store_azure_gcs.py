@@ -25,6 +25,7 @@ from taosr1.storage import StorageError, filesystem
 
 KEYS = ["query_id", "product_id"]
 D1 = "2025-06-01"
+SCHEME = {"azure": "az", "gcs": "gs"}  # fixture name -> URI scheme
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def store(request, monkeypatch):
     options = request.getfixturevalue(request.param)
     for k, v in options.items():
         monkeypatch.setenv(k, v)
-    return {"azure": "az", "gcs": "gs"}[request.param], options
+    return SCHEME[request.param], options
 
 
 def read_parquet(uri: str, options: dict[str, str]) -> pd.DataFrame:
@@ -148,7 +149,7 @@ def test_nightly_reads_its_input_from_gcs(spark, tiny_model, gcs, sample_df, tmp
 @pytest.mark.parametrize("name", ["azure", "gcs"])
 def test_unknown_bucket_stops_before_model_work(request, spark, name, monkeypatch):
     options = request.getfixturevalue(name)
-    scheme = {"azure": "az", "gcs": "gs"}[name]
+    scheme = SCHEME[name]
     cfg = cfgmod.load(NightlyConfig, conf_dir() / "nightly.yaml",
                       {"label.engine.model": "/nonexistent/model", "storage_options": dict(options)})
     source = f"{scheme}://no-such-bucket/in.csv"
