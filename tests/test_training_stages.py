@@ -16,7 +16,7 @@ from taosr1.config import ConfigError, read_yaml
 from taosr1.labels import load_scheme
 from taosr1.prompts import PromptBuilder, PromptConfig, format_response
 from taosr1.resources import conf_dir, sample_path
-from taosr1.training.common import write_stage
+from taosr1.training.common import bf16_autocast, write_stage
 from taosr1.training.cot import CoTConfig, build_cot, parse_steps
 from taosr1.training.pipeline import PipelineConfig, stage_config
 from taosr1.training.rules import RuleIndex, load_rules
@@ -43,7 +43,7 @@ def test_every_stage_config_loads_and_rejects_unknown_keys(stage):
     assert path.read_text().startswith("#") and f"taosr1 " in path.read_text().splitlines()[1]
     cfg = stage_config(stage, read_yaml(path), source=str(path))
     if stage in ("sft", "dpo", "grpo"):
-        assert cfg.use_cpu and cfg.bf16 is False and cfg.gradient_checkpointing is False and cfg.report_to == []
+        assert cfg.use_cpu and cfg.bf16 is bf16_autocast() and cfg.gradient_checkpointing is False and cfg.report_to == []
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['colour'\]"):
         stage_config(stage, {**read_yaml(path), "colour": "blue"})
 

@@ -103,7 +103,7 @@ def label_dpo(model, tok, builder, cot: pd.DataFrame, pairs: pd.DataFrame, cfg: 
     from taosr1.training.common import field_rows
     from taosr1.training.label_loss import class_weights
     from taosr1.training.label_rl import train_label_dpo
-    from taosr1.training.sft import bf16_autocast
+    from taosr1.training.common import bf16_autocast
 
     scheme = builder.scheme
     ids = dict(zip(cot["pair_id"].astype(int), builder.build(field_rows(cot)).ids))

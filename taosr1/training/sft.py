@@ -24,7 +24,7 @@ import pandas as pd
 from trl import SFTConfig
 
 from taosr1.config import ConfigError
-from taosr1.training.common import TrainStage
+from taosr1.training.common import TrainStage, bf16_autocast
 
 
 @dataclass
@@ -116,18 +116,6 @@ def label_phase(model, tok, builder, cot: pd.DataFrame, cfg: SFTStageConfig) -> 
     return train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id, epochs=cfg.label_epochs,
                         learning_rate=cfg.label_learning_rate, batch_size=cfg.label_batch_size,
                         class_weight_power=cfg.class_weight_power, bf16=bf16_autocast(), seed=cfg.seed)
-
-
-def bf16_autocast() -> bool:
-    """bf16 autocast for the label phase on CPUs with native bf16 (AMX / AVX512-bf16), and on CUDA."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
