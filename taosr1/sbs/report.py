@@ -313,41 +313,20 @@ def sbs_report(tasks: Tasks, key: dict[str, Any], answers: pd.DataFrame, cfg: Sb
                          f"({len(answers)} answer(s) in all); rate first, then report")
     population = {_stratum(s["segment"], s["disagree"]): s["population"] for s in key["strata"]}
     overall = estimate(iv, population, cfg)
-    seg_rows = []
-    for j, seg in enumerate(sorted(iv["segment"].unique())):
-        pop_s = {h: n for h, n in population.items() if h.rsplit("|", 1)[0] == seg}
-        e = estimate(iv[iv["segment"] == seg], pop_s, cfg, seed_offset=1000 * (j + 1))
-        row = {"segment": seg, "items": e["items"], "rated": e["rated"], "queries": e.get("queries"),
-               "G": e.get("G"), "S": e.get("S"), "B": e.get("B")}
-        for k in _ESTIMATES:
-            row[k] = e.get(k)
-            if k in ("gsb", "item_goodrate_a", "item_goodrate_b", "query_goodrate_a", "query_goodrate_b"):
-                row[f"{k}_low"], row[f"{k}_high"] = (e.get(f"{k}_ci") or {}).get("low"), (e.get(f"{k}_ci") or {}).get("high")
-        seg_rows.append(row)
-    segments_full = pd.DataFrame(seg_rows)
-    segments = segments_full[["segment", "rated", "queries", "G", "S", "B", "gsb", "gsb_low", "gsb_high",
-                              "item_goodrate_a", "item_goodrate_b", "query_goodrate_a", "query_goodrate_b"]]
+    segments_full = _segment_rows(iv, population, cfg)
     agree, pairs = agreement(kept) if len(kept_names) >= 2 else ({"raters": len(kept_names)}, pd.DataFrame())
-    disputes = _disputes(iv, df, tasks)
     strata = pd.DataFrame(key["strata"])
     rated_by = iv[iv["verdict"].notna()].groupby(["segment", "disagree"]).size()
     strata["rated"] = [int(rated_by.get((s, d), 0)) for s, d in zip(strata["segment"], strata["disagree"])]
-    items = iv.assign(query=[tasks.items[i]["query"] for i in iv["item_id"]],
-                      title=[next(iter(tasks.items[i]["fields"].values()), "") for i in iv["item_id"]])
-    for k in key["settings"]["keys"]:
-        items[k] = [tasks.items[i]["keys"][k] for i in items["item_id"]]
-    items = items[["item_id", *key["settings"]["keys"], "query", "title", "segment", "label_a", "label_b", "disagree",
-                   "ratings", "n_A", "n_same", "n_B", "majority", "disputed", "adjudicated", "verdict"]]
     excluded = raters[~raters["kept"]]
     gold = df[df["kind"] == "gold"]
     metrics: dict[str, Any] = {
         "a": name_a, "b": name_b, "source_a": key["a"]["source"], "source_b": key["b"]["source"],
         "task_id": tasks.task_id, "label_scheme": key["label_scheme"], "segment_column": key["segment"],
-        **{k: overall[k] for k in ("gsb", "item_goodrate_a", "item_goodrate_b", "query_goodrate_a", "query_goodrate_b")},
+        **{k: overall[k] for k in _RATES},
         "G": overall.get("G"), "S": overall.get("S"), "B": overall.get("B"),
         "items": overall["items"], "rated_items": overall["rated"], "queries": overall.get("queries"),
-        "ci": {k: overall[f"{k}_ci"] for k in ("gsb", "item_goodrate_a", "item_goodrate_b", "query_goodrate_a",
-                                               "query_goodrate_b")},
+        "ci": {k: overall[f"{k}_ci"] for k in _RATES},
         "reweighted": key["settings"]["disagree_share"] is not None, "uncovered_strata": overall["uncovered_strata"],
         "shares": {"a_better": overall["share_a_better"], "same": overall["share_same"],
                    "b_better": overall["share_b_better"]},
@@ -360,25 +339,75 @@ def sbs_report(tasks: Tasks, key: dict[str, Any], answers: pd.DataFrame, cfg: Sb
         "disputes": int(iv["disputed"].sum()), "adjudicated": int(iv["adjudicated"].notna().sum()),
         "segments": segments_full, "strata": strata,
         "bootstrap": {"resamples": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed},
-        "definitions": {
-            "question": "Which grade describes more correctly how well this item matches the query? "
-                        "Left / Same (equally correct or equally wrong) / Right.",
-            "gsb": f"(G - B) / (G + S + B): G items where {name_b}'s grade is more correct, B where {name_a}'s is",
-            "item_goodrate": "share of rated items where the system's grade is at least as correct as the other's",
-            "query_goodrate": f"share of rated queries where at least {cfg.query_good_share:.0%} of the rated items "
-                              f"are good for the system",
-        },
+        "definitions": _definitions(name_a, name_b, cfg),
     }
-    summary = {
+    summary = _summary(overall, name_a, name_b, len(kept_names), excluded, gold, agree, iv)
+    notes = _notes(metrics, key, overall, excluded, cfg)
+    figures = {"gsb": plots.gsb_figure(overall, segments_full, name_a, name_b),
+               "goodrate": plots.goodrate_figure(overall, name_a, name_b)}
+    if len(gold):
+        figures["rater_gold_accuracy"] = plots.rater_figure(raters, cfg.min_gold_accuracy)
+    segments = segments_full[["segment", "rated", "queries", "G", "S", "B", "gsb", "gsb_low", "gsb_high",
+                              *_RATES[1:]]]
+    tables = {"segments": segments, "raters": raters, "agreement_pairs": pairs, "disputes": _disputes(iv, df, tasks),
+              "strata": strata, "items": _item_table(iv, tasks, key)}
+    return metrics, figures, tables, summary, notes
+
+
+_RATES = ("gsb", "item_goodrate_a", "item_goodrate_b", "query_goodrate_a", "query_goodrate_b")
+
+
+def _segment_rows(iv: pd.DataFrame, population: dict[str, int], cfg: SbsReportConfig) -> pd.DataFrame:
+    """The estimates per segment, each with its own bootstrap stream."""
+    rows = []
+    for j, seg in enumerate(sorted(iv["segment"].unique())):
+        pop_s = {h: n for h, n in population.items() if h.rsplit("|", 1)[0] == seg}
+        e = estimate(iv[iv["segment"] == seg], pop_s, cfg, seed_offset=1000 * (j + 1))
+        row = {"segment": seg, "items": e["items"], "rated": e["rated"], "queries": e.get("queries"),
+               "G": e.get("G"), "S": e.get("S"), "B": e.get("B")}
+        for k in _ESTIMATES:
+            row[k] = e.get(k)
+            if k in _RATES:
+                row[f"{k}_low"], row[f"{k}_high"] = (e.get(f"{k}_ci") or {}).get("low"), (e.get(f"{k}_ci") or {}).get("high")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _item_table(iv: pd.DataFrame, tasks: Tasks, key: dict[str, Any]) -> pd.DataFrame:
+    """One row per regular item: its keys, query, title, both labels, the answers and the verdict."""
+    items = iv.assign(query=[tasks.items[i]["query"] for i in iv["item_id"]],
+                      title=[next(iter(tasks.items[i]["fields"].values()), "") for i in iv["item_id"]])
+    for k in key["settings"]["keys"]:
+        items[k] = [tasks.items[i]["keys"][k] for i in items["item_id"]]
+    return items[["item_id", *key["settings"]["keys"], "query", "title", "segment", "label_a", "label_b", "disagree",
+                  "ratings", "n_A", "n_same", "n_B", "majority", "disputed", "adjudicated", "verdict"]]
+
+
+def _definitions(name_a: str, name_b: str, cfg: SbsReportConfig) -> dict[str, str]:
+    return {
+        "question": "Which grade describes more correctly how well this item matches the query? "
+                    "Left / Same (equally correct or equally wrong) / Right.",
+        "gsb": f"(G - B) / (G + S + B): G items where {name_b}'s grade is more correct, B where {name_a}'s is",
+        "item_goodrate": "share of rated items where the system's grade is at least as correct as the other's",
+        "query_goodrate": f"share of rated queries where at least {cfg.query_good_share:.0%} of the rated items "
+                          f"are good for the system",
+    }
+
+
+def _summary(overall: dict, name_a: str, name_b: str, n_kept: int, excluded: pd.DataFrame, gold: pd.DataFrame,
+             agree: dict, iv: pd.DataFrame) -> dict[str, str]:
+    """The headline table: one line per figure, intervals in brackets."""
+    def both(k: str) -> str:
+        return f"{_fmt_ci(overall[k + '_a'], overall[k + '_a_ci'])} / {_fmt_ci(overall[k + '_b'], overall[k + '_b_ci'])}"
+
+    return {
         "A (baseline)": name_a, "B (candidate)": name_b,
         "GSB, B against A": _fmt_ci(overall["gsb"], overall["gsb_ci"], signed=True),
         "G / S / B (rated items)": f"{overall['G']} / {overall['S']} / {overall['B']}",
-        f"Item Goodrate {name_a} / {name_b}": (f"{_fmt_ci(overall['item_goodrate_a'], overall['item_goodrate_a_ci'])}"
-                                              f" / {_fmt_ci(overall['item_goodrate_b'], overall['item_goodrate_b_ci'])}"),
-        f"Query Goodrate {name_a} / {name_b}": (f"{_fmt_ci(overall['query_goodrate_a'], overall['query_goodrate_a_ci'])}"
-                                               f" / {_fmt_ci(overall['query_goodrate_b'], overall['query_goodrate_b_ci'])}"),
+        f"Item Goodrate {name_a} / {name_b}": both("item_goodrate"),
+        f"Query Goodrate {name_a} / {name_b}": both("query_goodrate"),
         "items rated / sampled (queries)": f"{overall['rated']} / {overall['items']} ({overall.get('queries')})",
-        "raters kept / excluded": f"{len(kept_names)} / {len(excluded)}"
+        "raters kept / excluded": f"{n_kept} / {len(excluded)}"
                                   + (f" ({', '.join(excluded['rater'])})" if len(excluded) else ""),
         "gold accuracy, all answers": "–" if not len(gold) else f"{gold['correct'].astype(bool).mean():.1%} "
                                                                   f"({len(gold)} answers)",
@@ -387,6 +416,12 @@ def sbs_report(tasks: Tasks, key: dict[str, Any], answers: pd.DataFrame, cfg: Sb
             for k in ("fleiss_kappa", "krippendorff_alpha_ordinal", "mean_cohen_kappa")),
         "items in dispute (adjudicated)": f"{int(iv['disputed'].sum())} ({int(iv['adjudicated'].notna().sum())})",
     }
+
+
+def _notes(metrics: dict, key: dict[str, Any], overall: dict, excluded: pd.DataFrame,
+           cfg: SbsReportConfig) -> list[str]:
+    """What a reader of the report needs to read its numbers right."""
+    name_a, name_b = metrics["a"], metrics["b"]
     notes = [
         f"A = {key['a']['source']}; B = {key['b']['source']}. Raters compared the two grades blind: which system "
         f"was Left was decided by a coin per item. Gold questions ({metrics['gold']['items']} items) count only "
@@ -410,10 +445,4 @@ def sbs_report(tasks: Tasks, key: dict[str, Any], answers: pd.DataFrame, cfg: Sb
                      "is a figure of the sampled queries.")
     if overall["uncovered_strata"]:
         notes.append(f"Strata with pairs but no rated item (left out of the estimate): {overall['uncovered_strata']}")
-    figures = {"gsb": plots.gsb_figure(overall, segments_full, name_a, name_b),
-               "goodrate": plots.goodrate_figure(overall, name_a, name_b)}
-    if len(gold):
-        figures["rater_gold_accuracy"] = plots.rater_figure(raters, cfg.min_gold_accuracy)
-    tables = {"segments": segments, "raters": raters, "agreement_pairs": pairs, "disputes": disputes,
-              "strata": strata, "items": items}
-    return metrics, figures, tables, summary, notes
+    return notes
