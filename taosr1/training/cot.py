@@ -189,12 +189,44 @@ def build_cot(
     progress: Callable[[int], None] | None = None,
 ) -> CoTResult:
     """Reasoning data for the labelled pairs in `df` (see the module docstring for the rules)."""
-    from taosr1.validate import duplicate_mask, validate_rows
-
     scheme = builder.scheme
     if gold_col not in df.columns:
         raise ValueError(f"input: gold label column {gold_col!r} is missing; found {list(df.columns)} (set `gold`)")
     df = df.reset_index(drop=True)
+    fields_df, gold, reasons = _checked(df, gold_col, columns, scheme)
+    ok = [i for i, r in enumerate(reasons) if r is None]
+    if cfg.limit:
+        ok = ok[: cfg.limit]
+    rows = [{f: fields_df.at[i, f] for f in FIELDS} for i in ok]
+    fields, _ = builder.cut_fields(rows)
+    rules = [index.search(" ".join(v for v in f.values() if v), cfg.rules_per_pair) if cfg.rules_per_pair else [] for f in fields]
+    teacher = _ask_teacher(engine, builder, fields, rules, [gold[i] for i in ok], cfg, progress)
+
+    records = []
+    for j, i in enumerate(ok):
+        g = gold[i]
+        assert g is not None
+        s = teacher.steps[j] if teacher.steps[j] is not None else template_steps(fields[j], g, scheme, rules[j])
+        records.append({
+            "pair_id": j, **{k: str(df.at[i, k]) for k in columns.keys}, **{f: rows[j][f] for f in FIELDS},
+            "gold": g.name, "source": "teacher" if teacher.steps[j] is not None else "template",
+            "attempts": teacher.attempts[j], "teacher_label": teacher.label[j], "teacher_response": teacher.text[j],
+            "rules": ",".join(r.id for r in rules[j]), "steps": s,
+            "response_post_cot": format_response(g, s, "post_cot"),
+            "response_think_first": format_response(g, s, "think_first")})
+    frame = pd.DataFrame.from_records(records)
+    if cfg.negatives_per_query and len(frame):
+        frame = pd.concat([frame, built_negatives(frame, scheme, cfg.negatives_per_query, cfg.seed, columns.keys)], ignore_index=True)
+    bad = [i for i, r in enumerate(reasons) if r is not None]
+    quarantine = df.iloc[bad].astype(str).assign(reason=[reasons[i] for i in bad]).reset_index(drop=True)
+    return CoTResult(frame, quarantine, _stats(frame, quarantine, teacher))
+
+
+def _checked(df: pd.DataFrame, gold_col: str, columns: Any,
+             scheme: LabelScheme) -> tuple[pd.DataFrame, list[Label | None], list[str | None]]:
+    """The serving fields, the parsed gold label and the quarantine reason (None: usable) of every row."""
+    from taosr1.validate import duplicate_mask, validate_rows
+
     fields_df, reasons = validate_rows(df, columns)
     reasons = list(reasons)
     dup = duplicate_mask(df, columns.keys).tolist()
@@ -206,20 +238,29 @@ def build_cot(
             reasons[i] = "duplicate_key: this key appeared earlier in the input"
         if reasons[i] is None and lab is None:
             reasons[i] = f"bad_gold: {gold_col} value {str(v)[:40]!r} is not a label of scheme {scheme.name}"
-    ok = [i for i, r in enumerate(reasons) if r is None]
-    if cfg.limit:
-        ok = ok[: cfg.limit]
-    rows = [{f: fields_df.at[i, f] for f in FIELDS} for i in ok]
-    fields, _ = builder.cut_fields(rows)
-    rules = [index.search(" ".join(v for v in f.values() if v), cfg.rules_per_pair) if cfg.rules_per_pair else [] for f in fields]
+    return fields_df, gold, reasons
 
-    steps: list[list[str] | None] = [None] * len(ok)
-    attempts = [0] * len(ok)
-    teacher_label: list[str | None] = [None] * len(ok)
-    teacher_text: list[str | None] = [None] * len(ok)  # the last answer, kept for inspection
-    outcomes: Counter[str] = Counter()
-    responses = agreeing = 0
-    pending = list(range(len(ok))) if engine is not None else []
+
+@dataclass
+class _TeacherRun:
+    """Per pair: the accepted steps (None: the template writes them), attempts, the last answer and
+    its label; and the counts over all answers."""
+    steps: list[list[str] | None]
+    attempts: list[int]
+    label: list[str | None]
+    text: list[str | None]
+    outcomes: Counter
+    responses: int = 0
+    agreeing: int = 0
+
+
+def _ask_teacher(engine: Any | None, builder: PromptBuilder, fields: list[dict], rules: list, gold: list[Label],
+                 cfg: CoTConfig, progress: Callable[[int], None] | None) -> _TeacherRun:
+    """Up to cfg.attempts rounds; each round asks again only the pairs whose answer was rejected
+    (unparseable, another label than gold, or not five steps)."""
+    n = len(fields)
+    run = _TeacherRun([None] * n, [0] * n, [None] * n, [None] * n, Counter())
+    pending = list(range(n)) if engine is not None else []
     prompts = teacher_prompts(builder, fields, rules) if pending else []
     for attempt in range(1, cfg.attempts + 1 if engine is not None else 1):
         if not pending:
@@ -228,60 +269,46 @@ def build_cot(
                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + attempt, progress=progress)
         still = []
         for j, g in zip(pending, gens):
-            attempts[j] = attempt
-            parsed = parse_response(g[0], scheme, "post_cot")
-            responses += 1
-            teacher_label[j] = parsed.label.name if parsed.label else None
-            teacher_text[j] = g[0]
+            run.attempts[j] = attempt
+            parsed = parse_response(g[0], builder.scheme, "post_cot")
+            run.responses += 1
+            run.label[j] = parsed.label.name if parsed.label else None
+            run.text[j] = g[0]  # the last answer, kept for inspection
             if parsed.label is None:
-                outcomes["unparseable"] += 1
-            elif parsed.label != gold[ok[j]]:
-                outcomes["label_mismatch"] += 1
+                run.outcomes["unparseable"] += 1
+            elif parsed.label != gold[j]:
+                run.outcomes["label_mismatch"] += 1
             else:
-                agreeing += 1
+                run.agreeing += 1
                 s = parse_steps(parsed.reasoning)
                 if s is None:
-                    outcomes["missing_steps"] += 1
+                    run.outcomes["missing_steps"] += 1
                 else:
-                    outcomes["accepted"] += 1
-                    steps[j] = s
+                    run.outcomes["accepted"] += 1
+                    run.steps[j] = s
                     continue
             still.append(j)
         pending = still
+    return run
 
-    records = []
-    for j, i in enumerate(ok):
-        g = gold[i]
-        assert g is not None
-        source = "teacher" if steps[j] is not None else "template"
-        s = steps[j] if steps[j] is not None else template_steps(fields[j], g, scheme, rules[j])
-        rec = {"pair_id": j, **{k: str(df.at[i, k]) for k in columns.keys},
-               **{f: rows[j][f] for f in FIELDS}, "gold": g.name, "source": source, "attempts": attempts[j],
-               "teacher_label": teacher_label[j], "teacher_response": teacher_text[j], "rules": ",".join(r.id for r in rules[j]), "steps": s,
-               "response_post_cot": format_response(g, s, "post_cot"),
-               "response_think_first": format_response(g, s, "think_first")}
-        records.append(rec)
-    frame = pd.DataFrame.from_records(records)
-    if cfg.negatives_per_query and len(frame):
-        frame = pd.concat([frame, built_negatives(frame, scheme, cfg.negatives_per_query, cfg.seed, columns.keys)], ignore_index=True)
-    bad = [i for i, r in enumerate(reasons) if r is not None]
-    quarantine = df.iloc[bad].astype(str).assign(reason=[reasons[i] for i in bad]).reset_index(drop=True)
+
+def _stats(frame: pd.DataFrame, quarantine: pd.DataFrame, teacher: _TeacherRun) -> dict[str, Any]:
     n = len(frame)
     teacher_rows = int((frame["source"] == "teacher").sum()) if n else 0
-    stats = {
+    return {
         "pairs": n,
         "built_negatives": int((frame["source"] == "built_negative").sum()) if n else 0,
         "quarantined": len(quarantine),
         "teacher_rows": teacher_rows,
         "template_rows": n - teacher_rows,
         "pair_agreement_rate": round(teacher_rows / n, 4) if n else 0.0,  # pairs whose reasoning is the teacher's
-        "response_label_agreement": round(agreeing / responses, 4) if responses else 0.0,  # teacher label == gold, per response
-        "teacher_responses": responses,
-        "outcomes": dict(outcomes),
+        # teacher label == gold, per response
+        "response_label_agreement": round(teacher.agreeing / teacher.responses, 4) if teacher.responses else 0.0,
+        "teacher_responses": teacher.responses,
+        "outcomes": dict(teacher.outcomes),
         "gold_counts": frame["gold"].value_counts().to_dict() if n else {},
         "rules_used": Counter(r for x in frame["rules"] for r in x.split(",") if r).most_common(5) if n else [],
     }
-    return CoTResult(frame, quarantine, stats)
 
 
 def built_negatives(frame: pd.DataFrame, scheme: LabelScheme, per_query: int, seed: int,
