@@ -20,7 +20,7 @@ from trl import DPOConfig
 
 from taosr1.config import ConfigError
 from taosr1.labels import LabelScheme
-from taosr1.training.common import TrainStage
+from taosr1.training.common import TrainStage, bf16_autocast
 
 PAIR_KINDS = ("right_vs_wrong", "reference_vs_sample")
 
@@ -103,7 +103,6 @@ def label_dpo(model, tok, builder, cot: pd.DataFrame, pairs: pd.DataFrame, cfg: 
     from taosr1.training.common import field_rows
     from taosr1.training.label_loss import class_weights
     from taosr1.training.label_rl import train_label_dpo
-    from taosr1.training.common import bf16_autocast
 
     scheme = builder.scheme
     ids = dict(zip(cot["pair_id"].astype(int), builder.build(field_rows(cot)).ids))

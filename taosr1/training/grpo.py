@@ -31,7 +31,7 @@ import pandas as pd
 from trl import GRPOConfig
 
 from taosr1.config import ConfigError
-from taosr1.training.common import TrainStage
+from taosr1.training.common import TrainStage, bf16_autocast
 
 
 def coefficient_of_variation(counts: Sequence[int] | dict[str, int]) -> float:
@@ -155,7 +155,6 @@ def label_grpo(model, tok, builder, rows: pd.DataFrame, cfg: GRPOStageConfig) ->
     from taosr1.training.common import field_rows
     from taosr1.training.label_loss import class_weights
     from taosr1.training.label_rl import train_label_grpo
-    from taosr1.training.common import bf16_autocast
 
     scheme = builder.scheme
     if cfg.per_device_train_batch_size % cfg.num_generations:
