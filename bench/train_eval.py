@@ -21,7 +21,9 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -93,16 +95,58 @@ def wait_for(folder: Path, stage: str, seconds: float) -> None:
         time.sleep(2)
 
 
-def main() -> None:
-    import shutil
-    from dataclasses import replace
+@dataclass
+class Bench:
+    """One bench run: its settings, its report, and the results file saved after every part, so a
+    run cut short still leaves what it finished."""
 
+    out: Path
+    cfg: Any
+    results: Path
+    report: dict
+    t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def timings(self) -> dict:
+        return self.report["seconds"]
+
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self.t0, 1)
+
+    def log(self, m: str) -> None:
+        print(f"[{time.perf_counter() - self.t0:7.0f}s] {m}", flush=True)
+
+    def save(self) -> None:
+        self.timings["total"] = self.elapsed()
+        self.results.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.results.with_name(self.results.name + ".tmp")
+        tmp.write_text(json.dumps(self.report, indent=2, default=str))
+        tmp.replace(self.results)
+
+
+def main() -> None:
     from taosr1 import config as cfgmod
     from taosr1.config import merge, parse_overrides, read_yaml
-    from taosr1.training.common import read_stage
-    from taosr1.training.evaluate import evaluate_generation
-    from taosr1.training.pipeline import PipelineConfig, run_pipeline, run_stage, stage_config, values_hash
+    from taosr1.training.pipeline import PipelineConfig
 
+    a = _args()
+    parts = [p.strip() for p in a.parts.split(",") if p.strip()]
+    if not parts or set(parts) - set(PARTS):
+        sys.exit(f"--parts: expected a comma-separated subset of {PARTS}, got {a.parts!r}")
+    values = merge(read_yaml(a.config) if a.config else BENCH, parse_overrides(a.overrides))
+    cfg = cfgmod.build(PipelineConfig, values, source="bench")
+    b = Bench(Path(a.output), cfg, Path(a.results),
+              {"machine": _machine(), "settings": values, "parts": parts, "seconds": {}})
+    summary = pipeline_part(b, a.early_eval) if "pipeline" in parts else {}
+    if "think_first" in parts:
+        think_first_part(b, a.think_first_epochs, a.wait)
+    gen = generate_part(b, a) if "generate" in parts else {}
+    print_table(summary.get("eval", {}), gen)
+    b.save()
+    print(f"\nseconds: {b.timings}\nwrote {b.results}")
+
+
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", default="runs/bench")
     ap.add_argument("--config", help="a pipeline YAML to start from instead of the CPU-sized settings below")
@@ -123,101 +167,105 @@ def main() -> None:
                          "the cross-fitting, kept in OUTPUT/eval_uncalibrated; results survive a run cut short")
     ap.add_argument("--gen-batch-tokens", type=int, default=0, help="engine max_batch_tokens for generation (0 = default)")
     ap.add_argument("--gen-batch-size", type=int, default=0, help="engine max_batch_size for generation (0 = default)")
-    a = ap.parse_args()
-    parts = [p.strip() for p in a.parts.split(",") if p.strip()]
-    if not parts or set(parts) - set(PARTS):
-        sys.exit(f"--parts: expected a comma-separated subset of {PARTS}, got {a.parts!r}")
-    out = Path(a.output)
-    values = merge(read_yaml(a.config) if a.config else BENCH, parse_overrides(a.overrides))
-    cfg = cfgmod.build(PipelineConfig, values, source="bench")
-    t0 = time.perf_counter()
-    timings: dict = {}
-    log = lambda m: print(f"[{time.perf_counter() - t0:7.0f}s] {m}", flush=True)  # noqa: E731
-    report: dict = {"machine": _machine(), "settings": values, "parts": parts, "seconds": timings}
-    res = Path(a.results)
+    return ap.parse_args()
 
-    def save() -> None:  # after every part: a run cut short still leaves what it finished
-        timings["total"] = round(time.perf_counter() - t0, 1)
-        res.parent.mkdir(parents=True, exist_ok=True)
-        tmp = res.with_name(res.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2, default=str))
-        tmp.replace(res)
 
-    summary: dict = {}
-    if "pipeline" in parts:
-        if a.early_eval and cfg.calib_folds:
-            # the same stages (calib_folds is not in their settings: the full run below skips them), graded before
-            # the folds run; the full run then grades again at the cross-fitted beta
-            first = run_pipeline(replace(cfg, calib_folds=0), out, log=log)
-            timings["pipeline_uncalibrated"] = round(time.perf_counter() - t0, 1)
-            if (out / "eval").is_dir():
-                shutil.copytree(out / "eval", out / "eval_uncalibrated", dirs_exist_ok=True)
-            report.update(split=first.get("split"), eval_score_uncalibrated=first.get("eval", {}),
-                          stages=_stages(first))
-            save()
-        summary = run_pipeline(cfg, out, log=log)
-        timings["pipeline"] = round(time.perf_counter() - t0, 1)
-        report.update(split=summary.get("split"), stages=_stages(summary), calibration=summary.get("calibration"),
-                      eval_score=summary.get("eval", {}))
-        save()
+def pipeline_part(b: Bench, early_eval: bool) -> dict:
+    """The pipeline's stages, each graded on the held-out queries; its summary."""
+    import shutil
+    from dataclasses import replace
 
-    if "think_first" in parts:
-        # think-first ablation: the same CoT data, the same SFT settings, the other response order. It has
-        # no label phase (its label is the last token, not read at the prompt's end): its CoT phase gets
-        # that phase's epochs too, `think_first_epochs` in all, and keeps whole rows (think_first_max_length).
-        wait_for(out / "cot", "cot", a.wait)
-        t1 = time.perf_counter()
-        sft = {k: v for k, v in cfg.sft.items() if not k.startswith("label_") and k != "class_weight_power"}
-        sft["num_train_epochs"] = a.think_first_epochs or (cfg.sft.get("num_train_epochs", 1)
-                                                           + cfg.sft.get("label_epochs", 0))
-        sft["max_length"] = think_first_max_length(cfg, out)
-        tf_values = {**sft, "model": cfg.model, "data": str(out / "cot"), "output_dir": str(out / "sft_think_first"),
-                     "format": "think_first", "label_config": cfg.label_config, "labels": cfg.labels}
-        h = values_hash(tf_values)
-        if (read_stage(out / "sft_think_first") or {}).get("config_hash") != h:
-            log(f"sft_think_first: {sft['num_train_epochs']} epochs, max_length {sft['max_length']}")
-            run_stage("sft", stage_config("sft", tf_values, "bench"), h)
-        timings["sft_think_first"] = round(time.perf_counter() - t1, 1)
-        report.update(sft_think_first_settings=sft, sft_think_first=read_stage(out / "sft_think_first"))
-        log(f"sft_think_first: done in {timings['sft_think_first']} s")
-        save()
+    from taosr1.training.pipeline import run_pipeline
 
+    if early_eval and b.cfg.calib_folds:
+        # the same stages (calib_folds is not in their settings: the full run below skips them), graded before
+        # the folds run; the full run then grades again at the cross-fitted beta
+        first = run_pipeline(replace(b.cfg, calib_folds=0), b.out, log=b.log)
+        b.timings["pipeline_uncalibrated"] = b.elapsed()
+        if (b.out / "eval").is_dir():
+            shutil.copytree(b.out / "eval", b.out / "eval_uncalibrated", dirs_exist_ok=True)
+        b.report.update(split=first.get("split"), eval_score_uncalibrated=first.get("eval", {}), stages=_stages(first))
+        b.save()
+    summary = run_pipeline(b.cfg, b.out, log=b.log)
+    b.timings["pipeline"] = b.elapsed()
+    b.report.update(split=summary.get("split"), stages=_stages(summary), calibration=summary.get("calibration"),
+                    eval_score=summary.get("eval", {}))
+    b.save()
+    return summary
+
+
+def think_first_part(b: Bench, epochs: float, wait: float) -> None:
+    """The think-first ablation: the same CoT data, the same SFT settings, the other response order.
+
+    It has no label phase (its label is the last token, not read at the prompt's end): its CoT phase
+    gets that phase's epochs too, `epochs` in all, and keeps whole rows (think_first_max_length)."""
+    from taosr1.training.common import read_stage
+    from taosr1.training.pipeline import run_stage, stage_config, values_hash
+
+    cfg, out = b.cfg, b.out
+    wait_for(out / "cot", "cot", wait)
+    t1 = time.perf_counter()
+    sft = {k: v for k, v in cfg.sft.items() if not k.startswith("label_") and k != "class_weight_power"}
+    sft["num_train_epochs"] = epochs or (cfg.sft.get("num_train_epochs", 1) + cfg.sft.get("label_epochs", 0))
+    sft["max_length"] = think_first_max_length(cfg, out)
+    tf_values = {**sft, "model": cfg.model, "data": str(out / "cot"), "output_dir": str(out / "sft_think_first"),
+                 "format": "think_first", "label_config": cfg.label_config, "labels": cfg.labels}
+    h = values_hash(tf_values)
+    if (read_stage(out / "sft_think_first") or {}).get("config_hash") != h:
+        b.log(f"sft_think_first: {sft['num_train_epochs']} epochs, max_length {sft['max_length']}")
+        run_stage("sft", stage_config("sft", tf_values, "bench"), h)
+    b.timings["sft_think_first"] = round(time.perf_counter() - t1, 1)
+    b.report.update(sft_think_first_settings=sft, sft_think_first=read_stage(out / "sft_think_first"))
+    b.log(f"sft_think_first: done in {b.timings['sft_think_first']} s")
+    b.save()
+
+
+def generate_part(b: Bench, a: argparse.Namespace) -> dict:
+    """Grade the think-first and post-CoT SFT models by generation on the same held-out rows,
+    each as soon as it exists; a model already graded with the same rows and budget is read back."""
+    out = b.out
+    test = pd.read_parquet(out / "split" / "test.parquet")
+    test = test.head(a.gen_rows) if a.gen_rows else test
+    gen_tokens = gen_budget(out)
+    engine = {k: v for k, v in (("max_batch_tokens", a.gen_batch_tokens), ("max_batch_size", a.gen_batch_size)) if v}
     gen: dict = {}
-    if "generate" in parts:
-        test = pd.read_parquet(out / "split" / "test.parquet")
-        gen_tokens = gen_budget(out)
-        test = test.head(a.gen_rows) if a.gen_rows else test
-        engine = {k: v for k, v in (("max_batch_tokens", a.gen_batch_tokens), ("max_batch_size", a.gen_batch_size)) if v}
-        report.update(gen_rows=len(test), gen_max_new_tokens=gen_tokens, gen_engine=engine, eval_generate=gen)
-        for name, fmt in (("sft_think_first", "think_first"), ("sft", "post_cot")):  # each as soon as it exists
-            f = out / "eval" / f"gen_{name}.json"
-            if name in a.skip_generate:
-                continue
-            wait_for(out / name, "sft", a.wait)
-            if f.is_file() and json.loads(f.read_text()).get("rows") == len(test) \
-                    and json.loads(f.read_text()).get("max_new_tokens") == gen_tokens:
-                gen[name] = json.loads(f.read_text())["metrics"]
-                continue
-            t2 = time.perf_counter()
-            m, pred = evaluate_generation(str(out / name), test, gold_col=cfg.gold, fmt=fmt, threads=cfg.eval_threads,
-                                          max_new_tokens=gen_tokens, engine=engine)
-            (out / "eval").mkdir(parents=True, exist_ok=True)
-            pred.to_parquet(out / "eval" / f"gen_{name}.parquet", index=False)
-            f.write_text(json.dumps({"rows": len(test), "max_new_tokens": gen_tokens, "metrics": m}, indent=2,
-                                    default=str))
-            gen[name] = m
-            timings[f"gen_eval_{name}"] = round(time.perf_counter() - t2, 1)
-            log(f"generate {name} ({fmt}): macro-F1 {m['macro_f1']:.4f}, {m['n']} rows in {m['seconds']} s, "
-                f"{m['unparsed']} unparsed")
-            save()
+    b.report.update(gen_rows=len(test), gen_max_new_tokens=gen_tokens, gen_engine=engine, eval_generate=gen)
+    for name, fmt in (("sft_think_first", "think_first"), ("sft", "post_cot")):
+        if name in a.skip_generate:
+            continue
+        wait_for(out / name, "sft", a.wait)
+        f = out / "eval" / f"gen_{name}.json"
+        done = json.loads(f.read_text()) if f.is_file() else {}
+        if done.get("rows") == len(test) and done.get("max_new_tokens") == gen_tokens:
+            gen[name] = done["metrics"]
+            continue
+        gen[name] = _generate_one(b, name, fmt, test, gen_tokens, engine)
+        b.save()
+    return gen
 
-    ev = summary.get("eval", {})
-    rows = [("zero-shot (score)", ev.get("zero_shot")), ("SFT post-CoT (score)", ev.get("sft")),
-            ("DPO (score)", ev.get("dpo")), ("GRPO (score)", ev.get("grpo")),
+
+def _generate_one(b: Bench, name: str, fmt: str, test: pd.DataFrame, gen_tokens: int, engine: dict) -> dict:
+    from taosr1.training.evaluate import evaluate_generation
+
+    t2 = time.perf_counter()
+    m, pred = evaluate_generation(str(b.out / name), test, gold_col=b.cfg.gold, fmt=fmt, threads=b.cfg.eval_threads,
+                                  max_new_tokens=gen_tokens, engine=engine)
+    (b.out / "eval").mkdir(parents=True, exist_ok=True)
+    pred.to_parquet(b.out / "eval" / f"gen_{name}.parquet", index=False)
+    (b.out / "eval" / f"gen_{name}.json").write_text(
+        json.dumps({"rows": len(test), "max_new_tokens": gen_tokens, "metrics": m}, indent=2, default=str))
+    b.timings[f"gen_eval_{name}"] = round(time.perf_counter() - t2, 1)
+    b.log(f"generate {name} ({fmt}): macro-F1 {m['macro_f1']:.4f}, {m['n']} rows in {m['seconds']} s, "
+          f"{m['unparsed']} unparsed")
+    return m
+
+
+def print_table(ev: dict, gen: dict) -> None:
+    rows = [("zero-shot (score)", ev.get("zero_shot")), ("SFT post-CoT (argmax)", ev.get("sft_argmax")),
+            ("DPO (argmax)", ev.get("dpo_argmax")), ("GRPO (argmax)", ev.get("grpo_argmax")),
+            ("SFT post-CoT (score)", ev.get("sft")), ("DPO (score)", ev.get("dpo")), ("GRPO (score)", ev.get("grpo")),
             ("SFT post-CoT (generate)", gen.get("sft")), ("SFT think-first (generate)", gen.get("sft_think_first"))]
     classes = ["Excellent", "Related", "Mismatch", "Irrelevant"]
-    rows[1:1] = [("SFT post-CoT (argmax)", ev.get("sft_argmax")), ("DPO (argmax)", ev.get("dpo_argmax")),
-                 ("GRPO (argmax)", ev.get("grpo_argmax"))]
     print(f"\n{'model':28} {'n':>4} {'macroF1':>8} {'acc':>6} " + " ".join(f"{c[:6]:>7}" for c in classes)
           + "  unparsed  items/s")
     for name, m in rows:
@@ -227,8 +275,6 @@ def main() -> None:
             print(f"{name:28} {m['n']:4d} {m['macro_f1']:8.4f} {m['accuracy']:6.3f} "
                   + " ".join(f"{x:7.3f}" if x is not None else f"{'-':>7}" for x in f1)
                   + f"  {m['unparsed']:8d}  {speed:7.2f}")
-    save()
-    print(f"\nseconds: {timings}\nwrote {res}")
 
 
 def _stages(summary: dict) -> dict:

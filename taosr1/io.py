@@ -22,16 +22,21 @@ def _suffix(path: str | Path) -> str:
     return PurePosixPath(str(path).split("://", 1)[-1]).suffix.lower()
 
 
+def _remote_fs(path: str | Path, options: dict[str, Any] | None):
+    """(fsspec filesystem, path within it) for an object-store URI, with taosr1.storage's options."""
+    return storage.filesystem(str(path), storage.options_for(str(path), options))
+
+
 def is_delta(path: str | Path, options: dict[str, Any] | None = None) -> bool:
     if storage.is_remote(path):
-        fs, p = storage.filesystem(str(path), storage.options_for(str(path), options))
+        fs, p = _remote_fs(path, options)
         return fs.isdir(storage.join(p, "_delta_log"))
     return (Path(path) / "_delta_log").is_dir()
 
 
 def exists(path: str | Path, options: dict[str, Any] | None = None) -> bool:
     if storage.is_remote(path):
-        fs, p = storage.filesystem(str(path), storage.options_for(str(path), options))
+        fs, p = _remote_fs(path, options)
         return fs.exists(p)
     return Path(path).exists()
 

@@ -303,3 +303,20 @@ def test_grpo_drops_equal_reward_groups(tiny_model, tmp_path):
     flat = batch["advantages"].abs() < 1e-6
     assert (batch["completion_mask"].sum(dim=1)[flat] == 0).all() and (batch["completion_mask"].sum(dim=1)[~flat] > 0).all()
     assert int(batch["num_items_in_batch"]) == int(batch["completion_mask"].sum())
+
+
+def test_evaluate_generation_parses_each_answer_and_reports_progress(tiny_model, sample_df, capsys):
+    """Think-first grading decodes every pair (tens of minutes on a CPU): each row's label is the
+    parse of its own response, and progress reaches every pair."""
+    from taosr1.prompts import parse_response
+    from taosr1.training.evaluate import evaluate_generation
+
+    rows = sample_df.head(5)
+    m, out = evaluate_generation(tiny_model, rows, gold_col="esci_label", fmt="think_first", threads=2,
+                                 max_new_tokens=6)
+    assert m["n"] == 5 and m["mode"] == "generate_think_first" and m["max_new_tokens"] == 6
+    assert out["query"].tolist() == rows["query"].tolist()
+    parsed = [parse_response(t, SCHEME, "think_first").label for t in out["response"]]
+    assert out["label"].tolist() == [p.name if p else None for p in parsed]
+    assert m["unparsed"] == sum(p is None for p in parsed)
+    assert "5/5" in capsys.readouterr().err

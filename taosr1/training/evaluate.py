@@ -70,6 +70,8 @@ def evaluate_generation(model: str, df: pd.DataFrame, *, gold_col: str, fmt: str
 
     `engine`: further EngineConfig keys (max_batch_tokens, max_batch_size, ...); a GPU takes far larger
     generation batches than the CPU-sized defaults."""
+    from tqdm import tqdm
+
     from taosr1.engines import EngineConfig, make_engine
     from taosr1.prompts import PromptBuilder, parse_response
     from taosr1.training.common import serving_setup
@@ -83,7 +85,10 @@ def evaluate_generation(model: str, df: pd.DataFrame, *, gold_col: str, fmt: str
     builder = PromptBuilder(eng.tokenizer, serving.scheme, serving.prompt)
     start = time.perf_counter()
     built = builder.build(fields.iloc[ok].to_dict("records"))
-    texts = [g[0] for g in eng.generate(built.ids, n=1, temperature=0.0, max_new_tokens=max_new_tokens)]
+    # a long generation (think-first on a CPU: ~40 min) reports each batch, also into a log file
+    with tqdm(total=len(built.ids), desc=f"generating ({fmt})", unit="pair", mininterval=10) as bar:
+        texts = [g[0] for g in eng.generate(built.ids, n=1, temperature=0.0, max_new_tokens=max_new_tokens,
+                                            progress=bar.update)]
     parsed = [parse_response(t, serving.scheme, fmt) for t in texts]
     out = df.reset_index(drop=True).iloc[ok].copy()
     out["response"] = texts
