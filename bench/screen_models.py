@@ -22,16 +22,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
 def screen(split: Path, model: str, gold_col: str, threads: int) -> dict:
     """{"beta", "served", "argmax"}: beta fitted on split/calib.parquet, metrics on split/test.parquet."""
-    from taosr1.cumpt import best_beta, beta_curve, cumpt_index
+    from taosr1.cumpt import cumpt_index
     from taosr1.training.common import serving_setup
     from taosr1.training.evaluate import classification_metrics, evaluate_scoring
-    from taosr1.training.pipeline import MIN_SUPPORT
+    from taosr1.training.pipeline import slice_beta
 
     calib, test = pd.read_parquet(split / "calib.parquet"), pd.read_parquet(split / "test.parquet")
     both = pd.concat([calib, test], ignore_index=True)
@@ -39,13 +38,12 @@ def screen(split: Path, model: str, gold_col: str, threads: int) -> dict:
     if m["quarantined"]:
         sys.exit(f"{model}: {m['quarantined']} of {len(both)} split rows quarantined; a screen needs every row graded")
     scheme = serving_setup("", "").scheme
-    probs = graded[scheme.prob_columns].to_numpy(dtype=float)
-    gold = np.array([scheme.labels.index(scheme.parse(v)) for v in graded[gold_col]])
     n = len(calib)
-    beta = best_beta(beta_curve(probs[:n], gold[:n], scheme, min_support=MIN_SUPPORT))
-    names = [scheme.labels[i].name for i in gold[n:]]
+    beta, _ = slice_beta(graded.iloc[:n], gold_col, scheme)
+    probs = graded[scheme.prob_columns].to_numpy(dtype=float)[n:]
+    names = [scheme.parse(v).name for v in graded[gold_col].iloc[n:]]
     result = {"beta": beta, "seconds": m["seconds"]}
-    for mode, pred in (("served", cumpt_index(probs[n:], beta)), ("argmax", probs[n:].argmax(1))):
+    for mode, pred in (("served", cumpt_index(probs, beta)), ("argmax", probs.argmax(1))):
         result[mode] = classification_metrics(names, [scheme.labels[i].name for i in pred], scheme)
     return result
 
@@ -67,8 +65,9 @@ def main() -> None:
         print(f"{name:24} {r['beta']:5.2f} {s['macro_f1']:7.4f} {r['argmax']['macro_f1']:7.4f} {s['accuracy']:6.3f} "
               + " ".join(f"{s['per_class_f1'].get(c, float('nan')):7.3f}" for c in classes))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "split": str(a.split), "models": models,
-                                 "results": results}, indent=2, default=str))
+    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    a.out.write_text(json.dumps({"machine": machine, "split": str(a.split), "models": models, "results": results},
+                                indent=2, default=str))
     print(f"wrote {a.out}")
 
 

@@ -240,19 +240,26 @@ def calibrate_model(cfg: PipelineConfig, model: str, calib_file: str, log: Calla
 def fit_beta(cfg: PipelineConfig, model: str, graded, source: str, what: str,
              log: Callable[[str], None]) -> dict[str, Any]:
     """The beta of best macro-F1 on `graded` (scored pairs with gold), written beside `model`."""
-    import numpy as np
-
-    from taosr1.cumpt import best_beta, beta_curve
     from taosr1.labeling import write_calibration
 
     scheme = _scheme(cfg)
-    gold = np.array([scheme.labels.index(scheme.parse(v)) for v in graded[cfg.gold]])
-    curve = beta_curve(graded[scheme.prob_columns].to_numpy(dtype=float), gold, scheme, min_support=cfg.calib_min_support)
-    beta = best_beta(curve)
-    f1 = next(r[1] for r in curve if r[0] == beta)
+    beta, f1 = slice_beta(graded, cfg.gold, scheme, cfg.calib_min_support)
     write_calibration(model, scheme.name, beta, macro_f1=f1, n=len(graded), source=source)
     log(f"calibrate {Path(model).name}: beta {beta} (macro-F1 {f1:.4f} on {len(graded)} {what})")
     return {"beta": beta, "macro_f1": f1, "n": len(graded)}
+
+
+def slice_beta(graded, gold_col: str, scheme, min_support: int = MIN_SUPPORT) -> tuple[float, float]:
+    """(beta, macro-F1): the CumPT beta of best macro-F1 on scored pairs with gold, over the grades
+    with at least `min_support` pairs there."""
+    import numpy as np
+
+    from taosr1.cumpt import best_beta, beta_curve
+
+    gold = np.array([scheme.labels.index(scheme.parse(v)) for v in graded[gold_col]])
+    curve = beta_curve(graded[scheme.prob_columns].to_numpy(dtype=float), gold, scheme, min_support=min_support)
+    beta = best_beta(curve)
+    return beta, next(r[1] for r in curve if r[0] == beta)
 
 
 def _scheme(cfg: PipelineConfig):
