@@ -100,6 +100,19 @@ def model_fingerprint(folder: str | Path) -> str:
     return h.hexdigest()
 
 
+def content_fingerprint(path: str | Path) -> str:
+    """A file's or folder's content (a training input: CSV, Parquet, a Delta table's folder),
+    not its place: what the training pipeline's stage hashes record, so that a moved checkout
+    or a fresh local copy of a remote input reuses the stages built from it. A path that does
+    not exist is returned as it is (reading it fails later, naming it)."""
+    p = Path(path)
+    if p.is_dir():
+        return "folder:" + model_fingerprint(p)
+    if p.is_file():
+        return f"file:{p.stat().st_size}:{_file_digest(p)}"
+    return str(path)
+
+
 PROBE = {"query": "taosr1 probe query", "title": "Probe title \u8336 \U0001f375", "brand": "Probe",
          "category": "a > b", "attributes": "k: v", "description": "probe description"}
 

@@ -259,6 +259,36 @@ def test_pipeline_stages_resume_and_serve(tiny_model, tmp_path):
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.parametrize("split", [True, False], ids=["split", "no_split"])
+def test_pipeline_resumes_after_its_input_and_folder_move(tiny_model, tmp_path, sample_df, split):
+    """Stages are keyed by the input's content and by paths inside the output folder, not by where
+    either lies: a moved checkout or run folder resumes; an edited input trains again."""
+    first, moved = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    sample_df.head(60).to_csv(first / "pairs.csv", index=False)
+    sets = [f"model={tiny_model}", "cot.attempts=0", "stages=[cot, sft]", "sft.max_steps=1", "evaluate=false"]
+    sets += ["test_size=0.3", "test_rows=8"] if split else ["test_size=0", "calib_size=0"]
+
+    def pipeline(root: Path):
+        args = ["pipeline", "--config", str(conf_dir() / "train" / "smoke.yaml"), "--output", str(root / "run"),
+                "--set", f"input={root / 'pairs.csv'}"]
+        for s in sets:
+            args += ["--set", s]
+        r = run(args)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    assert "sft: running" in pipeline(first)
+    first.rename(moved)
+    out = pipeline(moved)
+    assert out.count(", skipped\n") == 2, out
+    edited = pd.read_csv(moved / "pairs.csv", dtype=str, keep_default_na=False)
+    edited.loc[0, "product_title"] += " (edited)"
+    edited.to_csv(moved / "pairs.csv", index=False)
+    out = pipeline(moved)
+    assert "cot: running (settings changed)" in out and "sft: running (an earlier stage ran again)" in out
+
+
 def test_stage_inputs_missing_fail_with_guidance(tiny_model, tmp_path):
     r = run(["train", "dpo", "--output", str(tmp_path / "d"), "--set", f"model={tiny_model}",
              "--set", f"data={tmp_path / 'nope'}"])

@@ -123,6 +123,23 @@ def values_hash(values: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def hashed(value: Any, out: Path, inputs: dict[str, str]) -> Any:
+    """A stage value as its hash sees it: an input by its content (`inputs`: path -> content
+    fingerprint), a path in the output folder relative to it. So a moved checkout, a moved output
+    folder or a fresh local copy of a remote input resumes instead of training everything again."""
+    if isinstance(value, dict):
+        return {k: hashed(v, out, inputs) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [hashed(v, out, inputs) for v in value]
+    if isinstance(value, str):
+        if value in inputs:
+            return inputs[value]
+        root = str(out)
+        if value == root or value.startswith(root + "/"):
+            return "<output>" + value[len(root):]
+    return value
+
+
 def _stage_values(cfg: PipelineConfig, name: str, out: Path, train_input: str) -> dict[str, Any]:
     """A stage's config values: its section plus the wiring to the earlier stages' folders."""
     from taosr1.training.common import read_stage
@@ -184,6 +201,7 @@ def run_stage(name: str, cfg: Any, h: str = "") -> dict[str, Any]:
 def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[str, str | None, dict[str, Any]]:
     """The training input, and the test file (None without a split); OUTPUT/split/calib.parquet
     holds the calibration slice when `calib_size` > 0."""
+    from taosr1.fingerprint import content_fingerprint
     from taosr1.io import read_table
     from taosr1.resources import sample_path
     from taosr1.training.common import read_stage, write_stage
@@ -193,7 +211,7 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
     if not cfg.test_size and not cfg.calib_size:
         return src, None, {"input": src}
     d = out / "split"
-    h = values_hash({"input": src, "test_size": cfg.test_size, "seed": cfg.seed, "test_rows": cfg.test_rows,
+    h = values_hash({"input": content_fingerprint(src), "test_size": cfg.test_size, "seed": cfg.seed, "test_rows": cfg.test_rows,
                      "label_config": cfg.label_config, "calib_size": cfg.calib_size})
     marker = read_stage(d)
     if marker is None or marker.get("config_hash") != h:
@@ -333,12 +351,14 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
     """Run the configured stages into `output`, skipping the ones already complete; return the summary.
 
     `output_name`: the output as the user named it, when `output` is a local copy of it (an object store)."""
+    from taosr1.fingerprint import content_fingerprint
     from taosr1.models import resolve_model
     from taosr1.training.common import read_stage
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     train_input, test_file, split_info = _split(cfg, out, log)
+    inputs = {} if split_info.get("config_hash") else {train_input: content_fingerprint(train_input)}  # no split
     # Build every stage config first: a bad key fails before hours of training.
     plan = []
     for name in cfg.stages:
@@ -346,7 +366,7 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
         # the split's own hash too: another seed or test_size rewrites split/train.parquet in place,
         # and a stage built from the old file must not be skipped (it may hold test queries now)
         plan.append((name, stage_config(name, values, source),
-                     values_hash({**values, "split": split_info.get("config_hash", "")})))
+                     values_hash({**hashed(values, out, inputs), "split": split_info.get("config_hash", "")})))
     summary: dict[str, Any] = {"output": output_name or str(out), "split": split_info, "stages": {}}
     rerun = False
     for name, scfg, h in plan:
