@@ -136,6 +136,41 @@ def _endpoint(uri: str, opts: dict[str, str]) -> tuple[str, str]:
     return "AWS_ENDPOINT_URL", opts.get("AWS_ENDPOINT_URL", "the store's default endpoint")
 
 
+def _store_url(uri: str, opts: dict[str, str]) -> str | None:
+    """The Azure or GCS endpoint `uri` goes to, where the settings or the URI name it."""
+    proto = protocol(uri)
+    if proto in ("abfs", "abfss", "az"):
+        if _true(opts.get("AZURE_STORAGE_USE_EMULATOR")):
+            return opts.get("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:10000")
+        if opts.get("AZURE_STORAGE_CONNECTION_STRING"):
+            return None  # the endpoint is inside the (secret) connection string
+        netloc = uri.split("://", 1)[1].split("/", 1)[0]
+        account = opts.get("AZURE_STORAGE_ACCOUNT_NAME") or (netloc.split("@", 1)[1].split(".")[0] if "@" in netloc else "")
+        return f"https://{account}.blob.core.windows.net" if account else None
+    if proto in ("gs", "gcs"):
+        return opts.get("STORAGE_EMULATOR_HOST", "https://storage.googleapis.com")
+    return None  # S3: its client is told to try once (check_location)
+
+
+def _unreachable(url: str, timeout: float = 5.0) -> str | None:
+    """Why a TCP connection to `url` fails within `timeout`, or None. adlfs and gcsfs retry for
+    ~85 s and ~35 s before they say so; a refused or unresolvable endpoint is known at once.
+    Behind a proxy the clients connect through it, so no direct probe is made."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):
+        return None
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
 def _what_to_set(uri: str) -> str:
     proto = protocol(uri)
     if proto in ("s3", "s3a"):
@@ -154,6 +189,12 @@ def check_location(uri: str, options: dict[str, Any] | None = None, what: str = 
     if not is_remote(uri):
         return
     opts = options_for(uri, options)
+    url = _store_url(uri, opts)
+    why = _unreachable(url) if url else None
+    if why:
+        setting, _ = _endpoint(uri, opts)
+        raise StorageError(f"{what} {uri}: cannot reach {url} ({why}); check {setting} / the network, "
+                           f"or set storage_options.{setting}")
     extra = {}
     if protocol(uri) in ("s3", "s3a"):  # one quick attempt, not botocore's minutes of retries
         extra = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 1}}}
