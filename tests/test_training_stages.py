@@ -309,6 +309,25 @@ def test_cot_command_writes_data_and_reports_agreement(tiny_model, tmp_path):
     assert json.loads((tmp_path / "cot" / "taosr1_stage.json").read_text())["stage"] == "cot"
 
 
+def test_one_seed_trains_one_model_and_another_seed_another(tiny_model, tmp_path):
+    """The LoRA adapters' init is seeded: a rerun of a stage reproduces its model bit for bit."""
+    from safetensors.torch import load_file
+
+    r = run(["cot", "--output", str(tmp_path / "cot"), "--set", "attempts=0", "--set", "limit=24"])
+    assert r.exit_code == 0, r.output
+
+    def sft(name: str, seed: int) -> dict:
+        r = run(["train", "sft", "--output", str(tmp_path / name), "--set", f"model={tiny_model}", "--set",
+                 f"data={tmp_path / 'cot'}", "--set", "label_epochs=1", "--set", "num_train_epochs=0", "--set",
+                 "lora_r=4", "--set", "label_batch_size=8", "--set", f"seed={seed}"])
+        assert r.exit_code == 0, r.output
+        return load_file(str(tmp_path / name / "model.safetensors"))
+
+    a, b, c = sft("a", 0), sft("b", 0), sft("c", 1)
+    assert all(a[k].equal(b[k]) for k in a)
+    assert not all(a[k].equal(c[k]) for k in a)
+
+
 # --- GRPO: groups whose rewards are all equal are dropped from the loss --------------------
 
 

@@ -183,12 +183,17 @@ def lora_config(cfg: Any, n_layers: int = 0):
 
 
 def with_lora(model: Any, cfg: Any) -> Any:
-    """`model` with trainable LoRA adapters per `cfg` (a peft model), or unchanged for full fine-tuning."""
+    """`model` with trainable LoRA adapters per `cfg` (a peft model), or unchanged for full fine-tuning.
+
+    The adapters' random init is seeded by `cfg.seed`: unseeded, two runs of one config trained
+    different models (seed-0 SFT served 0.360-0.372 macro-F1 over three runs)."""
     lc = lora_config(cfg, model.config.num_hidden_layers)
     if lc is None:
         return model
+    import torch
     from peft import get_peft_model
 
+    torch.manual_seed(getattr(cfg, "seed", 0))
     return get_peft_model(model, lc)
 
 
