@@ -153,6 +153,35 @@ def test_label_weight_scales_the_label_token_loss_only():
         assert (d8 > d1) == heavier
 
 
+def test_ordinal_loss_grows_with_the_grades_crossed_and_weighs_classes():
+    import torch
+
+    from taosr1.training.label_loss import ordinal_loss
+
+    ones = torch.ones(4)
+    gold = torch.tensor([0])  # Excellent, labels best first
+    costs = []
+    for pred in range(4):
+        logits = torch.full((1, 4), -6.0)
+        logits[0, pred] = 6.0
+        costs.append(float(ordinal_loss(logits, gold, ones)))
+        ce = float(torch.nn.functional.cross_entropy(logits, gold))
+        assert pred == 0 or abs(ce - 12.0) < 1e-3  # CE: every wrong grade costs the same
+    assert costs[0] < 1e-3 and costs[0] < costs[1] < costs[2] < costs[3]
+    # exact cumulative probabilities: uniform, gold Related, P(>= Excellent) = 0.25 should be 0,
+    # P(>= Related) = 0.5 and P(>= Mismatch) = 0.75 should be 1
+    flat = float(ordinal_loss(torch.zeros(1, 4), torch.tensor([1]), ones))
+    assert abs(flat - (-np.log(0.75) - np.log(0.5) - np.log(0.75)) / 3) < 1e-6
+    # class weights: the weighted mean over rows, as CE's `weight`
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]])
+    two = torch.tensor([0, 0])
+    each = [float(ordinal_loss(logits[i : i + 1], two[i : i + 1], ones)) for i in range(2)]
+    w = torch.tensor([3.0, 1.0, 1.0, 1.0])
+    assert abs(float(ordinal_loss(logits, two, w)) - sum(each) / 2) < 1e-6
+    assert abs(float(ordinal_loss(logits, torch.tensor([0, 3]), w))
+               - (3 * each[0] + float(ordinal_loss(logits[1:], torch.tensor([3]), ones))) / 4) < 1e-6
+
+
 def test_label_phase_fits_the_labels_it_is_given(tiny_model, tiny_engine, sample_df):
     import torch
     from transformers import AutoModelForCausalLM

@@ -74,6 +74,22 @@ def class_weights(gold: Sequence[int], n_labels: int, power: float = 1.0) -> lis
     return [r / mean if mean else 0.0 for r in raw]
 
 
+def ordinal_loss(logits, gold, weights):
+    """Class-weighted binary cross-entropy of each cumulative probability P(grade >= g), g over the
+    grade boundaries (labels best first): what CumPT reads to pick a grade. A prediction three
+    grades off crosses three boundaries and costs more than one a grade off, which CE treats alike."""
+    import torch
+
+    total = torch.logsumexp(logits, dim=1)
+    k = logits.shape[1]
+    at_least = torch.stack([torch.logsumexp(logits[:, : j + 1], dim=1) for j in range(k - 1)], 1) - total[:, None]
+    below = torch.stack([torch.logsumexp(logits[:, j + 1 :], dim=1) for j in range(k - 1)], 1) - total[:, None]
+    target = (gold[:, None] <= torch.arange(k - 1, device=logits.device)[None, :]).float()
+    per_row = -(target * at_least + (1 - target) * below).mean(1)
+    w = weights[gold]
+    return (w * per_row).sum() / w.sum()
+
+
 def length_batches(lengths: Sequence[int], batch_size: int, rng) -> list[list[int]]:
     """Shuffled batches of rows of similar length (little padding), in a shuffled order."""
     idx = list(range(len(lengths)))
@@ -89,8 +105,9 @@ def length_batches(lengths: Sequence[int], batch_size: int, rng) -> list[list[in
 def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], label_ids: Sequence[int], *,
                  pad_id: int, epochs: float, learning_rate: float, batch_size: int = 16,
                  class_weight_power: float = 1.0, warmup_ratio: float = 0.05, max_grad_norm: float = 1.0,
-                 bf16: bool = False, seed: int = 0, log=print) -> dict:
-    """Fit the label logits serving reads: AdamW, linear warm-up then cosine decay, class-weighted CE.
+                 bf16: bool = False, seed: int = 0, loss: str = "ce", log=print) -> dict:
+    """Fit the label logits serving reads: AdamW, linear warm-up then cosine decay, class-weighted
+    CE (`loss` "ce") or `ordinal_loss` ("ordinal").
 
     Only parameters with requires_grad train (LoRA adapters, or every weight). Returns the
     losses per epoch and the seconds taken.
@@ -104,6 +121,8 @@ def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], l
     def step_loss(batch):
         logits = label_logits(model, [prompts[i] for i in batch], label_ids, pad_id, shared)
         y = torch.tensor([gold[i] for i in batch], device=device)
+        if loss == "ordinal":
+            return ordinal_loss(logits.float(), y, weights), {}
         return torch.nn.functional.cross_entropy(logits.float(), y, weight=weights), {}
 
     out = fit(model, [len(p) for p in prompts], step_loss, epochs=epochs, batch_size=batch_size,

@@ -211,8 +211,8 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
     if not cfg.test_size and not cfg.calib_size:
         return src, None, {"input": src}
     d = out / "split"
-    h = values_hash({"input": content_fingerprint(src), "test_size": cfg.test_size, "seed": cfg.seed, "test_rows": cfg.test_rows,
-                     "label_config": cfg.label_config, "calib_size": cfg.calib_size})
+    h = values_hash({"input": content_fingerprint(src), "test_size": cfg.test_size, "seed": cfg.seed,
+                     "test_rows": cfg.test_rows, "label_config": cfg.label_config, "calib_size": cfg.calib_size})
     marker = read_stage(d)
     if marker is None or marker.get("config_hash") != h:
         from taosr1.training.common import serving_setup

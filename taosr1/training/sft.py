@@ -41,6 +41,8 @@ class SFTStageConfig(TrainStage, SFTConfig):
             (0 = none, 1 = balanced): macro-F1 counts a rare grade as much as a common one.
         label_weight: weight of the label token in the CoT phase's loss, where each reasoning
             token weighs 1 (1 = plain SFT).
+        label_loss: the label phase's loss: "ce" (cross-entropy over the label logits) or
+            "ordinal" (each cumulative probability P(grade >= g), what CumPT reads).
     """
 
     max_length: int | None = 768
@@ -51,8 +53,11 @@ class SFTStageConfig(TrainStage, SFTConfig):
     label_batch_size: int = 16
     class_weight_power: float = 0.5
     label_weight: float = 1.0
+    label_loss: str = "ce"
 
     def __post_init__(self) -> None:
+        if self.label_loss not in ("ce", "ordinal"):
+            raise ConfigError(f"label_loss must be 'ce' or 'ordinal', got {self.label_loss!r}")
         if self.label_epochs < 0 or self.label_batch_size < 1 or self.label_weight < 0:
             raise ConfigError(f"label_epochs and label_weight must be >= 0 and label_batch_size >= 1, got "
                               f"{self.label_epochs}, {self.label_weight}, {self.label_batch_size}")
@@ -115,7 +120,8 @@ def label_phase(model, tok, builder, cot: pd.DataFrame, cfg: SFTStageConfig) -> 
     label_ids = [tok.convert_tokens_to_ids(lab.token) for lab in scheme.labels]
     return train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id, epochs=cfg.label_epochs,
                         learning_rate=cfg.label_learning_rate, batch_size=cfg.label_batch_size,
-                        class_weight_power=cfg.class_weight_power, bf16=bf16_autocast(), seed=cfg.seed)
+                        class_weight_power=cfg.class_weight_power, bf16=bf16_autocast(), seed=cfg.seed,
+                        loss=cfg.label_loss)
 
 
 def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
