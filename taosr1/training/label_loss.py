@@ -80,11 +80,10 @@ def ordinal_loss(logits, gold, weights):
     grades off crosses three boundaries and costs more than one a grade off, which CE treats alike."""
     import torch
 
-    total = torch.logsumexp(logits, dim=1)
-    k = logits.shape[1]
-    at_least = torch.stack([torch.logsumexp(logits[:, : j + 1], dim=1) for j in range(k - 1)], 1) - total[:, None]
-    below = torch.stack([torch.logsumexp(logits[:, j + 1 :], dim=1) for j in range(k - 1)], 1) - total[:, None]
-    target = (gold[:, None] <= torch.arange(k - 1, device=logits.device)[None, :]).float()
+    total = torch.logsumexp(logits, dim=1, keepdim=True)
+    at_least = torch.logcumsumexp(logits, dim=1)[:, :-1] - total  # log P(grade >= g), g = 0 .. k-2
+    below = torch.logcumsumexp(logits.flip(1), dim=1).flip(1)[:, 1:] - total  # log P(grade < g)
+    target = (gold[:, None] <= torch.arange(logits.shape[1] - 1, device=logits.device)[None, :]).float()
     per_row = -(target * at_least + (1 - target) * below).mean(1)
     w = weights[gold]
     return (w * per_row).sum() / w.sum()
