@@ -43,11 +43,14 @@ def serve(cmd: list[str], log: Path, ready: Callable[[], object], timeout: float
                     time.sleep(0.3)
             yield
         finally:
+            # A server holding a client's keep-alive connection may ignore SIGTERM until that
+            # closes (the GCS emulator waited out 30 s here); its data is the test's, so kill it.
             proc.terminate()
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(timeout=10)
 
 
 def azurite_command() -> str:

@@ -59,14 +59,23 @@ def frame(path: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, tiny_model, sample_df, tmp_path_factory):
-    """The same job twice, relative paths throughout: in local mode, then on the cluster."""
+def runs(cluster, spark, tiny_model, sample_df, tmp_path_factory):
+    """The same job twice: in local mode (the tests' own session, where a second spark-submit
+    would only add a JVM and its Python workers' imports), then with spark-submit on the
+    cluster, relative paths throughout."""
+    from taosr1 import config as cfgmod
+    from taosr1.nightly import NightlyConfig, run
+    from taosr1.resources import conf_dir
+
     home = tmp_path_factory.mktemp("job")
     shutil.copytree(tiny_model, home / "model")
     rows = pd.concat([sample_df.head(60), sample_df.head(2)])  # two repeated keys: quarantined
     rows.to_csv(home / "pairs.csv", index=False)
+    cfg = cfgmod.load(NightlyConfig, conf_dir() / "nightly.yaml", {"label.engine.model": str(home / "model"),
+                                                                   "partitions": 4})
+    local = {"record": run(spark, cfg, input=str(home / "pairs.csv"), output=str(home / "local/grades"),
+                           run_date=D1, log=lambda msg: None)}
     args = ["--input", "pairs.csv", "--run-date", D1, "--model", "model", "--partitions", "4"]
-    local = spark_submit("local[2]", home, *args, "--output", "local/grades")
     on_cluster = spark_submit(cluster.url, home, *args, "--output", "cluster/grades",
                               conf={"spark.locality.wait": "0", "spark.cores.max": "2", "spark.executor.memory": "1g",
                                     "spark.scheduler.minRegisteredResourcesRatio": "1.0",
