@@ -165,11 +165,15 @@ class Baseline:
         if missing:
             raise ValueError(f"{source}: column(s) {missing} missing (columns: {list(df.columns)})")
 
-    def fit(self, train: pd.DataFrame, gold_col: str) -> "Baseline":
-        self._columns(train, f"baseline {self.name}: training frame")
+    def _gold_ranks(self, train: pd.DataFrame, gold_col: str) -> np.ndarray:
+        """The training gold as ordinal ranks; a missing column or a value outside the scheme is named."""
         if gold_col not in train.columns:
             raise ValueError(f"baseline {self.name}: gold column {gold_col!r} missing (columns: {list(train.columns)})")
-        ranks = ordinal_ranks(train[gold_col], self.scheme, f"baseline {self.name}: training column {gold_col}")
+        return ordinal_ranks(train[gold_col], self.scheme, f"baseline {self.name}: training column {gold_col}")
+
+    def fit(self, train: pd.DataFrame, gold_col: str) -> "Baseline":
+        self._columns(train, f"baseline {self.name}: training frame")
+        ranks = self._gold_ranks(train, gold_col)
         self._fit_scorer(train)
         self.thresholds = fit_thresholds(self.score(train), ranks, len(self.scheme.labels))
         return self
@@ -207,9 +211,7 @@ class Majority(Baseline):
     label: str | None = None
 
     def fit(self, train: pd.DataFrame, gold_col: str) -> "Majority":
-        if gold_col not in train.columns:
-            raise ValueError(f"baseline majority: gold column {gold_col!r} missing (columns: {list(train.columns)})")
-        ranks = ordinal_ranks(train[gold_col], self.scheme, f"baseline majority: training column {gold_col}")
+        ranks = self._gold_ranks(train, gold_col)
         counts = np.bincount(ranks, minlength=len(self.scheme.labels))
         # ties go to the better grade (highest rank) for determinism
         self.label = rank_names(np.array([len(counts) - 1 - int(np.argmax(counts[::-1]))]), self.scheme)[0]
@@ -365,10 +367,8 @@ class FineTuned(Baseline):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self._columns(train, f"baseline {self.name}: training frame")
-        if gold_col not in train.columns:
-            raise ValueError(f"baseline {self.name}: gold column {gold_col!r} missing (columns: {list(train.columns)})")
         k = len(self.scheme.labels)
-        y = k - 1 - ordinal_ranks(train[gold_col], self.scheme, f"baseline {self.name}: training column {gold_col}")
+        y = k - 1 - self._gold_ranks(train, gold_col)  # index into the scheme's best-first labels
         train, y = self._with_negatives(train, y)
         path = str(minilm_path())
         torch.manual_seed(self.seed)
