@@ -14,6 +14,8 @@ Prints mean and min-max over seeds of macro-F1, accuracy and per-class F1 and wr
     python bench/quality.py --model sft=runs/recipe_seed{seed}/eval/sft.parquet --baselines none
     # a baseline's settings: the fine-tuned MiniLM at another learning rate
     python bench/quality.py --baselines minilm_ft --baseline-arg minilm_ft.lr=5e-5
+    # is one row really better than another? B - A per seed with a paired interval (`taosr1 compare`)
+    python bench/quality.py --baselines none --pipeline g=runs/recipe_seed{seed} --paired g/sft:g/grpo
 
 `--include` takes the rows of an earlier result (same seeds, test_size and input) instead of
 recomputing them; `--seeds 0` runs one split.
@@ -97,6 +99,16 @@ def _check_pipeline_split(pipelines: dict[str, str], seed: int, test_file: Path)
                      f"({test_file}); was the pipeline run with seed {seed} and the same test_size and input?")
 
 
+def compare_rows(rows: dict, a: str, b: str, seed: int, test_f: Path, gold_col: str, work: Path) -> dict:
+    """`taosr1 compare` of rows A and B's graded files on this seed's test pairs."""
+    files = [rows[n]["per_seed"][str(seed)]["predictions"] for n in (a, b)]  # names checked before the seed ran
+    for n, f in zip((a, b), files):
+        if not Path(f).is_file():
+            sys.exit(f"--paired {a}:{b}: row {n}'s graded file {f} (seed {seed}) is gone; an --include'd row keeps "
+                     f"only its numbers: grade that row again in this run")
+    return q.taosr1_compare(*files, test_f, gold_col, work / f"{b}-vs-{a}".replace("/", "_"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2", help="Split seeds, comma-separated.")
@@ -111,17 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline", action="append", default=[], metavar="PREFIX=DIR_PATTERN",
                     help="A `taosr1 pipeline` output folder per seed; one row per DIR/eval/<stage>.parquet.")
     ap.add_argument("--include", action="append", default=[], help="Rows of an earlier result JSON to keep.")
+    ap.add_argument("--paired", action="append", default=[], metavar="A:B",
+                    help="Two rows of this run (or --include'd): B - A per seed by `taosr1 compare` (repeatable).")
     ap.add_argument("--work", default="runs/quality", help="Splits, graded files and eval reports go here.")
     ap.add_argument("--out", default="bench/results/quality.json")
     a = ap.parse_args(argv)
 
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    pairs = [tuple(p.split(":")) for p in a.paired]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        sys.exit(f"--paired {a.paired}: expected A:B, two row names, e.g. recipe/sft:recipe/grpo")
     names = [] if a.baselines.strip() == "none" else [b.strip() for b in a.baselines.split(",") if b.strip()]
     models, pipelines = _named(a.model, "--model"), _named(a.pipeline, "--pipeline")
     work = Path(a.work)
     setup = {"seeds": seeds, "test_size": a.test_size, "input": a.input or "bundled ESCI sample", "gold_col": a.gold_col}
 
     rows: dict[str, dict] = {}
+    paired: dict[str, dict] = {}
     for inc in a.include:
         prev = json.loads(Path(inc).read_text())
         differ = {k: (prev.get(k), v) for k, v in setup.items() if prev.get(k) != v}
@@ -138,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         train_f, test_f = q.split_for_seed(seed, sdir, a.test_size, a.input, log=print)
         train, test = pd.read_parquet(train_f), pd.read_parquet(test_f)
         print(f"seed {seed}: {len(train)} training / {len(test)} test pairs ({test_f})", flush=True)
+        known = [*rows, *baselines, *model_files(models, pipelines, seed)]
+        for pa, pb in pairs:  # before any baseline is fitted: a typo fails in seconds
+            if pa not in known or pb not in known:
+                sys.exit(f"--paired {pa}:{pb}: no row {pa if pa not in known else pb!r} on seed {seed}; "
+                         f"the rows are {known}")
         graded: dict[str, tuple[Path, dict]] = {}
         for n, b in baselines.items():
             f = sdir / "baselines" / f"{n}.parquet"
@@ -160,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             row["per_seed"][str(seed)] = {**q.seed_row(m), "predictions": str(f), **{k: v for k, v in info.items()
                                                                                    if k != "kind"}}
             print(f"  {n:<20} macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  n {m['n']}", flush=True)
+        for pa, pb in pairs:
+            paired.setdefault(f"{pb} - {pa}", {})[str(seed)] = compare_rows(rows, pa, pb, seed, test_f, a.gold_col,
+                                                                           sdir / "compare")
     for r in rows.values():
         r["summary"] = q.summarize(r["per_seed"])
 
@@ -168,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print("\nmacro-F1 / accuracy per seed:\n")
     print(q.per_seed_table(rows, seeds))
-    result = {**setup, "labels": labels, "rows": rows, "table": table,
+    if paired:
+        print("\npaired, B - A (`taosr1 compare`: 95% bootstrap interval over the split's test pairs, McNemar p):\n")
+        print(q.paired_table(paired, seeds))
+    result = {**setup, "labels": labels, "rows": rows, "table": table, "paired": paired,
               "machine": f"{platform.machine()} {platform.processor() or ''} {__import__('os').cpu_count()} cores".strip(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = Path(a.out)

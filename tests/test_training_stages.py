@@ -40,7 +40,7 @@ def last_json(output: str) -> dict:
 @pytest.mark.parametrize("stage", ["cot", "sft", "sample", "dpo", "grpo"])
 def test_every_stage_config_loads_and_rejects_unknown_keys(stage):
     path = conf_dir() / "train" / f"{stage}.yaml"
-    assert path.read_text().startswith("#") and f"taosr1 " in path.read_text().splitlines()[1]
+    assert path.read_text().startswith("#") and "taosr1 " in path.read_text().splitlines()[1]
     cfg = stage_config(stage, read_yaml(path), source=str(path))
     if stage in ("sft", "dpo", "grpo"):
         assert cfg.use_cpu and cfg.bf16 is bf16_autocast() and cfg.gradient_checkpointing is False and cfg.report_to == []

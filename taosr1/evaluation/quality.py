@@ -33,19 +33,33 @@ def split_for_seed(seed: int, out: str | Path, test_size: float = 0.3, input: st
     return Path(train), Path(test)
 
 
-def taosr1_eval(predictions: str | Path, gold: str | Path, gold_col: str, out_dir: str | Path) -> dict[str, Any]:
-    """Run `taosr1 eval PREDICTIONS --gold GOLD --gold-col COL --bootstrap 0 --out OUT`; its metrics.json."""
+def _cli(args: list[str], out_dir: str | Path) -> dict[str, Any]:
+    """Run `taosr1 ARGS` in this process; the metrics.json it wrote into OUT_DIR."""
     from click.testing import CliRunner
 
     from taosr1.cli import main
 
-    args = ["eval", str(predictions), "--gold", str(gold), "--gold-col", gold_col, "--bootstrap", "0",
-            "--out", str(out_dir)]
     res = CliRunner().invoke(main, args)
     if res.exit_code != 0:
         raise RuntimeError(f"taosr1 {' '.join(args)} failed (exit {res.exit_code}): {res.output.strip()}"
                            + (f" {res.exception!r}" if res.exception and not isinstance(res.exception, SystemExit) else ""))
     return json.loads((Path(out_dir) / "metrics.json").read_text())
+
+
+def taosr1_eval(predictions: str | Path, gold: str | Path, gold_col: str, out_dir: str | Path) -> dict[str, Any]:
+    """Run `taosr1 eval PREDICTIONS --gold GOLD --gold-col COL --bootstrap 0 --out OUT`; its metrics.json."""
+    return _cli(["eval", str(predictions), "--gold", str(gold), "--gold-col", gold_col, "--bootstrap", "0",
+                 "--out", str(out_dir)], out_dir)
+
+
+def taosr1_compare(a: str | Path, b: str | Path, gold: str | Path, gold_col: str, out_dir: str | Path) -> dict[str, Any]:
+    """Run `taosr1 compare A B --gold GOLD --gold-col COL --out OUT` (paired bootstrap, McNemar); the
+    numbers kept per seed: B - A of macro-F1 and accuracy with their intervals, and McNemar's counts."""
+    m = _cli(["compare", str(a), str(b), "--gold", str(gold), "--gold-col", gold_col, "--out", str(out_dir)], out_dir)
+    keep = ("difference", "low", "high")
+    return {**{k: {f: m["differences"][k][f] for f in keep} for k in METRICS},
+            "only_a_correct": m["mcnemar"]["only_a_correct"], "only_b_correct": m["mcnemar"]["only_b_correct"],
+            "p_value": m["mcnemar"]["p_value"], "n": m["n"]}
 
 
 def without_unparsed(predictions: str | Path, out_file: Path) -> tuple[Path, int]:
@@ -131,6 +145,22 @@ def per_seed_table(rows: dict[str, dict[str, Any]], seeds: list[int]) -> str:
             m = r["per_seed"].get(str(s)) or r["per_seed"].get(s)
             cells.append("-" if m is None else f"{m['macro_f1']:.3f} / {m['accuracy']:.3f} (n={m['n']})")
         lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(paired: dict[str, dict[str, Any]], seeds: list[int]) -> str:
+    """B - A in macro-F1 per seed with its paired 95% interval and McNemar's p, and the mean over seeds.
+
+    The intervals resample one split's test pairs; the splits share pairs, so no interval is pooled."""
+    head = ["B - A, macro-F1", *[f"seed {s}" for s in seeds], "mean", "seeds B > A"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for name, per_seed in paired.items():
+        d = [per_seed[str(s)]["macro_f1"] for s in seeds]
+        cells = [f"{x['difference']:+.3f} ({x['low']:+.3f}, {x['high']:+.3f}) p {per_seed[str(s)]['p_value']:.2f}"
+                 for s, x in zip(seeds, d)]
+        ahead = sum(x["difference"] > 0 for x in d)
+        lines.append("| " + " | ".join([name, *cells, f"{np.mean([x['difference'] for x in d]):+.3f}",
+                                         f"{ahead} of {len(d)}"]) + " |")
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ from taosr1.labels import Label, LabelScheme
 from taosr1.prompts import FIELDS, STEPS, PromptBuilder, format_response, parse_response, user_prompt
 from taosr1.evidence import Evidence, measures, pair_evidence
 from taosr1.training.rules import Rule, RuleIndex
+from taosr1.training.soft_labels import SOURCES as SOFT_SOURCES
 
 
 @dataclass
@@ -46,6 +47,9 @@ class CoTConfig:
             queries that share no content word with it, graded the worst label (source
             `built_negative`). They come from the training input only, so never reach an evaluation.
         teacher: engine section for the teacher model (model "" or "base" = the untrained base).
+        soft_labels: "cosine" adds a `soft_labels` column, P(grade) from the all-MiniLM-L6-v2
+            cosine fitted on the gold labels (taosr1/training/soft_labels.py; the `bench` extra),
+            for `sft.soft_label_weight`; "" = none.
     """
 
     input: str = ""
@@ -61,6 +65,7 @@ class CoTConfig:
     seed: int = 0
     limit: int = 0
     negatives_per_query: int = 0
+    soft_labels: str = ""
     teacher: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -69,6 +74,8 @@ class CoTConfig:
         coerce_floats(self)
         if self.attempts < 0:
             raise ConfigError(f"attempts must be >= 0, got {self.attempts}")
+        if self.soft_labels not in ("", *SOFT_SOURCES):
+            raise ConfigError(f"soft_labels must be '' or one of {list(SOFT_SOURCES)}, got {self.soft_labels!r}")
         if self.rules_per_pair < 0:
             raise ConfigError(f"rules_per_pair must be >= 0, got {self.rules_per_pair}")
         if self.temperature < 0 or self.max_new_tokens < 1:
@@ -379,11 +386,18 @@ def run_cot(cfg: CoTConfig, values_hash: str = "") -> dict[str, Any]:
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
     result = build_cot(df, gold_col=cfg.gold, builder=builder, columns=serving.label_config.columns,
                        index=index, engine=engine, cfg=cfg)
+    soft = {}
+    if cfg.soft_labels:
+        from taosr1.training.soft_labels import cosine_soft_labels  # MiniLM: the bench extra, imported on use
+
+        probs, soft = cosine_soft_labels(result.frame, serving.scheme)
+        result.frame["soft_labels"] = [list(map(float, p)) for p in probs]
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     result.frame.to_parquet(out / COT_FILE, index=False)
     result.quarantine.to_parquet(out / "quarantine.parquet", index=False)
-    summary = {"input": src, "labels": serving.scheme.name, "teacher": getattr(engine, "model_path", None), **result.stats}
+    summary = {"input": src, "labels": serving.scheme.name, "teacher": getattr(engine, "model_path", None), **result.stats,
+               **({"soft_labels": soft} if soft else {})}
     write_stage(out, "cot", summary, values_hash)
     return summary
 

@@ -89,6 +89,20 @@ def ordinal_loss(logits, gold, weights):
     return (w * per_row).sum() / w.sum()
 
 
+def label_objective(logits, gold, weights, loss: str = "ce", soft=None, soft_weight: float = 0.0):
+    """The label phase's loss on a batch: class-weighted CE (or `ordinal_loss`) on the gold labels,
+    mixed with `soft_weight` of the cross-entropy against soft labels (rows of P(grade)), if given."""
+    import torch
+
+    logits = logits.float()
+    hard = ordinal_loss(logits, gold, weights) if loss == "ordinal" else \
+        torch.nn.functional.cross_entropy(logits, gold, weight=weights)
+    if soft is None or not soft_weight:
+        return hard
+    soft_ce = -(soft * torch.log_softmax(logits, dim=1)).sum(1).mean()
+    return (1 - soft_weight) * hard + soft_weight * soft_ce
+
+
 def length_batches(lengths: Sequence[int], batch_size: int, rng) -> list[list[int]]:
     """Shuffled batches of rows of similar length (little padding), in a shuffled order."""
     idx = list(range(len(lengths)))
@@ -104,9 +118,11 @@ def length_batches(lengths: Sequence[int], batch_size: int, rng) -> list[list[in
 def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], label_ids: Sequence[int], *,
                  pad_id: int, epochs: float, learning_rate: float, batch_size: int = 16,
                  class_weight_power: float = 1.0, warmup_ratio: float = 0.05, max_grad_norm: float = 1.0,
-                 bf16: bool = False, seed: int = 0, loss: str = "ce", log=print) -> dict:
-    """Fit the label logits serving reads: AdamW, linear warm-up then cosine decay, class-weighted
-    CE (`loss` "ce") or `ordinal_loss` ("ordinal").
+                 bf16: bool = False, seed: int = 0, loss: str = "ce", soft=None, soft_weight: float = 0.0,
+                 log=print) -> dict:
+    """Fit the label logits serving reads: AdamW, linear warm-up then cosine decay, `label_objective`:
+    class-weighted CE (`loss` "ce") or `ordinal_loss` ("ordinal"), mixed with soft labels (`soft`,
+    one row of P(grade) per prompt) at `soft_weight`.
 
     Only parameters with requires_grad train (LoRA adapters, or every weight). Returns the
     losses per epoch and the seconds taken.
@@ -116,19 +132,20 @@ def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], l
     device = next(p for p in model.parameters() if p.requires_grad).device
     weights = torch.tensor(class_weights(gold, len(label_ids), class_weight_power), device=device)
     shared = shared_prefix_len(prompts)
+    targets = None if soft is None else torch.tensor(soft, dtype=torch.float32, device=device)
 
     def step_loss(batch):
         logits = label_logits(model, [prompts[i] for i in batch], label_ids, pad_id, shared)
         y = torch.tensor([gold[i] for i in batch], device=device)
-        if loss == "ordinal":
-            return ordinal_loss(logits.float(), y, weights), {}
-        return torch.nn.functional.cross_entropy(logits.float(), y, weight=weights), {}
+        t = None if targets is None else targets[torch.tensor(batch, device=device)]
+        return label_objective(logits, y, weights, loss, t, soft_weight), {}
 
     out = fit(model, [len(p) for p in prompts], step_loss, epochs=epochs, batch_size=batch_size,
               learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, bf16=bf16,
               seed=seed, log=log, name="label phase")
     return {"label_steps": out["steps"], "label_losses": out["losses"], "label_seconds": out["seconds"],
-            "class_weights": [round(float(w), 3) for w in weights]}
+            "class_weights": [round(float(w), 3) for w in weights],
+            **({"soft_label_weight": soft_weight} if targets is not None and soft_weight else {})}
 
 
 def fit(model, lengths: Sequence[int], step_loss, *, epochs: float, batch_size: int, learning_rate: float,

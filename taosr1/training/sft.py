@@ -43,6 +43,9 @@ class SFTStageConfig(TrainStage, SFTConfig):
             token weighs 1 (1 = plain SFT).
         label_loss: the label phase's loss: "ce" (cross-entropy over the label logits) or
             "ordinal" (each cumulative probability P(grade >= g), what CumPT reads).
+        soft_label_weight: share of the label phase's loss given to the cot data's soft labels
+            (`cot.soft_labels`: cross-entropy against P(grade) from the MiniLM cosine); the gold
+            label's loss keeps the rest. 0 = gold only.
     """
 
     max_length: int | None = 768
@@ -54,10 +57,13 @@ class SFTStageConfig(TrainStage, SFTConfig):
     class_weight_power: float = 0.5
     label_weight: float = 1.0
     label_loss: str = "ce"
+    soft_label_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.label_loss not in ("ce", "ordinal"):
             raise ConfigError(f"label_loss must be 'ce' or 'ordinal', got {self.label_loss!r}")
+        if not 0 <= self.soft_label_weight < 1:
+            raise ConfigError(f"soft_label_weight must be in [0, 1), got {self.soft_label_weight}")
         if self.label_epochs < 0 or self.label_batch_size < 1 or self.label_weight < 0:
             raise ConfigError(f"label_epochs and label_weight must be >= 0 and label_batch_size >= 1, got "
                               f"{self.label_epochs}, {self.label_weight}, {self.label_batch_size}")
@@ -118,10 +124,11 @@ def label_phase(model, tok, builder, cot: pd.DataFrame, cfg: SFTStageConfig) -> 
     ids = builder.build(field_rows(cot)).ids
     gold = [scheme.names.index(g) for g in cot["gold"]]
     label_ids = [tok.convert_tokens_to_ids(lab.token) for lab in scheme.labels]
+    soft = [list(p) for p in cot["soft_labels"]] if cfg.soft_label_weight else None  # run_sft checked the column
     return train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id, epochs=cfg.label_epochs,
                         learning_rate=cfg.label_learning_rate, batch_size=cfg.label_batch_size,
                         class_weight_power=cfg.class_weight_power, bf16=bf16_autocast(), seed=cfg.seed,
-                        loss=cfg.label_loss)
+                        loss=cfg.label_loss, soft=soft, soft_weight=cfg.soft_label_weight)
 
 
 def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
@@ -133,6 +140,9 @@ def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
 
     serving = serving_setup(cfg.label_config, cfg.labels, cfg.format)
     cot = read_cot(cfg.data, cfg.max_examples)
+    if cfg.soft_label_weight and cfg.label_epochs and "soft_labels" not in cot.columns:
+        raise ConfigError(f"soft_label_weight {cfg.soft_label_weight} needs soft labels in the cot data ({cfg.data}): "
+                          "build it with soft_labels: cosine (pipeline: --set cot.soft_labels=cosine)")
     model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
     model = with_lora(model, cfg)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
