@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         train_f, test_f = q.split_for_seed(seed, sdir, a.test_size, a.input, log=print)
         train, test = pd.read_parquet(train_f), pd.read_parquet(test_f)
         print(f"seed {seed}: {len(train)} training / {len(test)} test pairs ({test_f})", flush=True)
-        known = [*rows, *baselines, *model_files(models, pipelines, seed)]
+        files = model_files(models, pipelines, seed)
+        known = [*rows, *baselines, *files]
         for pa, pb in pairs:  # before any baseline is fitted: a typo fails in seconds
             if pa not in known or pb not in known:
                 sys.exit(f"--paired {pa}:{pb}: no row {pa if pa not in known else pb!r} on seed {seed}; "
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             info = q.run_baseline(b, train, test, a.gold_col, f)
             graded[n] = (f, {"kind": "baseline", **info})
         _check_pipeline_split(pipelines, seed, test_f)
-        for n, f in model_files(models, pipelines, seed).items():
+        for n, f in files.items():
             scored, unparsed = q.without_unparsed(f, sdir / "models" / f"{n.replace('/', '_')}.parquet")
             graded[n] = (scored, {"kind": "model", "source": str(f), "unparsed": unparsed})
         for n, (f, info) in graded.items():
