@@ -14,6 +14,8 @@ Prints mean and min-max over seeds of macro-F1, accuracy and per-class F1 and wr
     python bench/quality.py --model sft=runs/recipe_seed{seed}/eval/sft.parquet --baselines none
     # a baseline's settings: the fine-tuned MiniLM at another learning rate
     python bench/quality.py --baselines minilm_ft --baseline-arg minilm_ft.lr=5e-5
+    # the cosine of another sentence-transformers model, from a local folder (never downloaded)
+    python bench/quality.py --baselines cosine,stack --baseline-arg cosine.model_dir=DIR --baseline-arg stack.model_dir=DIR
     # is one row really better than another? B - A per seed with a paired interval (`taosr1 compare`)
     python bench/quality.py --baselines none --pipeline g=runs/recipe_seed{seed} --paired g/sft:g/grpo
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import platform
 import sys
 import time
@@ -52,13 +55,14 @@ def _named(values: list[str], flag: str) -> dict[str, str]:
 
 
 def set_field(baselines: dict, arg: str) -> None:
-    """--baseline-arg NAME.FIELD=VALUE: a numeric setting, the value cast to the field's type."""
+    """--baseline-arg NAME.FIELD=VALUE: a numeric setting, the value cast to the field's type, or a
+    cosine's or stack's `model_dir` (a local sentence-transformers folder)."""
     target, _, value = arg.partition("=")
     name, _, fld = target.partition(".")
     current = getattr(baselines.get(name), fld, None) if fld and not fld.startswith("_") else None
-    if type(current) not in (int, float) or not value:
+    if not value or not (type(current) in (int, float) or fld == "model_dir" and isinstance(current, str)):
         sys.exit(f"--baseline-arg {arg}: expected NAME.FIELD=VALUE, NAME one of the baselines run ({list(baselines)}) "
-                 f"and FIELD one of its numeric settings")
+                 f"and FIELD one of its numeric settings or model_dir")
     try:
         setattr(baselines[name], fld, type(current)(value))
     except ValueError:
@@ -109,7 +113,7 @@ def compare_rows(rows: dict, a: str, b: str, seed: int, test_f: Path, gold_col: 
     return q.taosr1_compare(*files, test_f, gold_col, work / f"{b}-vs-{a}".replace("/", "_"))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2", help="Split seeds, comma-separated.")
     ap.add_argument("--test-size", type=float, default=0.3, help="Share of queries held out.")
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gold-col", default="esci_label")
     ap.add_argument("--baselines", default=",".join(BASELINES), help=f"Comma-separated of {list(BASELINES)}, or none.")
     ap.add_argument("--baseline-arg", action="append", default=[], metavar="NAME.FIELD=VALUE",
-                    help="Set a baseline's field, e.g. minilm_ft.epochs=6 (repeatable).")
+                    help="Set a baseline's field, e.g. minilm_ft.epochs=6 or cosine.model_dir=DIR (repeatable).")
     ap.add_argument("--model", action="append", default=[], metavar="NAME=FILE_PATTERN",
                     help="A graded file per seed, {seed} in the path (repeatable).")
     ap.add_argument("--pipeline", action="append", default=[], metavar="PREFIX=DIR_PATTERN",
@@ -128,78 +132,95 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="runs/quality", help="Splits, graded files and eval reports go here.")
     ap.add_argument("--out", default="bench/results/quality.json")
     a = ap.parse_args(argv)
-
-    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    a.seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     pairs = [tuple(p.split(":")) for p in a.paired]
     if any(len(p) != 2 or not all(p) for p in pairs):
         sys.exit(f"--paired {a.paired}: expected A:B, two row names, e.g. recipe/sft:recipe/grpo")
-    names = [] if a.baselines.strip() == "none" else [b.strip() for b in a.baselines.split(",") if b.strip()]
-    models, pipelines = _named(a.model, "--model"), _named(a.pipeline, "--pipeline")
-    work = Path(a.work)
-    setup = {"seeds": seeds, "test_size": a.test_size, "input": a.input or "bundled ESCI sample", "gold_col": a.gold_col}
+    a.paired = pairs
+    a.baselines = [] if a.baselines.strip() == "none" else [b.strip() for b in a.baselines.split(",") if b.strip()]
+    return a
 
+
+def _included(paths: list[str], setup: dict) -> dict[str, dict]:
+    """The rows of earlier results made with the same seeds, test_size, input and gold column."""
     rows: dict[str, dict] = {}
-    paired: dict[str, dict] = {}
-    for inc in a.include:
+    for inc in paths:
         prev = json.loads(Path(inc).read_text())
         differ = {k: (prev.get(k), v) for k, v in setup.items() if prev.get(k) != v}
         if differ:
             sys.exit(f"--include {inc}: made with other settings {differ} (theirs, ours); rerun those rows instead")
         rows.update(prev["rows"])
+    return rows
 
-    baselines = {n: make_baseline(n) for n in names}  # one instance per baseline: cosine keeps its embeddings
+
+def _metrics(name: str, f: Path, info: dict, test_f: Path, gold_col: str, n_test: int, labels: list[str],
+             out: Path) -> dict:
+    """`taosr1 eval`'s metrics of one graded file; a file whose every response was unparsed scores 0."""
+    if info.get("unparsed") and pd.read_parquet(f).empty:
+        # every response unparsed (a think-first model graded by generation): `taosr1 eval` has no row to
+        # score; nothing was answered, so nothing is right
+        print(f"  {name:<20} every response unparsed ({info['unparsed']}): macro-F1 0", flush=True)
+        return {"n": 0, "macro_f1": 0.0, "accuracy": 0.0, "macro_over": labels, "gold_without_prediction": n_test,
+                "per_class": {k: {"f1": 0.0, "predicted": 0} for k in labels}}
+    return q.taosr1_eval(f, test_f, gold_col, out)
+
+
+def _grade_seed(seed: int, a: argparse.Namespace, baselines: dict, rows: dict, labels: list[str]) -> dict[str, dict]:
+    """Split, fit and grade the baselines, score every row with `taosr1 eval`; the --paired results of this seed."""
+    sdir = Path(a.work) / f"seed{seed}"
+    train_f, test_f = q.split_for_seed(seed, sdir, a.test_size, a.input, log=print)
+    train, test = pd.read_parquet(train_f), pd.read_parquet(test_f)
+    print(f"seed {seed}: {len(train)} training / {len(test)} test pairs ({test_f})", flush=True)
+    files = model_files(a.models, a.pipelines, seed)
+    known = [*rows, *baselines, *files]
+    for pa, pb in a.paired:  # before any baseline is fitted: a typo fails in seconds
+        if pa not in known or pb not in known:
+            sys.exit(f"--paired {pa}:{pb}: no row {pa if pa not in known else pb!r} on seed {seed}; the rows are {known}")
+    graded: dict[str, tuple[Path, dict]] = {}
+    for n, b in baselines.items():
+        f = sdir / "baselines" / f"{n}.parquet"
+        graded[n] = (f, {"kind": "baseline", **q.run_baseline(b, train, test, a.gold_col, f)})
+    _check_pipeline_split(a.pipelines, seed, test_f)
+    for n, f in files.items():
+        scored, unparsed = q.without_unparsed(f, sdir / "models" / f"{n.replace('/', '_')}.parquet")
+        graded[n] = (scored, {"kind": "model", "source": str(f), "unparsed": unparsed})
+    for n, (f, info) in graded.items():
+        m = _metrics(n, f, info, test_f, a.gold_col, len(test), labels, sdir / "eval" / n.replace("/", "_"))
+        row = rows.setdefault(n, {"kind": info["kind"], "per_seed": {}})
+        row["per_seed"][str(seed)] = {**q.seed_row(m), "predictions": str(f), **{k: v for k, v in info.items()
+                                                                               if k != "kind"}}
+        print(f"  {n:<20} macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  n {m['n']}", flush=True)
+    return {f"{pb} - {pa}": compare_rows(rows, pa, pb, seed, test_f, a.gold_col, sdir / "compare")
+            for pa, pb in a.paired}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _args(argv)
+    a.models, a.pipelines = _named(a.model, "--model"), _named(a.pipeline, "--pipeline")
+    setup = {"seeds": a.seeds, "test_size": a.test_size, "input": a.input or "bundled ESCI sample",
+             "gold_col": a.gold_col}
+    rows = _included(a.include, setup)
+    baselines = {n: make_baseline(n) for n in a.baselines}  # one instance per baseline: cosine keeps its embeddings
     for arg in a.baseline_arg:
         set_field(baselines, arg)
-    labels = baselines[names[0]].scheme.names if names else ["Excellent", "Related", "Mismatch", "Irrelevant"]
-    for seed in seeds:
-        sdir = work / f"seed{seed}"
-        train_f, test_f = q.split_for_seed(seed, sdir, a.test_size, a.input, log=print)
-        train, test = pd.read_parquet(train_f), pd.read_parquet(test_f)
-        print(f"seed {seed}: {len(train)} training / {len(test)} test pairs ({test_f})", flush=True)
-        files = model_files(models, pipelines, seed)
-        known = [*rows, *baselines, *files]
-        for pa, pb in pairs:  # before any baseline is fitted: a typo fails in seconds
-            if pa not in known or pb not in known:
-                sys.exit(f"--paired {pa}:{pb}: no row {pa if pa not in known else pb!r} on seed {seed}; "
-                         f"the rows are {known}")
-        graded: dict[str, tuple[Path, dict]] = {}
-        for n, b in baselines.items():
-            f = sdir / "baselines" / f"{n}.parquet"
-            info = q.run_baseline(b, train, test, a.gold_col, f)
-            graded[n] = (f, {"kind": "baseline", **info})
-        _check_pipeline_split(pipelines, seed, test_f)
-        for n, f in files.items():
-            scored, unparsed = q.without_unparsed(f, sdir / "models" / f"{n.replace('/', '_')}.parquet")
-            graded[n] = (scored, {"kind": "model", "source": str(f), "unparsed": unparsed})
-        for n, (f, info) in graded.items():
-            if info.get("unparsed") and pd.read_parquet(f).empty:
-                # every response unparsed (a think-first model graded by generation): `taosr1 eval` has no row to
-                # score; nothing was answered, so nothing is right
-                m = {"n": 0, "macro_f1": 0.0, "accuracy": 0.0, "macro_over": labels, "gold_without_prediction": len(test),
-                     "per_class": {k: {"f1": 0.0, "predicted": 0} for k in labels}}
-                print(f"  {n:<20} every response unparsed ({info['unparsed']}): macro-F1 0", flush=True)
-            else:
-                m = q.taosr1_eval(f, test_f, a.gold_col, sdir / "eval" / n.replace("/", "_"))
-            row = rows.setdefault(n, {"kind": info["kind"], "per_seed": {}})
-            row["per_seed"][str(seed)] = {**q.seed_row(m), "predictions": str(f), **{k: v for k, v in info.items()
-                                                                                   if k != "kind"}}
-            print(f"  {n:<20} macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  n {m['n']}", flush=True)
-        for pa, pb in pairs:
-            paired.setdefault(f"{pb} - {pa}", {})[str(seed)] = compare_rows(rows, pa, pb, seed, test_f, a.gold_col,
-                                                                           sdir / "compare")
+    labels = baselines[a.baselines[0]].scheme.names if baselines else ["Excellent", "Related", "Mismatch", "Irrelevant"]
+    paired: dict[str, dict] = {}
+    for seed in a.seeds:
+        for name, result in _grade_seed(seed, a, baselines, rows, labels).items():
+            paired.setdefault(name, {})[str(seed)] = result
     for r in rows.values():
         r["summary"] = q.summarize(r["per_seed"])
 
     table = q.markdown_table(rows, labels)
-    print("\nmean (min-max) over seeds " + ",".join(map(str, seeds)) + ", each computed by `taosr1 eval`:\n")
+    print("\nmean (min-max) over seeds " + ",".join(map(str, a.seeds)) + ", each computed by `taosr1 eval`:\n")
     print(table)
     print("\nmacro-F1 / accuracy per seed:\n")
-    print(q.per_seed_table(rows, seeds))
+    print(q.per_seed_table(rows, a.seeds))
     if paired:
         print("\npaired, B - A (`taosr1 compare`: 95% bootstrap interval over the split's test pairs, McNemar p):\n")
-        print(q.paired_table(paired, seeds))
+        print(q.paired_table(paired, a.seeds))
     result = {**setup, "labels": labels, "rows": rows, "table": table, "paired": paired,
-              "machine": f"{platform.machine()} {platform.processor() or ''} {__import__('os').cpu_count()} cores".strip(),
+              "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

