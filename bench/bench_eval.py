@@ -2,9 +2,10 @@
 
     python bench/bench_eval.py [--rows 10000 100000 1000000] [--bootstrap 1000]
 
-Synthetic graded rows (4 labels, P(label) around the gold label, 5 segments). Times the
+Synthetic graded rows (4 labels, P(label) around the gold label, 5 segments, 8 pairs a query). Times the
 parts of `taosr1 eval` and `taosr1 compare` in memory, and a row-resampling bootstrap with
-scikit-learn for contrast (what the multinomial-over-confusion-cells bootstrap replaces).
+scikit-learn for contrast (what the multinomial-over-confusion-cells bootstrap replaces); the
+`_by_query` columns resample whole queries, the default of `taosr1 eval` and `compare`.
 Prints a table and writes bench/results/bench_eval.json.
 """
 
@@ -68,11 +69,16 @@ def main() -> None:
         row = {"rows": n}
         row["point_metrics_s"], _ = timed(lambda: evaluate(gold, pred, scheme))
         row["bootstrap_s"], _ = timed(lambda: bootstrap_intervals(gold, pred, scheme, n_boot=args.bootstrap))
+        queries = np.arange(n) // 8  # eight pairs a query: intervals resample whole queries by default
+        row["bootstrap_by_query_s"], _ = timed(lambda: bootstrap_intervals(gold, pred, scheme, n_boot=args.bootstrap,
+                                                                           clusters=queries))
         row["segments_5_s"], _ = timed(lambda: by_segment(gold, pred, seg, scheme, n_boot=args.bootstrap))
         row["calibration_s"], _ = timed(lambda: calibration_report(p, gold, scheme))
         row["cumpt_curve_s"], _ = timed(lambda: cumpt_curve(p, gold, scheme))
         row["compare_paired_s"], _ = timed(lambda: compare(gold, pred, pred_b, scheme, n_boot=args.bootstrap))
-        frame = pd.DataFrame({"segment": seg})
+        row["compare_by_query_s"], _ = timed(lambda: compare(gold, pred, pred_b, scheme, n_boot=args.bootstrap,
+                                                             clusters=queries))
+        frame = pd.DataFrame({"segment": seg, "query_id": queries})
         lab = Labelled(frame=frame, scheme=scheme, gold=gold, pred=pred, probs=p)
         cfg = EvalConfig(bootstrap=args.bootstrap)
 

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nmacro-F1 / accuracy per seed:\n")
     print(q.per_seed_table(rows, a.seeds))
     if paired:
-        print("\npaired, B - A (`taosr1 compare`: 95% bootstrap interval over the split's test pairs, McNemar p):\n")
+        print("\npaired, B - A (`taosr1 compare`: 95% bootstrap interval over the split's test queries, McNemar p):\n")
         print(q.paired_table(paired, a.seeds))
     result = {**setup, "labels": labels, "rows": rows, "table": table, "paired": paired,
               "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),

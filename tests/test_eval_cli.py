@@ -39,6 +39,7 @@ def test_eval_writes_metrics_and_reports(pred_file, tmp_path):
     assert set(m["per_class"]) == {"E", "S", "C", "I"}
     assert m["per_class"]["C"]["support"] == 25
     assert m["ci"]["macro_f1"]["low"] < m["macro_f1"] < m["ci"]["macro_f1"]["high"]
+    assert m["bootstrap"]["unit"] == f"whole query_id clusters ({df['query_id'].nunique()} of them)"
     assert 0 <= m["ece"] <= 1 and m["calibration"]["cumpt"]["best_beta"] > 0
     assert {s["segment"] for s in m["segments"]["source"]} == set(df["source"])
     assert sum(s["n"] for s in m["segments"]["source"]) == 1263

@@ -66,6 +66,20 @@ def test_paired_intervals_see_a_real_difference_and_not_a_null_one():
     assert acc["high"] - acc["low"] < unpaired
 
 
+def test_query_intervals_do_not_call_two_queries_a_real_difference():
+    # 20 queries of 10 pairs; B beats A on every pair of two queries and nowhere else. Pairs resampled one by
+    # one call the 0.1 accuracy gain certain; resampling whole queries (the default) does not.
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 4, 200)
+    queries = np.repeat(np.arange(20), 10)
+    a = np.where(queries < 2, (gold + 1) % 4, gold)
+    b = gold.copy()
+    by_pair = compare(gold, a, b, S, n_boot=1000, seed=0)["differences"]["accuracy"]
+    by_query = compare(gold, a, b, S, n_boot=1000, seed=0, clusters=queries)["differences"]["accuracy"]
+    assert by_pair["difference"] == by_query["difference"] == pytest.approx(0.1)
+    assert by_pair["interval_excludes_zero"] is True and by_query["interval_excludes_zero"] is False
+
+
 def test_compare_cli_writes_the_disagreements_and_the_report(tmp_path):
     gold, a, b, kind = planted()
     fa, fb = frames(gold, a, b)
@@ -85,6 +99,14 @@ def test_compare_cli_writes_the_disagreements_and_the_report(tmp_path):
     m = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
     assert m["differences"]["accuracy"]["difference"] == pytest.approx(0.1)
     assert m["a"] == "base" and m["metrics_b"]["n"] == 200
+    assert m["bootstrap"]["unit"] == "whole query_id clusters (50 of them)"  # four pairs a query in `frames`
+    assert "resamples of whole query_id clusters (50 of them)" in (tmp_path / "cmp" / "report.md").read_text()
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "a.parquet"), str(tmp_path / "b.csv"), "--gold-col", "gold",
+                                  "--out", str(tmp_path / "cmp_pairs"), "--set", "bootstrap_unit=pair"])
+    assert r.exit_code == 0, r.output
+    pairs = json.loads((tmp_path / "cmp_pairs" / "metrics.json").read_text())
+    assert pairs["bootstrap"]["unit"] == "pairs"
+    assert pairs["differences"]["accuracy"]["low"] != m["differences"]["accuracy"]["low"]
     assert (tmp_path / "cmp" / "figures" / "differences.png").stat().st_size > 10_000
 
 

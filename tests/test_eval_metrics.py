@@ -5,8 +5,8 @@ import pytest
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, mean_absolute_error,
                              precision_recall_fscore_support)
 
-from taosr1.evaluation.metrics import (SCALARS, bootstrap_intervals, by_segment, confusion_scalars, evaluate,
-                                       present, tier_index)
+from taosr1.evaluation.metrics import (SCALARS, bootstrap_intervals, by_segment, clusters_of, confusion_scalars,
+                                       evaluate, present, resample_confusions, tier_index)
 from taosr1.labels import load_scheme
 
 S = load_scheme("esci")  # E 4 Good, S 3 Good, C 2 Mid, I 1 Bad; indices 0..3
@@ -105,6 +105,45 @@ def test_bootstrap_intervals_contain_the_estimate_and_repeat_with_a_seed():
     assert a["accuracy"]["high"] - a["accuracy"]["low"] == pytest.approx(2 * 1.96 * se, rel=0.2)
     narrower = bootstrap_intervals(gold, pred, S, n_boot=500, seed=7, level=0.5)
     assert narrower["macro_f1"]["high"] - narrower["macro_f1"]["low"] < a["macro_f1"]["high"] - a["macro_f1"]["low"]
+
+
+def test_query_bootstrap_draws_whole_queries():
+    # query a: two rows in cell 0; query b: three rows in cell 1. A draw of two queries is a+a, a+b or b+b.
+    codes, queries = np.array([0, 1, 0, 1, 1]), np.array(["a", "b", "a", "b", "b"])
+    draws = resample_confusions(codes, 2, 200, 0, queries)
+    assert {tuple(d) for d in draws} == {(4, 0), (2, 3), (0, 6)}
+    np.testing.assert_array_equal(draws, resample_confusions(codes, 2, 200, 0, queries))
+    pairs = resample_confusions(codes, 2, 200, 0)
+    assert (pairs.sum(1) == 5).all() and len({tuple(d) for d in pairs}) > 3
+
+
+def test_query_bootstrap_is_wider_when_a_query_s_pairs_share_one_fate():
+    # 40 queries of 10 pairs, each query graded all right or all wrong: 40 independent outcomes, not 400
+    rng = np.random.default_rng(3)
+    gold = rng.integers(0, 4, 400)
+    right = np.repeat(rng.random(40) < 0.6, 10)
+    pred = np.where(right, gold, (gold + 1) % 4)
+    queries = np.repeat(np.arange(40), 10)
+    by_pair = bootstrap_intervals(gold, pred, S, n_boot=1000, seed=0)["accuracy"]
+    by_query = bootstrap_intervals(gold, pred, S, n_boot=1000, seed=0, clusters=queries)["accuracy"]
+    acc = right.mean()
+    assert by_query["low"] <= acc <= by_query["high"]
+    # sqrt(10) wider in theory; at least twice here
+    assert by_query["high"] - by_query["low"] > 2 * (by_pair["high"] - by_pair["low"])
+    seg = by_segment(gold, pred, np.where(queries < 20, "a", "b"), S, n_boot=500, seed=0, clusters=queries)
+    seg_pairs = by_segment(gold, pred, np.where(queries < 20, "a", "b"), S, n_boot=500, seed=0)
+    assert ((seg["accuracy_high"] - seg["accuracy_low"]) > (seg_pairs["accuracy_high"] - seg_pairs["accuracy_low"])).all()
+
+
+def test_clusters_of_names_the_unit_and_falls_back_to_pairs():
+    import pandas as pd
+
+    frame = pd.DataFrame({"query_id": [7, 7, None, 8], "product_id": list("abcd")})
+    ids, unit = clusters_of(frame, "query_id")
+    assert ids[0] == ids[1] != ids[3] and ids[2] not in (ids[0], ids[3])  # a missing query is its own cluster
+    assert unit == "whole query_id clusters (3 of them)"
+    assert clusters_of(frame, "pair") == (None, "pairs")
+    assert clusters_of(frame, "session") == (None, "pairs (no column session to resample whole clusters by)")
 
 
 def test_segments_each_get_their_own_metrics():

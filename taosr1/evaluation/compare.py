@@ -1,8 +1,8 @@
 """Two prediction sets on the same pairs: is the difference real?
 
-Each metric's difference comes with a paired bootstrap interval (rows resampled together,
-so both sides see the same pairs), and McNemar's exact test asks whether the pairs only
-one side gets right lean one way more than chance would.
+Each metric's difference comes with a paired bootstrap interval (both sides see the same
+resampled pairs; whole queries are drawn, `bootstrap_unit`), and McNemar's exact test asks
+whether the pairs only one side gets right lean one way more than chance would.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from taosr1.evaluation.metrics import (SCALARS, confusion_scalars, evaluate, percentile_interval, present,
-                                       resample_confusions, tier_index)
+from taosr1.evaluation.metrics import (SCALARS, clusters_of, confusion_scalars, evaluate, percentile_interval,
+                                       present, resample_confusions, tier_index)
 from taosr1.labels import LabelScheme
 
 
@@ -50,8 +50,9 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
 
 
 def compare(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, scheme: LabelScheme, *, n_boot: int = 1000,
-            level: float = 0.95, seed: int = 0) -> dict[str, Any]:
-    """Both sides' metrics, the difference B - A of each scalar with a paired interval, McNemar."""
+            level: float = 0.95, seed: int = 0, clusters: np.ndarray | None = None) -> dict[str, Any]:
+    """Both sides' metrics, the difference B - A of each scalar with a paired interval (rows, or
+    whole clusters), McNemar."""
     from sklearn.metrics import cohen_kappa_score
 
     gold, pred_a, pred_b = (np.asarray(x) for x in (gold, pred_a, pred_b))
@@ -65,7 +66,8 @@ def compare(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, scheme: La
     diffs = {}
     if n_boot:
         k = len(scheme.labels)
-        draws = resample_confusions((gold * k + pred_a) * k + pred_b, k ** 3, n_boot, seed).reshape(n_boot, k, k, k)
+        codes = (gold * k + pred_a) * k + pred_b
+        draws = resample_confusions(codes, k ** 3, n_boot, seed, clusters).reshape(n_boot, k, k, k)
         t = tier_index(scheme)
         va = confusion_scalars(draws.sum(3), scheme, present(gold, pred_a), present(t[gold], t[pred_a]))
         vb = confusion_scalars(draws.sum(2), scheme, present(gold, pred_b), present(t[gold], t[pred_b]))
@@ -134,7 +136,9 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
                   keys=cfg.keys, labels=scheme.source, drop_unparsed=drop_unparsed)
     pred_b = la.frame["_pred_b"].to_numpy()
     probs_b = la.frame[[f"_b_{c}" for c in scheme.prob_columns]].to_numpy(float) if has_probs_b else None
-    r = compare(la.gold, la.pred, pred_b, scheme, n_boot=cfg.bootstrap, level=cfg.ci_level, seed=cfg.seed)
+    clusters, unit = clusters_of(la.frame, cfg.bootstrap_unit)
+    r = compare(la.gold, la.pred, pred_b, scheme, n_boot=cfg.bootstrap, level=cfg.ci_level, seed=cfg.seed,
+                clusters=clusters)
     dis = disagreements(la.frame, la.gold, la.pred, pred_b, scheme, cfg.keys, la.probs, probs_b)
     diffs = pd.DataFrame([{"metric": k, **v} for k, v in r["differences"].items()])
     per_class = pd.DataFrame([{"label": n, f"f1 {name_a}": r["a"]["per_class"][n]["f1"],
@@ -144,7 +148,7 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
     metrics = {"n": r["n"], "a": name_a, "b": name_b, "source_a": source_a, "source_b": source_b,
                "label_scheme": scheme.name, "differences": r["differences"], "mcnemar": mc,
                "agreement": r["agreement"], "cohen_kappa_a_b": r["cohen_kappa_a_b"], "disagreements": len(dis),
-               "bootstrap": {"resamples": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed},
+               "bootstrap": {"resamples": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed, "unit": unit},
                "metrics_a": r["a"], "metrics_b": r["b"], "a_vs_b": r["a_vs_b"]}
     d = r["differences"]
     summary = {"pairs": r["n"], "A": name_a, "B": name_b}
@@ -156,8 +160,8 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
         f"{mc['only_a_correct']} / {mc['only_b_correct']} / {mc['p_value']:.4g}")
     summary["label agreement (Cohen's kappa)"] = f"{r['agreement']:.1%} ({r['cohen_kappa_a_b']:.3f})"
     notes = [f"A = {source_a}; B = {source_b}; {r['n']} pairs in both.",
-             f"Intervals: paired {cfg.ci_level:.0%} percentile bootstrap of B - A ({cfg.bootstrap} resamples, "
-             f"seed {cfg.seed}). An interval that excludes 0 says the difference is unlikely to be resampling noise.",
+             f"Intervals: paired {cfg.ci_level:.0%} percentile bootstrap of B - A ({cfg.bootstrap} resamples of "
+             f"{unit}, seed {cfg.seed}). An interval that excludes 0 says the difference is unlikely to be resampling noise.",
              "McNemar: exact two-sided binomial test on the pairs exactly one side gets right."]
     figures = {"differences": plots.difference_figure(diffs, name_a, name_b),
                "a_vs_b": plots.confusion_figure(r["a_vs_b"], scheme.names, f"Labels: {name_a} (rows) and {name_b} (columns)",

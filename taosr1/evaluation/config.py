@@ -44,6 +44,10 @@ class EvalConfig:
         bootstrap: resamples for percentile bootstrap intervals (0 turns them off).
         ci_level: coverage of the intervals, in (0, 1).
         seed: bootstrap seed.
+        bootstrap_unit: what a resample draws: whole clusters of this column (default `query_id`:
+            the pairs of one query are not independent, so resampling them one by one gives
+            intervals that are too narrow), or `pair`. Data without the column resamples pairs and
+            the report says so.
         calibration_bins: equal-width bins of the reliability diagram and ECE.
         min_support: the CumPT curve's macro-F1 (and so the best beta) averages over the grades with
             at least this many gold pairs: one lucky hit on a grade seen twice is not signal.
@@ -55,6 +59,7 @@ class EvalConfig:
     bootstrap: int = 1000
     ci_level: float = 0.95
     seed: int = 0
+    bootstrap_unit: str = "query_id"
     calibration_bins: int = 10
     min_support: int = MIN_SUPPORT
     max_disagreements: int = 500
@@ -65,6 +70,8 @@ class EvalConfig:
             raise ConfigError(f"keys must be a non-empty list of column names, got {self.keys!r}")
         if self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be >= 0 resamples, got {self.bootstrap}")
+        if not isinstance(self.bootstrap_unit, str) or not self.bootstrap_unit:
+            raise ConfigError(f"bootstrap_unit must be a column name or `pair`, got {self.bootstrap_unit!r}")
         if not 0 < self.ci_level < 1:
             raise ConfigError(f"ci_level must be in (0, 1), got {self.ci_level}")
         if self.min_support < 0:

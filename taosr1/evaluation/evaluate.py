@@ -12,7 +12,7 @@ from taosr1.evaluation import plots
 from taosr1.evaluation.calibration import calibration_report, cumpt_curve
 from taosr1.evaluation.config import EvalConfig
 from taosr1.evaluation.data import Labelled
-from taosr1.evaluation.metrics import bootstrap_intervals, by_segment, evaluate
+from taosr1.evaluation.metrics import bootstrap_intervals, by_segment, clusters_of, evaluate
 from taosr1.labels import LabelScheme
 
 
@@ -87,8 +87,9 @@ def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str,
         raise ValueError(f"{predictions}: segment column(s) {missing} not found (columns: {list(lab.frame.columns)})")
     scheme = lab.scheme
     m = evaluate(lab.gold, lab.pred, scheme)
+    clusters, unit = clusters_of(lab.frame, cfg.bootstrap_unit)
     ci = bootstrap_intervals(lab.gold, lab.pred, scheme, n_boot=cfg.bootstrap, level=cfg.ci_level,
-                             seed=cfg.seed) if cfg.bootstrap else {}
+                             seed=cfg.seed, clusters=clusters) if cfg.bootstrap else {}
     scalars = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ordinal_mae": m["ordinal_mae"],
                "tier_accuracy": m["tiers"]["accuracy"], "tier_macro_f1": m["tiers"]["macro_f1"]}
     metrics: dict[str, Any] = {
@@ -96,7 +97,7 @@ def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str,
         "label_scheme": scheme.name, "model": _single(lab.frame, "model"), "beta": _beta(lab.frame),
         "predictions": predictions, "gold": gold,
         "excluded_unparsed_gold": lab.excluded_unparsed, "gold_without_prediction": lab.gold_without_prediction,
-        "ci": ci, "bootstrap": {"resamples": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed},
+        "ci": ci, "bootstrap": {"resamples": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed, "unit": unit},
         "per_class": m["per_class"], "macro_over": m["macro_over"], "confusion": m["confusion"], "tiers": m["tiers"],
         "distribution": {"gold": {n: int((lab.gold == i).sum()) for i, n in enumerate(scheme.names)},
                          "predicted": {n: int((lab.pred == i).sum()) for i, n in enumerate(scheme.names)}},
@@ -112,7 +113,7 @@ def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str,
                                "model": metrics["model"], "beta": metrics["beta"]}
     summary.update({name: with_interval(v, ci.get(name)) for name, v in scalars.items()})
     notes = [f"Predictions: {predictions}; gold labels: {gold}.",
-             f"Intervals: {cfg.ci_level:.0%} percentile bootstrap, {cfg.bootstrap} resamples, seed {cfg.seed}.",
+             f"Intervals: {cfg.ci_level:.0%} percentile bootstrap, {cfg.bootstrap} resamples of {unit}, seed {cfg.seed}.",
              f"Macro averages run over the labels present in gold or predictions: {m['macro_over']}."]
     if lab.excluded_unparsed:
         notes.append(f"{lab.excluded_unparsed} row(s) left out because their gold value is not a label (--drop-unparsed).")
@@ -131,7 +132,7 @@ def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str,
     metrics["segments"] = {}
     for col in segments:
         seg = by_segment(lab.gold, lab.pred, lab.frame[col], scheme, n_boot=cfg.bootstrap, level=cfg.ci_level,
-                         seed=cfg.seed)
+                         seed=cfg.seed, clusters=clusters)
         metrics["segments"][col] = seg.to_dict("records")
         figures[f"by_{col}"] = plots.segment_figure(seg, col)
         tables[f"by_{col}"] = seg

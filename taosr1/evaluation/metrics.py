@@ -6,6 +6,11 @@ is drawing the confusion counts from a multinomial over the observed cells, so o
 resample costs O(k^2), not O(n), and a million-row night bootstraps as fast as a sample.
 `confusion_scalars` computes the scalar metrics from confusion matrices for that; a test
 holds it equal to scikit-learn.
+
+Pairs of one query are not independent (one query's items share its wording, its intent and
+often its grade), so intervals can resample whole queries instead (`clusters`): queries whose
+rows fall in the same cells are interchangeable, and drawing Q queries with replacement is
+drawing how many of each such kind, one multinomial again.
 """
 
 from __future__ import annotations
@@ -113,14 +118,45 @@ def confusion_scalars(conf: np.ndarray, scheme: LabelScheme, classes: list[int],
         }
 
 
-def resample_confusions(codes: np.ndarray, n_cells: int, n_boot: int, seed: int) -> np.ndarray:
+def resample_confusions(codes: np.ndarray, n_cells: int, n_boot: int, seed: int,
+                        clusters: np.ndarray | None = None) -> np.ndarray:
     """Bootstrap draws of cell counts: codes[i] is row i's cell; returns [n_boot, n_cells] counts.
 
-    Resampling n rows with replacement = multinomial(n, observed cell shares)."""
-    counts = np.bincount(codes, minlength=n_cells)
+    Resampling n rows with replacement = multinomial(n, observed cell shares). With `clusters`
+    (a cluster id per row, e.g. the query), whole clusters are drawn with replacement: each
+    cluster is its vector of cell counts, identical vectors are one kind, and Q draws of
+    clusters are multinomial(Q, share of each kind) times the kinds' vectors."""
+    codes = np.asarray(codes, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    n = int(counts.sum())
-    return rng.multinomial(n, counts / n, size=n_boot)
+    if clusters is None:
+        counts = np.bincount(codes, minlength=n_cells)
+        n = int(counts.sum())
+        return rng.multinomial(n, counts / n, size=n_boot)
+    _, ids = np.unique(np.asarray(clusters), return_inverse=True)
+    ids = ids.reshape(-1)
+    per = np.bincount(ids * n_cells + codes, minlength=(ids.max() + 1) * n_cells).reshape(-1, n_cells)
+    kinds, count = np.unique(per, axis=0, return_counts=True)
+    out = np.empty((n_boot, n_cells), dtype=np.int64)
+    kinds_f = kinds.astype(np.float64)  # a BLAS product; counts stay exact far below 2^53
+    for lo in range(0, n_boot, 256):  # bounded memory however many kinds there are
+        draws = rng.multinomial(len(per), count / len(per), size=min(256, n_boot - lo))
+        out[lo:lo + len(draws)] = np.rint(draws @ kinds_f)
+    return out
+
+
+def clusters_of(frame, unit: str) -> tuple[np.ndarray | None, str]:
+    """The cluster id per row that intervals resample by, and how they were drawn, for the report.
+
+    `unit` is a column (default `query_id`: a query's pairs move together) or `pair`. A frame
+    without that column resamples pairs, and the description says why; a row without a value
+    is a cluster of its own."""
+    if unit == "pair":
+        return None, "pairs"
+    if unit not in frame.columns:
+        return None, f"pairs (no column {unit} to resample whole clusters by)"
+    values = frame[unit].astype(object)
+    ids = np.where(values.isna(), [f"\0row{i}" for i in range(len(values))], values.astype(str))
+    return ids, f"whole {unit} clusters ({len(set(ids))} of them)"
 
 
 def percentile_interval(values: np.ndarray, level: float) -> tuple[float | None, float | None]:
@@ -134,11 +170,12 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[float | None,
 
 
 def bootstrap_intervals(gold: np.ndarray, pred: np.ndarray, scheme: LabelScheme, *, n_boot: int = 1000,
-                        level: float = 0.95, seed: int = 0) -> dict[str, dict[str, float | None]]:
-    """Percentile bootstrap interval of each of SCALARS: {name: {low, high}}."""
+                        level: float = 0.95, seed: int = 0,
+                        clusters: np.ndarray | None = None) -> dict[str, dict[str, float | None]]:
+    """Percentile bootstrap interval of each of SCALARS: {name: {low, high}}; rows, or whole clusters."""
     gold, pred = np.asarray(gold), np.asarray(pred)
     k = len(scheme.labels)
-    draws = resample_confusions(gold * k + pred, k * k, n_boot, seed).reshape(n_boot, k, k)
+    draws = resample_confusions(gold * k + pred, k * k, n_boot, seed, clusters).reshape(n_boot, k, k)
     t = tier_index(scheme)
     vals = confusion_scalars(draws, scheme, present(gold, pred), present(t[gold], t[pred]))
     out = {}
@@ -149,7 +186,7 @@ def bootstrap_intervals(gold: np.ndarray, pred: np.ndarray, scheme: LabelScheme,
 
 
 def by_segment(gold: np.ndarray, pred: np.ndarray, segments, scheme: LabelScheme, *, n_boot: int = 1000,
-               level: float = 0.95, seed: int = 0):
+               level: float = 0.95, seed: int = 0, clusters: np.ndarray | None = None):
     """One row per segment value: n, accuracy and macro-F1 with intervals, ordinal error, tier accuracy."""
     import pandas as pd
     from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
@@ -161,7 +198,8 @@ def by_segment(gold: np.ndarray, pred: np.ndarray, segments, scheme: LabelScheme
     for value in sorted(set(seg)):
         m = seg == value
         g, p = gold[m], pred[m]
-        ci = bootstrap_intervals(g, p, scheme, n_boot=n_boot, level=level, seed=seed) if n_boot else {}
+        ci = bootstrap_intervals(g, p, scheme, n_boot=n_boot, level=level, seed=seed,
+                                 clusters=None if clusters is None else np.asarray(clusters)[m]) if n_boot else {}
         rows.append({
             "segment": value, "n": int(m.sum()),
             "accuracy": float(accuracy_score(g, p)),
