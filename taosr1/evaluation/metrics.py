@@ -154,8 +154,9 @@ def clusters_of(frame, unit: str) -> tuple[np.ndarray | None, str]:
         return None, "pairs"
     if unit not in frame.columns:
         return None, f"pairs (no column {unit} to resample whole clusters by)"
-    values = frame[unit].astype(object)
-    ids = np.where(values.isna(), [f"\0row{i}" for i in range(len(values))], values.astype(str))
+    missing = frame[unit].isna().to_numpy()
+    ids = frame[unit].astype(str).to_numpy(dtype=object)
+    ids[missing] = [f"\0row{i}" for i in np.flatnonzero(missing)]
     return ids, f"whole {unit} clusters ({len(set(ids))} of them)"
 
 
