@@ -129,6 +129,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--include", action="append", default=[], help="Rows of an earlier result JSON to keep.")
     ap.add_argument("--paired", action="append", default=[], metavar="A:B",
                     help="Two rows of this run (or --include'd): B - A per seed by `taosr1 compare` (repeatable).")
+    ap.add_argument("--macro-over", default="", metavar="LABELS",
+                    help="Also the mean F1 over these labels (comma-separated, e.g. Excellent,Related,Irrelevant): "
+                         "macro-F1 without a grade too rare to resolve.")
     ap.add_argument("--work", default="runs/quality", help="Splits, graded files and eval reports go here.")
     ap.add_argument("--out", default="bench/results/quality.json")
     a = ap.parse_args(argv)
@@ -138,7 +141,20 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         sys.exit(f"--paired {a.paired}: expected A:B, two row names, e.g. recipe/sft:recipe/grpo")
     a.paired = pairs
     a.baselines = [] if a.baselines.strip() == "none" else [b.strip() for b in a.baselines.split(",") if b.strip()]
+    a.macro_over = [x.strip() for x in a.macro_over.split(",") if x.strip()]
     return a
+
+
+def macro_over(rows: dict[str, dict], labels: list[str], known: list[str]) -> dict[str, dict]:
+    """Per row: the mean F1 over `labels` on each seed, and its mean (min-max) over seeds."""
+    unknown = [x for x in labels if x not in known]
+    if unknown:
+        sys.exit(f"--macro-over {','.join(labels)}: {unknown} not labels of the scheme {known}")
+    out = {}
+    for name, r in rows.items():
+        per = {k: sum(m["per_class_f1"].get(x) or 0.0 for x in labels) / len(labels) for k, m in r["per_seed"].items()}
+        out[name] = {"per_seed": per, "summary": q.spread(list(per.values()))}
+    return out
 
 
 def _included(paths: list[str], setup: dict) -> dict[str, dict]:
@@ -204,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     for arg in a.baseline_arg:
         set_field(baselines, arg)
     labels = baselines[a.baselines[0]].scheme.names if baselines else ["Excellent", "Related", "Mismatch", "Irrelevant"]
+    if a.macro_over:
+        macro_over({}, a.macro_over, labels)  # a typo fails before any baseline is fitted
     paired: dict[str, dict] = {}
     for seed in a.seeds:
         for name, result in _grade_seed(seed, a, baselines, rows, labels).items():
@@ -216,10 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print("\nmacro-F1 / accuracy per seed:\n")
     print(q.per_seed_table(rows, a.seeds))
+    subset = macro_over(rows, a.macro_over, labels) if a.macro_over else {}
+    if subset:
+        print(f"\nmean F1 over {', '.join(a.macro_over)}: mean (min-max) over seeds\n")
+        print("\n".join(f"| {n} | {q.cell(v['summary'])} |" for n, v in subset.items()))
     if paired:
         print("\npaired, B - A (`taosr1 compare`: 95% bootstrap interval over the split's test queries, McNemar p):\n")
         print(q.paired_table(paired, a.seeds))
     result = {**setup, "labels": labels, "rows": rows, "table": table, "paired": paired,
+              "macro_over": {"labels": a.macro_over, "rows": subset},
               "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = Path(a.out)

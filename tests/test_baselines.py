@@ -241,9 +241,17 @@ def test_bench_scores_baselines_and_model_rows_with_taosr1_eval(tmp_path, split0
     out = tmp_path / "q.json"
     bench = _bench()
     assert bench.main(["--seeds", "0", "--baselines", "majority,overlap", "--model", f"m={tmp_path}/m{{seed}}.parquet",
-                       "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+                       "--work", str(tmp_path / "work"), "--out", str(out), "--macro-over", "Excellent,Irrelevant"]) == 0
     res = json.loads(out.read_text())
     assert list(res["rows"]) == ["majority", "overlap", "m"]
+    for name, r in res["rows"].items():  # the mean F1 over the two labels named, per seed and summarized
+        f1 = r["per_seed"]["0"]["per_class_f1"]
+        want = ((f1["Excellent"] or 0) + (f1["Irrelevant"] or 0)) / 2
+        got = res["macro_over"]["rows"][name]
+        assert got["per_seed"]["0"] == pytest.approx(want) and got["summary"]["mean"] == pytest.approx(want)
+    with pytest.raises(SystemExit, match=r"--macro-over Excellent,Exact: \['Exact'\] not labels of the scheme"):
+        bench.main(["--seeds", "0", "--baselines", "majority", "--macro-over", "Excellent,Exact",
+                    "--work", str(tmp_path / "work"), "--out", str(tmp_path / "bad.json")])
     m = res["rows"]["m"]["per_seed"]["0"]
     assert m["n"] == 98 and m["unparsed"] == 2 and m["gold_without_prediction"] == len(test) - 98
     kept = model["label"].notna()
