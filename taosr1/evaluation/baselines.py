@@ -336,9 +336,11 @@ class Stacked(Baseline):
     def _fit_scorer(self, train: pd.DataFrame, ranks: np.ndarray) -> None:
         from sklearn.linear_model import LogisticRegression
 
-        cols = {"scheme": self.scheme, "query_col": self.query_col, "title_col": self.title_col}
-        self._members = [Overlap(**cols), BM25(**cols), Cosine(model_dir=self.model_dir, **cols)]
-        for m in self._members:
+        if not self._members or self._members[2].model_dir != self.model_dir:
+            # kept across fits, so the cosine encodes each text once over several splits, as `cosine` does
+            cols = {"scheme": self.scheme, "query_col": self.query_col, "title_col": self.title_col}
+            self._members = [Overlap(**cols), BM25(**cols), Cosine(model_dir=self.model_dir, **cols)]
+        for m in self._members:  # BM25 refits its IDF on this split
             m._fit_scorer(train, ranks)
         x = self._raw(train)
         self._scale = (x.mean(0), x.std(0) + 1e-12)

@@ -151,7 +151,8 @@ def per_seed_table(rows: dict[str, dict[str, Any]], seeds: list[int]) -> str:
 def paired_table(paired: dict[str, dict[str, Any]], seeds: list[int]) -> str:
     """B - A in macro-F1 per seed with its paired 95% interval and McNemar's p, and the mean over seeds.
 
-    The intervals resample one split's test pairs; the splits share pairs, so no interval is pooled."""
+    The intervals resample one split's test queries (`taosr1 compare`'s `bootstrap_unit`); the splits
+    share pairs, so no interval is pooled."""
     head = ["B - A, macro-F1", *[f"seed {s}" for s in seeds], "mean", "seeds B > A"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for name, per_seed in paired.items():
