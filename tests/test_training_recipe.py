@@ -324,6 +324,63 @@ def test_export_reproduces_a_lora_trained_model(tiny_model, tiny_engine, sample_
     assert a["top_label_agreement"] == 1.0 and a["max_abs_prob_diff"] < 1e-3
 
 
+def _seed_member(tiny_model, folder, calib, test, noise_seed):
+    """A pipeline-like folder: split/{calib,test}.parquet and an `sft` model, the tiny model's
+    weights moved by seeded noise (as two SFT seeds would move them)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    (folder / "split").mkdir(parents=True)
+    calib.to_parquet(folder / "split" / "calib.parquet", index=False)
+    test.to_parquet(folder / "split" / "test.parquet", index=False)
+    shutil.copytree(tiny_model, folder / "sft")
+    g = torch.Generator().manual_seed(noise_seed)
+    w = load_file(str(folder / "sft" / "model.safetensors"))
+    w = {k: (v + 0.05 * torch.randn(v.shape, generator=g) if ".layers." in k else v).contiguous() for k, v in w.items()}
+    save_file(w, str(folder / "sft" / "model.safetensors"), metadata={"format": "pt"})
+    return w
+
+
+def test_seed_ensemble_averages_the_members_weights_and_probabilities(tiny_model, sample_df, tmp_path):
+    """bench/seed_ensemble.py: the soup is the members' mean weight by weight, `prob` their mean
+    P(label) per pair, every test pair is graded in every file; members of two splits are refused."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location(
+        "seed_ensemble", Path(__file__).resolve().parent.parent / "bench" / "seed_ensemble.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calib, test = sample_df.iloc[:24], sample_df.iloc[24:54].reset_index(drop=True)
+    wa = _seed_member(tiny_model, tmp_path / "a_s0", calib, test, 1)
+    wb = _seed_member(tiny_model, tmp_path / "b_s0", calib, test, 2)
+    bench.main(["--member", f"{tmp_path}/a_s{{seed}}", "--member", f"{tmp_path}/b_s{{seed}}",
+                "--out", f"{tmp_path}/e_s{{seed}}", "--seeds", "0"])
+    out = tmp_path / "e_s0"
+    soup = load_file(str(out / "soup" / "model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(soup[k], (wa[k] + wb[k]) / 2)
+    assert not (out / "soup" / "taosr1_calibration.json").exists()  # the soup gets its own beta
+    keys = ["query_id", "product_id"]
+    m0, m1, prob = (pd.read_parquet(out / "eval" / f"{n}.parquet").sort_values(keys) for n in ("m0", "m1", "prob"))
+    cols = SCHEME.prob_columns
+    assert not np.allclose(m0[cols].to_numpy(), m1[cols].to_numpy())  # the members differ
+    np.testing.assert_allclose(prob[cols].to_numpy(), (m0[cols].to_numpy() + m1[cols].to_numpy()) / 2, rtol=1e-6)
+    for name in ("m0", "m1", "prob", "soup", "soup_argmax"):
+        graded = pd.read_parquet(out / "eval" / f"{name}.parquet")
+        assert len(graded) == len(test) and set(graded["label"]) <= set(SCHEME.names)
+    assert pd.read_parquet(out / "split" / "test.parquet").equals(test)  # bench/quality.py checks it
+    _seed_member(tiny_model, tmp_path / "c_s0", calib, test.iloc[:-1], 3)
+    with pytest.raises(SystemExit, match="differs"):
+        bench.main(["--member", f"{tmp_path}/a_s{{seed}}", "--member", f"{tmp_path}/c_s{{seed}}",
+                    "--out", f"{tmp_path}/f_s{{seed}}", "--seeds", "0"])
+
+
 def test_export_refuses_a_model_that_changed_outside_the_linear_layers(tiny_model, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
