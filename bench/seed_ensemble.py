@@ -80,6 +80,12 @@ def write_graded(calib: pd.DataFrame, test: pd.DataFrame, scheme, gold: str, nam
 
 def one_split(members: list[Path], stage: str, out: Path, gold: str, scheme) -> dict[str, float]:
     split = members[0] / "split"
+    if not (split / "calib.parquet").is_file():
+        sys.exit(f"{split}/calib.parquet is missing: beta is fitted on the calibration slice (a pipeline run "
+                 "with calib_size > 0)")
+    for m in members:
+        if not (m / stage / "config.json").is_file():
+            sys.exit(f"{m / stage}: no trained model (run the pipeline's {stage} stage into {m})")
     for m in members[1:]:
         if not (m / "split" / "test.parquet").is_file() or not pd.read_parquet(m / "split" / "test.parquet").equals(
                 pd.read_parquet(split / "test.parquet")):
