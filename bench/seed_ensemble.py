@@ -20,6 +20,7 @@ them against the baselines of the same split:
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -91,6 +92,10 @@ def one_split(members: list[Path], stage: str, out: Path, gold: str, scheme) -> 
                 pd.read_parquet(split / "test.parquet")):
             sys.exit(f"{m}: its split/test.parquet differs from {split}'s; members must share one split")
     (out / "eval").mkdir(parents=True, exist_ok=True)
+    record, names = out / "members.json", [str(m.resolve() / stage) for m in members]
+    if record.is_file() and json.loads(record.read_text()) != names:  # its cached grades are another set's
+        sys.exit(f"{out} holds the grades of other members ({record}); pick a new --out or delete it")
+    record.write_text(json.dumps(names, indent=1))
     shutil.copytree(split, out / "split", dirs_exist_ok=True)
     calib, test = pd.read_parquet(split / "calib.parquet"), pd.read_parquet(split / "test.parquet")
     models = [m / stage for m in members]

@@ -379,6 +379,9 @@ def test_seed_ensemble_averages_the_members_weights_and_probabilities(tiny_model
     with pytest.raises(SystemExit, match="differs"):
         bench.main(["--member", f"{tmp_path}/a_s{{seed}}", "--member", f"{tmp_path}/c_s{{seed}}",
                     "--out", f"{tmp_path}/f_s{{seed}}", "--seeds", "0"])
+    with pytest.raises(SystemExit, match="grades of other members"):  # its cache is the first set's
+        bench.main(["--member", f"{tmp_path}/b_s{{seed}}", "--member", f"{tmp_path}/a_s{{seed}}",
+                    "--out", f"{tmp_path}/e_s{{seed}}", "--seeds", "0"])
     with pytest.raises(SystemExit, match="no trained model"):
         bench.main(["--member", f"{tmp_path}/a_s{{seed}}", "--member", f"{tmp_path}/b_s{{seed}}", "--stage", "grpo",
                     "--out", f"{tmp_path}/f_s{{seed}}", "--seeds", "0"])
