@@ -84,21 +84,21 @@ def one_split(members: list[Path], stage: str, out: Path, gold: str, scheme) -> 
     if not (split / "calib.parquet").is_file():
         sys.exit(f"{split}/calib.parquet is missing: beta is fitted on the calibration slice (a pipeline run "
                  "with calib_size > 0)")
-    for m in members:
-        if not (m / stage / "config.json").is_file():
-            sys.exit(f"{m / stage}: no trained model (run the pipeline's {stage} stage into {m})")
+    models = [m / stage for m in members]
+    for m, model in zip(members, models):
+        if not (model / "config.json").is_file():
+            sys.exit(f"{model}: no trained model (run the pipeline's {stage} stage into {m})")
+    calib, test = pd.read_parquet(split / "calib.parquet"), pd.read_parquet(split / "test.parquet")
     for m in members[1:]:
-        if not (m / "split" / "test.parquet").is_file() or not pd.read_parquet(m / "split" / "test.parquet").equals(
-                pd.read_parquet(split / "test.parquet")):
+        theirs = m / "split" / "test.parquet"
+        if not theirs.is_file() or not pd.read_parquet(theirs).equals(test):
             sys.exit(f"{m}: its split/test.parquet differs from {split}'s; members must share one split")
     (out / "eval").mkdir(parents=True, exist_ok=True)
-    record, names = out / "members.json", [str(m.resolve() / stage) for m in members]
+    record, names = out / "members.json", [str(model.resolve()) for model in models]
     if record.is_file() and json.loads(record.read_text()) != names:  # its cached grades are another set's
         sys.exit(f"{out} holds the grades of other members ({record}); pick a new --out or delete it")
     record.write_text(json.dumps(names, indent=1))
     shutil.copytree(split, out / "split", dirs_exist_ok=True)
-    calib, test = pd.read_parquet(split / "calib.parquet"), pd.read_parquet(split / "test.parquet")
-    models = [m / stage for m in members]
     cal = [scored(m, calib, gold, out / f"calib_m{i}.parquet") for i, m in enumerate(models)]
     tst = [scored(m, test, gold, out / f"test_m{i}.parquet") for i, m in enumerate(models)]
     betas = {f"m{i}": write_graded(c, t, scheme, gold, f"m{i}", out / "eval") for i, (c, t) in enumerate(zip(cal, tst))}
