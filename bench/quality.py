@@ -21,6 +21,17 @@ Prints mean and min-max over seeds of macro-F1, accuracy and per-class F1 and wr
 
 `--include` takes the rows of an earlier result (same seeds, test_size and input) instead of
 recomputing them; `--seeds 0` runs one split.
+
+`--folds K` splits by K query folds instead (the pipeline's `test_folds`/`test_fold`, shuffled by
+the one seed of --seeds): fold k's test queries are no other fold's, so over the K folds every pair
+is graded once by a model that did not train on its query. Besides the per-fold table, each row's
+K graded files pool into one file of every pair, scored once by `taosr1 eval` (and --paired by
+`taosr1 compare`, its interval over all the queries): a rare grade counts all its pairs, not the
+few one random split holds out. Patterns name the fold with {fold}:
+
+    for k in 0 1 2 3 4; do taosr1 pipeline --config conf/train/cpu.yaml --output runs/cv5_f$k \
+        --set test_folds=5 --set test_fold=$k; done
+    python bench/quality.py --folds 5 --pipeline recipe=runs/cv5_f{fold} --paired cosine:recipe/grpo
 """
 
 from __future__ import annotations
@@ -43,13 +54,13 @@ from taosr1.evaluation import quality as q  # noqa: E402
 from taosr1.evaluation.baselines import BASELINES, make_baseline  # noqa: E402
 
 
-def _named(values: list[str], flag: str) -> dict[str, str]:
+def _named(values: list[str], flag: str, key: str) -> dict[str, str]:
     out = {}
     for v in values:
         name, sep, pattern = v.partition("=")
-        if not sep or not name or "{seed}" not in pattern:
-            sys.exit(f"{flag} {v!r}: expected NAME=PATTERN with {{seed}} in the pattern, e.g. "
-                     f"sft=runs/recipe_seed{{seed}}/eval/sft.parquet")
+        if not sep or not name or f"{{{key}}}" not in pattern:
+            sys.exit(f"{flag} {v!r}: expected NAME=PATTERN with {{{key}}} in the pattern, e.g. "
+                     f"sft=runs/recipe_{key}{{{key}}}/eval/sft.parquet")
         out[name] = pattern
     return out
 
@@ -69,38 +80,39 @@ def set_field(baselines: dict, arg: str) -> None:
         sys.exit(f"--baseline-arg {arg}: {fld} must be {type(current).__name__}, got {value!r}")
 
 
-def model_files(models: dict[str, str], pipelines: dict[str, str], seed: int) -> dict[str, Path]:
-    """Row name -> graded file of this seed."""
+def model_files(models: dict[str, str], pipelines: dict[str, str], seed: int, key: str = "seed") -> dict[str, Path]:
+    """Row name -> graded file of this seed (or fold: `key`)."""
     files = {}
     for name, pattern in models.items():
-        files[name] = Path(pattern.format(seed=seed))
+        files[name] = Path(pattern.format(**{key: seed}))
     for prefix, pattern in pipelines.items():
-        d = Path(pattern.format(seed=seed))
+        d = Path(pattern.format(**{key: seed}))
         order = {"zero_shot": 0, "sft": 1, "dpo": 2, "grpo": 3}  # pipeline order, then any other name
         found = sorted(glob.glob(str(d / "eval" / "*.parquet")), key=lambda f: (order.get(Path(f).stem, 9), f))
         if not found:
-            sys.exit(f"--pipeline {prefix}: no graded files {d}/eval/*.parquet for seed {seed} "
-                     f"(run `taosr1 pipeline` with seed {seed} and evaluate on)")
+            sys.exit(f"--pipeline {prefix}: no graded files {d}/eval/*.parquet for {key} {seed} "
+                     f"(run `taosr1 pipeline` with {key if key == 'seed' else 'test_fold'} {seed} and evaluate on)")
         for f in found:
             files[f"{prefix}/{Path(f).stem}"] = Path(f)
     for name, f in files.items():
         if not f.is_file():
-            sys.exit(f"model row {name}: {f} (seed {seed}) does not exist")
+            sys.exit(f"model row {name}: {f} ({key} {seed}) does not exist")
     return files
 
 
-def _check_pipeline_split(pipelines: dict[str, str], seed: int, test_file: Path) -> None:
-    """A pipeline folder's split/test.parquet must hold the same pairs as this seed's split."""
+def _check_pipeline_split(pipelines: dict[str, str], seed: int, test_file: Path, key: str = "seed") -> None:
+    """A pipeline folder's split/test.parquet must hold the same pairs as this seed's (or fold's) split."""
     ours = pd.read_parquet(test_file, columns=["query_id", "product_id"]).astype(str)
     for prefix, pattern in pipelines.items():
-        theirs_f = Path(pattern.format(seed=seed)) / "split" / "test.parquet"
+        theirs_f = Path(pattern.format(**{key: seed})) / "split" / "test.parquet"
         if not theirs_f.is_file():
             continue
         theirs = pd.read_parquet(theirs_f, columns=["query_id", "product_id"]).astype(str)
         extra = theirs.merge(ours, how="left", indicator=True)["_merge"].eq("left_only").sum()
         if extra:
-            sys.exit(f"--pipeline {prefix}: {theirs_f} holds {extra} test pair(s) outside seed {seed}'s split "
-                     f"({test_file}); was the pipeline run with seed {seed} and the same test_size and input?")
+            sys.exit(f"--pipeline {prefix}: {theirs_f} holds {extra} test pair(s) outside {key} {seed}'s split "
+                     f"({test_file}); was the pipeline run with {key if key == 'seed' else 'test_fold'} {seed} and "
+                     f"the same {'test_size' if key == 'seed' else 'test_folds, seed'} and input?")
 
 
 def compare_rows(rows: dict, a: str, b: str, seed: int, test_f: Path, gold_col: str, work: Path) -> dict:
@@ -108,15 +120,18 @@ def compare_rows(rows: dict, a: str, b: str, seed: int, test_f: Path, gold_col: 
     files = [rows[n]["per_seed"][str(seed)]["predictions"] for n in (a, b)]  # names checked before the seed ran
     for n, f in zip((a, b), files):
         if not Path(f).is_file():
-            sys.exit(f"--paired {a}:{b}: row {n}'s graded file {f} (seed {seed}) is gone; an --include'd row keeps "
+            sys.exit(f"--paired {a}:{b}: row {n}'s graded file {f} (split {seed}) is gone; an --include'd row keeps "
                      f"only its numbers: grade that row again in this run")
     return q.taosr1_compare(*files, test_f, gold_col, work / f"{b}-vs-{a}".replace("/", "_"))
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", default="0,1,2", help="Split seeds, comma-separated.")
+    ap.add_argument("--seeds", default="", help="Split seeds, comma-separated (default 0,1,2; with --folds, 0).")
     ap.add_argument("--test-size", type=float, default=0.3, help="Share of queries held out.")
+    ap.add_argument("--folds", type=int, default=0, metavar="K",
+                    help="K query folds instead of random splits: fold k is split k's test side, --seeds one "
+                         "shuffle seed, {fold} in patterns; each row's K files are also scored pooled.")
     ap.add_argument("--input", default="", help="Labelled pairs (default: the bundled ESCI sample).")
     ap.add_argument("--gold-col", default="esci_label")
     ap.add_argument("--baselines", default=",".join(BASELINES), help=f"Comma-separated of {list(BASELINES)}, or none.")
@@ -135,7 +150,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work", default="runs/quality", help="Splits, graded files and eval reports go here.")
     ap.add_argument("--out", default="bench/results/quality.json")
     a = ap.parse_args(argv)
-    a.seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    a.seeds = [int(s) for s in (a.seeds or ("0" if a.folds else "0,1,2")).split(",") if s.strip()]
+    if a.folds and (a.folds < 2 or len(a.seeds) != 1):
+        sys.exit(f"--folds {a.folds}: expected K >= 2 and one --seeds value (the folds' shuffle seed), got {a.seeds}")
+    a.key = "fold" if a.folds else "seed"
+    a.splits = list(range(a.folds)) if a.folds else a.seeds
     pairs = [tuple(p.split(":")) for p in a.paired]
     if any(len(p) != 2 or not all(p) for p in pairs):
         sys.exit(f"--paired {a.paired}: expected A:B, two row names, e.g. recipe/sft:recipe/grpo")
@@ -158,11 +177,11 @@ def macro_over(rows: dict[str, dict], labels: list[str], known: list[str]) -> di
 
 
 def _included(paths: list[str], setup: dict) -> dict[str, dict]:
-    """The rows of earlier results made with the same seeds, test_size, input and gold column."""
+    """The rows of earlier results made with the same seeds (or folds), test_size, input and gold column."""
     rows: dict[str, dict] = {}
     for inc in paths:
         prev = json.loads(Path(inc).read_text())
-        differ = {k: (prev.get(k), v) for k, v in setup.items() if prev.get(k) != v}
+        differ = {k: (prev.get(k), setup.get(k)) for k in (*setup, "folds") if prev.get(k) != setup.get(k)}
         if differ:
             sys.exit(f"--include {inc}: made with other settings {differ} (theirs, ours); rerun those rows instead")
         rows.update(prev["rows"])
@@ -183,20 +202,22 @@ def _metrics(name: str, f: Path, info: dict, test_f: Path, gold_col: str, n_test
 
 def _grade_seed(seed: int, a: argparse.Namespace, baselines: dict, rows: dict, labels: list[str]) -> dict[str, dict]:
     """Split, fit and grade the baselines, score every row with `taosr1 eval`; the --paired results of this seed."""
-    sdir = Path(a.work) / f"seed{seed}"
-    train_f, test_f = q.split_for_seed(seed, sdir, a.test_size, a.input, log=print)
+    sdir = Path(a.work) / f"{a.key}{seed}"
+    train_f, test_f = q.split_for_seed(a.seeds[0] if a.folds else seed, sdir, a.test_size, a.input, log=print,
+                                       folds=a.folds, fold=seed if a.folds else 0)
     train, test = pd.read_parquet(train_f), pd.read_parquet(test_f)
-    print(f"seed {seed}: {len(train)} training / {len(test)} test pairs ({test_f})", flush=True)
-    files = model_files(a.models, a.pipelines, seed)
+    print(f"{a.key} {seed}: {len(train)} training / {len(test)} test pairs ({test_f})", flush=True)
+    files = model_files(a.models, a.pipelines, seed, a.key)
     known = [*rows, *baselines, *files]
     for pa, pb in a.paired:  # before any baseline is fitted: a typo fails in seconds
         if pa not in known or pb not in known:
-            sys.exit(f"--paired {pa}:{pb}: no row {pa if pa not in known else pb!r} on seed {seed}; the rows are {known}")
+            sys.exit(f"--paired {pa}:{pb}: no row {pa if pa not in known else pb!r} on {a.key} {seed}; "
+                     f"the rows are {known}")
     graded: dict[str, tuple[Path, dict]] = {}
     for n, b in baselines.items():
         f = sdir / "baselines" / f"{n}.parquet"
         graded[n] = (f, {"kind": "baseline", **q.run_baseline(b, train, test, a.gold_col, f)})
-    _check_pipeline_split(a.pipelines, seed, test_f)
+    _check_pipeline_split(a.pipelines, seed, test_f, a.key)
     for n, f in files.items():
         scored, unparsed = q.without_unparsed(f, sdir / "models" / f"{n.replace('/', '_')}.parquet")
         graded[n] = (scored, {"kind": "model", "source": str(f), "unparsed": unparsed})
@@ -210,11 +231,52 @@ def _grade_seed(seed: int, a: argparse.Namespace, baselines: dict, rows: dict, l
             for pa, pb in a.paired}
 
 
+def pooled(rows: dict[str, dict], a: argparse.Namespace, labels: list[str]) -> dict:
+    """--folds: each row's K graded files as one file of every pair, scored once by `taosr1 eval`, and
+    --paired by `taosr1 compare` on those files (every query once, so one interval over all of them)."""
+    work = Path(a.work) / f"pooled{a.folds}"
+    gold = work / "test.parquet"
+    work.mkdir(parents=True, exist_ok=True)
+    pd.concat([pd.read_parquet(Path(a.work) / f"fold{k}" / "split" / "test.parquet") for k in a.splits],
+              ignore_index=True).to_parquet(gold, index=False)
+    out, skipped = {}, []
+    for name, r in rows.items():
+        files = [r["per_seed"].get(str(k), {}).get("predictions") for k in a.splits]
+        if not all(f and Path(f).is_file() for f in files):
+            skipped.append(name)  # an --include'd row keeps only its numbers
+            continue
+        f = work / "rows" / f"{name.replace('/', '_')}.parquet"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        pd.concat([pd.read_parquet(x) for x in files], ignore_index=True).to_parquet(f, index=False)
+        m = q.taosr1_eval(f, gold, a.gold_col, work / "eval" / name.replace("/", "_"))
+        out[name] = {"kind": r["kind"], "per_seed": {"pooled": {**q.seed_row(m), "predictions": str(f)}}}
+        out[name]["summary"] = q.summarize(out[name]["per_seed"])
+    paired = {f"{pb} - {pa}": {"pooled": q.taosr1_compare(out[pa]["per_seed"]["pooled"]["predictions"],
+                                                          out[pb]["per_seed"]["pooled"]["predictions"], gold,
+                                                          a.gold_col, work / "compare" / f"{pb}-vs-{pa}".replace("/", "_"))}
+              for pa, pb in a.paired if pa in out and pb in out}
+    return {"rows": out, "paired": paired, "skipped": skipped, "pairs": len(pd.read_parquet(gold)),
+            "macro_over": macro_over(out, a.macro_over, labels) if a.macro_over else {}}
+
+
+def _print_pooled(p: dict, a: argparse.Namespace, labels: list[str]) -> None:
+    print(f"\npooled over the {a.folds} folds: every one of the {p['pairs']} pairs graded once by a model (or baseline "
+          f"fit) that did not see its query, scored once by `taosr1 eval`:\n")
+    print(q.markdown_table(p["rows"], labels, "split"))
+    if p["skipped"]:
+        print(f"\nnot pooled (no graded files of every fold in this run): {', '.join(p['skipped'])}")
+    for n, v in p["macro_over"].items():
+        print(f"| {n} | mean F1 over {', '.join(a.macro_over)}: {q.cell(v['summary'])} |")
+    if p["paired"]:
+        print("\npooled, B - A (`taosr1 compare`: 95% bootstrap interval over all the queries, McNemar p):\n")
+        print(q.paired_table(p["paired"], ["pooled"], ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
-    a.models, a.pipelines = _named(a.model, "--model"), _named(a.pipeline, "--pipeline")
+    a.models, a.pipelines = _named(a.model, "--model", a.key), _named(a.pipeline, "--pipeline", a.key)
     setup = {"seeds": a.seeds, "test_size": a.test_size, "input": a.input or "bundled ESCI sample",
-             "gold_col": a.gold_col}
+             "gold_col": a.gold_col, **({"folds": a.folds} if a.folds else {})}
     rows = _included(a.include, setup)
     baselines = {n: make_baseline(n) for n in a.baselines}  # one instance per baseline: cosine keeps its embeddings
     for arg in a.baseline_arg:
@@ -223,26 +285,29 @@ def main(argv: list[str] | None = None) -> int:
     if a.macro_over:
         macro_over({}, a.macro_over, labels)  # a typo fails before any baseline is fitted
     paired: dict[str, dict] = {}
-    for seed in a.seeds:
+    for seed in a.splits:
         for name, result in _grade_seed(seed, a, baselines, rows, labels).items():
             paired.setdefault(name, {})[str(seed)] = result
     for r in rows.values():
         r["summary"] = q.summarize(r["per_seed"])
 
-    table = q.markdown_table(rows, labels)
-    print("\nmean (min-max) over seeds " + ",".join(map(str, a.seeds)) + ", each computed by `taosr1 eval`:\n")
+    table = q.markdown_table(rows, labels, a.key)
+    print(f"\nmean (min-max) over {a.key}s " + ",".join(map(str, a.splits)) + ", each computed by `taosr1 eval`:\n")
     print(table)
-    print("\nmacro-F1 / accuracy per seed:\n")
-    print(q.per_seed_table(rows, a.seeds))
+    print(f"\nmacro-F1 / accuracy per {a.key}:\n")
+    print(q.per_seed_table(rows, a.splits, a.key))
     subset = macro_over(rows, a.macro_over, labels) if a.macro_over else {}
     if subset:
-        print(f"\nmean F1 over {', '.join(a.macro_over)}: mean (min-max) over seeds\n")
+        print(f"\nmean F1 over {', '.join(a.macro_over)}: mean (min-max) over {a.key}s\n")
         print("\n".join(f"| {n} | {q.cell(v['summary'])} |" for n, v in subset.items()))
     if paired:
         print("\npaired, B - A (`taosr1 compare`: 95% bootstrap interval over the split's test queries, McNemar p):\n")
-        print(q.paired_table(paired, a.seeds))
+        print(q.paired_table(paired, a.splits, a.key))
+    pool = pooled(rows, a, labels) if a.folds else {}
+    if pool:
+        _print_pooled(pool, a, labels)
     result = {**setup, "labels": labels, "rows": rows, "table": table, "paired": paired,
-              "macro_over": {"labels": a.macro_over, "rows": subset},
+              "macro_over": {"labels": a.macro_over, "rows": subset}, **({"pooled": pool} if pool else {}),
               "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = Path(a.out)

@@ -84,6 +84,27 @@ def test_splits_are_query_disjoint_and_the_pipelines(tmp_path, split0, sample_df
     pd.testing.assert_frame_equal(pd.read_parquet(pipe_test), split0[1])
 
 
+def test_pipeline_fold_split_is_the_quality_folds_and_calibrates_on_training_queries(tmp_path):
+    from taosr1.config import ConfigError
+    from taosr1.training.pipeline import PipelineConfig, _split
+
+    cfg = PipelineConfig(test_folds=3, test_fold=1, calib_size=0.2, stages=[])
+    train_f, test_f, info = _split(cfg, tmp_path / "pipe", lambda s: None)
+    _, fold_test = q.split_for_seed(0, tmp_path / "q", folds=3, fold=1)
+    pd.testing.assert_frame_equal(pd.read_parquet(test_f), pd.read_parquet(fold_test))
+    calib = pd.read_parquet(tmp_path / "pipe" / "split" / "calib.parquet")
+    norm = lambda s: set(s.str.strip().str.lower())  # noqa: E731
+    assert not norm(calib["query"]) & norm(pd.read_parquet(test_f)["query"]) and len(calib)
+    assert info["queries_in_both"] == 0
+    # another fold rewrites the split: stages trained on the old one do not survive it
+    _, _, info2 = _split(PipelineConfig(test_folds=3, test_fold=2, calib_size=0.2, stages=[]), tmp_path / "pipe",
+                             lambda s: None)
+    assert info2["config_hash"] != info["config_hash"]
+    for bad in ({"test_folds": 1}, {"test_folds": 3, "test_fold": 3}):
+        with pytest.raises(ConfigError, match="test_folds must be 0 or >= 2"):
+            PipelineConfig(stages=[], **bad)
+
+
 @pytest.mark.parametrize("name", [b for b in BASELINES if b not in ("cosine", "stack", "minilm_ft")])
 def test_baselines_predict_scheme_labels(name, split0):
     train, test, _ = split0
@@ -355,3 +376,43 @@ def test_bench_paired_rows_by_taosr1_compare(tmp_path, split0):
         bench.main(args + ["--baselines", "minilm_ft", "--paired", "a:c"])  # exits before minutes of fine-tuning
     with pytest.raises(SystemExit, match="expected A:B"):
         bench.main(args + ["--baselines", "none", "--paired", "a"])
+
+
+def test_bench_folds_pool_every_pair_once(tmp_path, sample_df):
+    """--folds K: per-fold rows as for seeds, plus each row's K files pooled into one file of every
+    pair, scored once by `taosr1 eval` and --paired once by `taosr1 compare`."""
+    from taosr1.evaluation.data import parse_labels
+    from taosr1.evaluation.metrics import evaluate
+
+    parts = []
+    for k in range(3):
+        _, test_f = q.split_for_seed(0, tmp_path / "folds" / f"f{k}", folds=3, fold=k)
+        test = pd.read_parquet(test_f)
+        gold = parse_labels(test["esci_label"], SCHEME)
+        test.drop(columns=["esci_label"]).assign(label="Irrelevant").to_parquet(tmp_path / f"a{k}.parquet", index=False)
+        b = test.drop(columns=["esci_label"]).assign(label=[SCHEME.names[g] if i % 3 else "Related"
+                                                             for i, g in enumerate(gold)])
+        b.to_parquet(tmp_path / f"b{k}.parquet", index=False)
+        parts.append((test, b))
+    bench, out = _bench(), tmp_path / "q.json"
+    args = ["--folds", "3", "--model", f"a={tmp_path}/a{{fold}}.parquet", "--model", f"b={tmp_path}/b{{fold}}.parquet",
+            "--work", str(tmp_path / "work"), "--out", str(out)]
+    assert bench.main(args + ["--baselines", "majority", "--paired", "a:b", "--macro-over", "Excellent,Irrelevant"]) == 0
+    res = json.loads(out.read_text())
+    assert res["folds"] == 3 and list(res["rows"]["b"]["per_seed"]) == ["0", "1", "2"]
+    gold = parse_labels(pd.concat([t for t, _ in parts])["esci_label"], SCHEME)
+    want = evaluate(gold, parse_labels(pd.concat([b for _, b in parts])["label"], SCHEME), SCHEME)
+    pooled = res["pooled"]
+    assert pooled["pairs"] == len(sample_df) and set(pooled["rows"]) == {"majority", "a", "b"}
+    b_row = pooled["rows"]["b"]["per_seed"]["pooled"]
+    assert b_row["n"] == len(sample_df) and b_row["macro_f1"] == pytest.approx(want["macro_f1"])
+    assert b_row["macro_f1"] != pytest.approx(res["rows"]["b"]["summary"]["macro_f1"]["mean"])  # pooled, not averaged
+    d = pooled["paired"]["b - a"]["pooled"]
+    assert d["n"] == len(sample_df) and d["macro_f1"]["low"] <= d["macro_f1"]["difference"] <= d["macro_f1"]["high"]
+    assert set(pooled["macro_over"]) == {"majority", "a", "b"}
+    with pytest.raises(SystemExit, match=r"with \{fold\} in the pattern"):
+        bench.main(["--folds", "3", "--model", f"a={tmp_path}/a{{seed}}.parquet", "--out", str(out)])
+    with pytest.raises(SystemExit, match="one --seeds value"):
+        bench.main(["--folds", "3", "--seeds", "0,1", "--out", str(out)])
+    with pytest.raises(SystemExit, match="other settings"):  # fold rows never mix with seed-split rows
+        bench.main(["--seeds", "0", "--baselines", "none", "--include", str(out), "--out", str(tmp_path / "x.json")])

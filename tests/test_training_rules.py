@@ -16,7 +16,7 @@ from taosr1.training.grpo import class_balance, coefficient_of_variation, diffic
 from taosr1.training.rewards import make_rewards
 from taosr1.training.rules import RuleIndex, load_rules
 from taosr1.training.sampling import pass_at_k, pass_rates
-from taosr1.training.split import split_by_query
+from taosr1.training.split import fold_by_query, split_by_query
 
 SCHEME = load_scheme("taosr1")
 STEPS5 = ["q", "i", "c", "a", "j"]
@@ -165,6 +165,24 @@ def test_split_by_query_never_shares_a_query(sample_df):
     assert math.isclose(test["query"].nunique() / q, 0.3, abs_tol=0.02)
     with pytest.raises(ValueError, match="missing"):
         split_by_query(sample_df, "nope")
+
+
+def test_fold_by_query_tests_every_pair_once(sample_df):
+    norm = lambda s: set(s.str.strip().str.lower())  # noqa: E731
+    tested = []
+    for k in range(3):
+        train, test = fold_by_query(sample_df, "query", 3, k, seed=1)
+        assert len(train) + len(test) == len(sample_df)
+        assert not norm(train["query"]) & norm(test["query"])
+        tested += list(zip(test["query_id"].astype(str), test["product_id"]))
+    assert sorted(tested) == sorted(zip(sample_df["query_id"].astype(str), sample_df["product_id"]))
+    assert fold_by_query(sample_df, "query", 3, 0, seed=2)[1]["query"].tolist() != \
+        fold_by_query(sample_df, "query", 3, 0, seed=1)[1]["query"].tolist()  # the seed shuffles the folds
+    for folds, fold in ((1, 0), (3, 3), (3, -1)):
+        with pytest.raises(ValueError, match="test_folds must be >= 2"):
+            fold_by_query(sample_df, "query", folds, fold)
+    with pytest.raises(ValueError, match="found 2"):
+        fold_by_query(sample_df[sample_df["query"].isin(sample_df["query"].unique()[:2])], "query", 3, 0)
 
 
 def test_training_metrics_count_a_missing_label_as_wrong_and_unparsed():

@@ -20,15 +20,17 @@ METRICS = ("macro_f1", "accuracy")
 
 
 def split_for_seed(seed: int, out: str | Path, test_size: float = 0.3, input: str = "",
-                   log: Callable[[str], None] = lambda s: None) -> tuple[Path, Path]:
-    """(train, test) parquet files of the pipeline's split for `seed`, written under OUT/split.
+                   log: Callable[[str], None] = lambda s: None, folds: int = 0, fold: int = 0) -> tuple[Path, Path]:
+    """(train, test) parquet files of the pipeline's split for `seed` (or its fold `fold` of `folds`
+    query folds, shuffled by `seed`), written under OUT/split.
 
     The baselines fit on every training query: the models' calibration slice is training data
     to a baseline (it has no beta to calibrate), so calib_size is 0 here; the test side is the same.
     """
     from taosr1.training.pipeline import PipelineConfig, _split
 
-    cfg = PipelineConfig(input=input, test_size=test_size, calib_size=0, seed=seed, stages=[], evaluate=False)
+    cfg = PipelineConfig(input=input, test_size=test_size, test_folds=folds, test_fold=fold, calib_size=0, seed=seed,
+                         stages=[], evaluate=False)
     train, test, _ = _split(cfg, Path(out), log)
     return Path(train), Path(test)
 
@@ -116,9 +118,9 @@ def cell(s: dict[str, Any] | None) -> str:
     return f"{s['mean']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
 
 
-def markdown_table(rows: dict[str, dict[str, Any]], labels: list[str]) -> str:
-    """One line per baseline or model: mean (min-max over seeds) of each metric."""
-    head = ["row", "seeds", "pairs", "macro-F1", "accuracy", *[f"F1 {k}" for k in labels]]
+def markdown_table(rows: dict[str, dict[str, Any]], labels: list[str], unit: str = "seed") -> str:
+    """One line per baseline or model: mean (min-max over seeds, or folds: `unit`) of each metric."""
+    head = ["row", f"{unit}s", "pairs", "macro-F1", "accuracy", *[f"F1 {k}" for k in labels]]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     notes = []
     for name, r in rows.items():
@@ -128,16 +130,16 @@ def markdown_table(rows: dict[str, dict[str, Any]], labels: list[str]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
         short = {k: v.get("gold_without_prediction", 0) for k, v in r["per_seed"].items()}
         if any(short.values()):
-            per = ", ".join(f"seed {k}: {v} ({r['per_seed'][k].get('unparsed', 0)} unparsed)"
+            per = ", ".join(f"{unit} {k}: {v} ({r['per_seed'][k].get('unparsed', 0)} unparsed)"
                             for k, v in short.items() if v)
             notes.append(f"{name}: test pairs without a label: {per}; its metrics cover the labelled pairs only "
                          f"(the others were quarantined, unparsed, or left out by a test_rows cap).")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
-def per_seed_table(rows: dict[str, dict[str, Any]], seeds: list[int]) -> str:
-    """macro-F1 / accuracy of each row on each seed."""
-    head = ["row", *[f"seed {s}" for s in seeds]]
+def per_seed_table(rows: dict[str, dict[str, Any]], seeds: list, unit: str = "seed") -> str:
+    """macro-F1 / accuracy of each row on each seed (or fold: `unit`)."""
+    head = ["row", *[f"{unit} {s}".strip() for s in seeds]]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for name, r in rows.items():
         cells = []
@@ -148,12 +150,13 @@ def per_seed_table(rows: dict[str, dict[str, Any]], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def paired_table(paired: dict[str, dict[str, Any]], seeds: list[int]) -> str:
+def paired_table(paired: dict[str, dict[str, Any]], seeds: list, unit: str = "seed") -> str:
     """B - A in macro-F1 per seed with its paired 95% interval and McNemar's p, and the mean over seeds.
 
-    The intervals resample one split's test queries (`taosr1 compare`'s `bootstrap_unit`); the splits
-    share pairs, so no interval is pooled."""
-    head = ["B - A, macro-F1", *[f"seed {s}" for s in seeds], "mean", "seeds B > A"]
+    The intervals resample one split's test queries (`taosr1 compare`'s `bootstrap_unit`). Random
+    splits share pairs, so none is pooled over them; K query folds do not (bench/quality.py --folds
+    scores their pooled files as one split, `seeds` ["pooled"] and `unit` "")."""
+    head = ["B - A, macro-F1", *[f"{unit} {s}".strip() for s in seeds], "mean", f"{unit or 'split'}s B > A"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for name, per_seed in paired.items():
         d = [per_seed[str(s)]["macro_f1"] for s in seeds]

@@ -68,8 +68,8 @@ def crossfit_calibration(cfg, out: Path, train_input: str, trained: dict[str, st
         fold_train = d / f"train-{digest[:12]}.parquet"
         if not fold_train.is_file():
             part.to_parquet(fold_train, index=False)
-        sub = replace(cfg, input=str(fold_train), test_size=0.0, calib_size=0.0, calib_folds=0, train_rows=0,
-                      evaluate=False, export_rank=0, ship_to="")
+        sub = replace(cfg, input=str(fold_train), test_size=0.0, test_folds=0, calib_size=0.0, calib_folds=0,
+                      train_rows=0, evaluate=False, export_rank=0, ship_to="")
         run_pipeline(sub, d, log=lambda m, k=k: log(f"crossfit fold {k + 1}/{cfg.calib_folds}: {m}"))
         held = train[fold == k].reset_index(drop=True)
         for stage in trained:

@@ -42,6 +42,9 @@ class PipelineConfig:
     Parameters:
         input: labelled pairs ("" = the bundled ESCI sample); gold: their gold label column.
         test_size: fraction of queries held out for evaluation (split by query); 0 = no split, no eval.
+        test_folds, test_fold: instead of test_size, K-fold by query: the test side is fold `test_fold`
+            of `test_folds` (0 = off). Runs of folds 0..K-1 test every pair once, so their graded test
+            files pool into one held-out set of every pair (bench/quality.py --folds).
         train_rows, test_rows: use at most this many training / test pairs (0 = all).
         calib_size: fraction of the training queries held out of training to calibrate beta (0 = none:
             each model keeps beta 0.5).
@@ -67,6 +70,8 @@ class PipelineConfig:
     input: str = ""
     gold: str = "esci_label"
     test_size: float = 0.3
+    test_folds: int = 0
+    test_fold: int = 0
     calib_size: float = 0.15
     calib_folds: int = 0
     calib_min_support: int = MIN_SUPPORT
@@ -100,6 +105,9 @@ class PipelineConfig:
             raise ConfigError(f"stages must be in pipeline order {list(STAGES)}, got {list(self.stages)}")
         if not 0 <= self.test_size < 1 or not 0 <= self.calib_size < 1:
             raise ConfigError(f"test_size and calib_size must be in [0, 1), got {self.test_size}, {self.calib_size}")
+        if self.test_folds and not (self.test_folds >= 2 and 0 <= self.test_fold < self.test_folds):
+            raise ConfigError(f"test_folds must be 0 or >= 2 and test_fold in [0, test_folds), got test_folds "
+                              f"{self.test_folds}, test_fold {self.test_fold}")
         if self.calib_folds and (self.calib_folds < 2 or self.calib_size):
             raise ConfigError(f"calib_folds must be 0 or >= 2, with calib_size 0 (one way to calibrate), got "
                               f"calib_folds {self.calib_folds}, calib_size {self.calib_size}")
@@ -205,21 +213,27 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
     from taosr1.io import read_table
     from taosr1.resources import sample_path
     from taosr1.training.common import read_stage, write_stage
-    from taosr1.training.split import split_by_query
+    from taosr1.training.split import fold_by_query, split_by_query
 
     src = cfg.input or str(sample_path())
-    if not cfg.test_size and not cfg.calib_size:
+    tested = bool(cfg.test_size or cfg.test_folds)
+    if not tested and not cfg.calib_size:
         return src, None, {"input": src}
     d = out / "split"
+    folds = {"test_folds": cfg.test_folds, "test_fold": cfg.test_fold, "test_size": None} if cfg.test_folds else {}
     h = values_hash({"input": content_fingerprint(src), "test_size": cfg.test_size, "seed": cfg.seed,
-                     "test_rows": cfg.test_rows, "label_config": cfg.label_config, "calib_size": cfg.calib_size})
+                     "test_rows": cfg.test_rows, "label_config": cfg.label_config, "calib_size": cfg.calib_size,
+                     **folds})
     marker = read_stage(d)
     if marker is None or marker.get("config_hash") != h:
         from taosr1.training.common import serving_setup
 
         qcol = serving_setup(cfg.label_config, cfg.labels).label_config.columns.query
         df = read_table(src)
-        train, test = split_by_query(df, qcol, cfg.test_size, cfg.seed) if cfg.test_size else (df, df.head(0))
+        if cfg.test_folds:
+            train, test = fold_by_query(df, qcol, cfg.test_folds, cfg.test_fold, cfg.seed)
+        else:
+            train, test = split_by_query(df, qcol, cfg.test_size, cfg.seed) if cfg.test_size else (df, df.head(0))
         # shuffled, so that train_rows / test_rows caps take many queries, not the first few
         train = train.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
         test = test.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
@@ -239,9 +253,10 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
                                           "queries_in_both": len(key(train) & key(test)) + len(key(calib) & key(test))
                                           + len(key(train) & key(calib))}, h)
         marker = read_stage(d)
+        fold = f" (test: query fold {cfg.test_fold} of {cfg.test_folds})" if cfg.test_folds else ""
         log(f"split: {marker['train_rows']} train / {marker['calib_rows']} calibration / {marker['test_rows']} test rows, "
-            "no query in two")
-    return str(d / "train.parquet"), str(d / "test.parquet") if cfg.test_size else None, marker or {}
+            f"no query in two{fold}")
+    return str(d / "train.parquet"), str(d / "test.parquet") if tested else None, marker or {}
 
 
 def calibrate_model(cfg: PipelineConfig, model: str, calib_file: str, log: Callable[[str], None]) -> dict[str, Any]:

@@ -23,3 +23,22 @@ def split_by_query(df: pd.DataFrame, query_col: str = "query", test_size: float 
     gss = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
     train_idx, test_idx = next(gss.split(df, groups=groups))
     return df.iloc[sorted(train_idx)].reset_index(drop=True), df.iloc[sorted(test_idx)].reset_index(drop=True)
+
+
+def fold_by_query(df: pd.DataFrame, query_col: str, folds: int, fold: int, seed: int = 0
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) with fold `fold` of `folds` query folds as the test side (sklearn GroupKFold,
+    queries shuffled by `seed`). Over folds 0..folds-1 every pair is tested exactly once, so a
+    rare grade is scored on all its pairs, not on the few that one random split holds out."""
+    from sklearn.model_selection import GroupKFold
+
+    if query_col not in df.columns:
+        raise ValueError(f"split: query column {query_col!r} is missing; found {list(df.columns)}")
+    groups = df[query_col].astype(str).str.strip().str.lower()
+    if not (folds >= 2 and 0 <= fold < folds):
+        raise ValueError(f"split: test_folds must be >= 2 and test_fold in [0, test_folds), got {folds}, {fold}")
+    if groups.nunique() < folds:
+        raise ValueError(f"split: {folds} folds need at least {folds} distinct queries in {query_col!r}, "
+                         f"found {groups.nunique()}")
+    train_idx, test_idx = list(GroupKFold(folds, shuffle=True, random_state=seed).split(df, groups=groups))[fold]
+    return df.iloc[sorted(train_idx)].reset_index(drop=True), df.iloc[sorted(test_idx)].reset_index(drop=True)
