@@ -98,7 +98,7 @@ def test_pipeline_fold_split_is_the_quality_folds_and_calibrates_on_training_que
     assert info["queries_in_both"] == 0
     # another fold rewrites the split: stages trained on the old one do not survive it
     _, _, info2 = _split(PipelineConfig(test_folds=3, test_fold=2, calib_size=0.2, stages=[]), tmp_path / "pipe",
-                             lambda s: None)
+                         lambda s: None)
     assert info2["config_hash"] != info["config_hash"]
     for bad in ({"test_folds": 1}, {"test_folds": 3, "test_fold": 3}):
         with pytest.raises(ConfigError, match="test_folds must be 0 or >= 2"):
