@@ -237,8 +237,9 @@ def pooled(rows: dict[str, dict], a: argparse.Namespace, labels: list[str]) -> d
     work = Path(a.work) / f"pooled{a.folds}"
     gold = work / "test.parquet"
     work.mkdir(parents=True, exist_ok=True)
-    pd.concat([pd.read_parquet(Path(a.work) / f"fold{k}" / "split" / "test.parquet") for k in a.splits],
-              ignore_index=True).to_parquet(gold, index=False)
+    pairs = pd.concat([pd.read_parquet(Path(a.work) / f"fold{k}" / "split" / "test.parquet") for k in a.splits],
+                      ignore_index=True)
+    pairs.to_parquet(gold, index=False)
     out, skipped = {}, []
     for name, r in rows.items():
         files = [r["per_seed"].get(str(k), {}).get("predictions") for k in a.splits]
@@ -255,7 +256,7 @@ def pooled(rows: dict[str, dict], a: argparse.Namespace, labels: list[str]) -> d
                                                           out[pb]["per_seed"]["pooled"]["predictions"], gold,
                                                           a.gold_col, work / "compare" / f"{pb}-vs-{pa}".replace("/", "_"))}
               for pa, pb in a.paired if pa in out and pb in out}
-    return {"rows": out, "paired": paired, "skipped": skipped, "pairs": len(pd.read_parquet(gold)),
+    return {"rows": out, "paired": paired, "skipped": skipped, "pairs": len(pairs),
             "macro_over": macro_over(out, a.macro_over, labels) if a.macro_over else {}}
 
 

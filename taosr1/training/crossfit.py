@@ -22,7 +22,9 @@ OOF_FILE = "oof_{stage}.parquet"
 
 def query_folds(frame: pd.DataFrame, query_col: str, folds: int, seed: int) -> np.ndarray:
     """Each row's fold (0..folds-1); every row of a query in one fold, queries shuffled by `seed`."""
-    keys = frame[query_col].astype(str).str.strip().str.lower()
+    from taosr1.training.split import query_keys
+
+    keys = query_keys(frame, query_col)
     queries = keys.unique()
     order = np.random.default_rng(seed).permutation(len(queries))
     fold_of = {queries[i]: k % folds for k, i in enumerate(order)}

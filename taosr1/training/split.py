@@ -13,16 +13,13 @@ def split_by_query(df: pd.DataFrame, query_col: str = "query", test_size: float 
     """
     from sklearn.model_selection import GroupShuffleSplit
 
-    if query_col not in df.columns:
-        raise ValueError(f"split: query column {query_col!r} is missing; found {list(df.columns)}")
+    groups = query_keys(df, query_col)
     if not 0 < test_size < 1:
         raise ValueError(f"split: test_size must be in (0, 1), got {test_size}")
-    groups = df[query_col].astype(str).str.strip().str.lower()
     if groups.nunique() < 2:
         raise ValueError(f"split: needs at least two distinct queries in {query_col!r}, found {groups.nunique()}")
     gss = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
-    train_idx, test_idx = next(gss.split(df, groups=groups))
-    return df.iloc[sorted(train_idx)].reset_index(drop=True), df.iloc[sorted(test_idx)].reset_index(drop=True)
+    return _sides(df, *next(gss.split(df, groups=groups)))
 
 
 def fold_by_query(df: pd.DataFrame, query_col: str, folds: int, fold: int, seed: int = 0
@@ -32,13 +29,21 @@ def fold_by_query(df: pd.DataFrame, query_col: str, folds: int, fold: int, seed:
     rare grade is scored on all its pairs, not on the few that one random split holds out."""
     from sklearn.model_selection import GroupKFold
 
-    if query_col not in df.columns:
-        raise ValueError(f"split: query column {query_col!r} is missing; found {list(df.columns)}")
-    groups = df[query_col].astype(str).str.strip().str.lower()
+    groups = query_keys(df, query_col)
     if not (folds >= 2 and 0 <= fold < folds):
         raise ValueError(f"split: test_folds must be >= 2 and test_fold in [0, test_folds), got {folds}, {fold}")
     if groups.nunique() < folds:
         raise ValueError(f"split: {folds} folds need at least {folds} distinct queries in {query_col!r}, "
                          f"found {groups.nunique()}")
-    train_idx, test_idx = list(GroupKFold(folds, shuffle=True, random_state=seed).split(df, groups=groups))[fold]
+    return _sides(df, *list(GroupKFold(folds, shuffle=True, random_state=seed).split(df, groups=groups))[fold])
+
+
+def query_keys(df: pd.DataFrame, query_col: str) -> pd.Series:
+    """Each row's query as splits group it (stripped, lower-cased): "Shoes " and "shoes" are one query."""
+    if query_col not in df.columns:
+        raise ValueError(f"split: query column {query_col!r} is missing; found {list(df.columns)}")
+    return df[query_col].astype(str).str.strip().str.lower()
+
+
+def _sides(df: pd.DataFrame, train_idx, test_idx) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df.iloc[sorted(train_idx)].reset_index(drop=True), df.iloc[sorted(test_idx)].reset_index(drop=True)
