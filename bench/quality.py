@@ -115,14 +115,15 @@ def _check_pipeline_split(pipelines: dict[str, str], seed: int, test_file: Path,
                      f"the same {'test_size' if key == 'seed' else 'test_folds, seed'} and input?")
 
 
-def compare_rows(rows: dict, a: str, b: str, seed: int, test_f: Path, gold_col: str, work: Path) -> dict:
+def compare_rows(rows: dict, a: str, b: str, seed: int, test_f: Path, gold_col: str, work: Path,
+                 macro_over: list[str]) -> dict:
     """`taosr1 compare` of rows A and B's graded files on this seed's test pairs."""
     files = [rows[n]["per_seed"][str(seed)]["predictions"] for n in (a, b)]  # names checked before the seed ran
     for n, f in zip((a, b), files):
         if not Path(f).is_file():
             sys.exit(f"--paired {a}:{b}: row {n}'s graded file {f} (split {seed}) is gone; an --include'd row keeps "
                      f"only its numbers: grade that row again in this run")
-    return q.taosr1_compare(*files, test_f, gold_col, work / f"{b}-vs-{a}".replace("/", "_"))
+    return q.taosr1_compare(*files, test_f, gold_col, work / f"{b}-vs-{a}".replace("/", "_"), macro_over)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -146,7 +147,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                     help="Two rows of this run (or --include'd): B - A per seed by `taosr1 compare` (repeatable).")
     ap.add_argument("--macro-over", default="", metavar="LABELS",
                     help="Also the mean F1 over these labels (comma-separated, e.g. Excellent,Related,Irrelevant): "
-                         "macro-F1 without a grade too rare to resolve.")
+                         "macro-F1 without a grade too rare to resolve; --paired then compares it too, with its interval.")
     ap.add_argument("--work", default="runs/quality", help="Splits, graded files and eval reports go here.")
     ap.add_argument("--out", default="bench/results/quality.json")
     a = ap.parse_args(argv)
@@ -227,7 +228,7 @@ def _grade_seed(seed: int, a: argparse.Namespace, baselines: dict, rows: dict, l
         row["per_seed"][str(seed)] = {**q.seed_row(m), "predictions": str(f), **{k: v for k, v in info.items()
                                                                                if k != "kind"}}
         print(f"  {n:<20} macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  n {m['n']}", flush=True)
-    return {f"{pb} - {pa}": compare_rows(rows, pa, pb, seed, test_f, a.gold_col, sdir / "compare")
+    return {f"{pb} - {pa}": compare_rows(rows, pa, pb, seed, test_f, a.gold_col, sdir / "compare", a.macro_over)
             for pa, pb in a.paired}
 
 
@@ -254,7 +255,8 @@ def pooled(rows: dict[str, dict], a: argparse.Namespace, labels: list[str]) -> d
         out[name]["summary"] = q.summarize(out[name]["per_seed"])
     paired = {f"{pb} - {pa}": {"pooled": q.taosr1_compare(out[pa]["per_seed"]["pooled"]["predictions"],
                                                           out[pb]["per_seed"]["pooled"]["predictions"], gold,
-                                                          a.gold_col, work / "compare" / f"{pb}-vs-{pa}".replace("/", "_"))}
+                                                          a.gold_col, work / "compare" / f"{pb}-vs-{pa}".replace("/", "_"),
+                                                          a.macro_over)}
               for pa, pb in a.paired if pa in out and pb in out}
     return {"rows": out, "paired": paired, "skipped": skipped, "pairs": len(pairs),
             "macro_over": macro_over(out, a.macro_over, labels) if a.macro_over else {}}
@@ -271,6 +273,8 @@ def _print_pooled(p: dict, a: argparse.Namespace, labels: list[str]) -> None:
     if p["paired"]:
         print("\npooled, B - A (`taosr1 compare`: 95% bootstrap interval over all the queries, McNemar p):\n")
         print(q.paired_table(p["paired"], ["pooled"], ""))
+        if a.macro_over:
+            print("\n" + q.paired_table(p["paired"], ["pooled"], "", "macro_f1_over"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     if paired:
         print("\npaired, B - A (`taosr1 compare`: 95% bootstrap interval over the split's test queries, McNemar p):\n")
         print(q.paired_table(paired, a.splits, a.key))
+        if a.macro_over:
+            print("\n" + q.paired_table(paired, a.splits, a.key, "macro_f1_over"))
     pool = pooled(rows, a, labels) if a.folds else {}
     if pool:
         _print_pooled(pool, a, labels)

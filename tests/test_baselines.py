@@ -410,6 +410,8 @@ def test_bench_folds_pool_every_pair_once(tmp_path, sample_df):
     d = pooled["paired"]["b - a"]["pooled"]
     assert d["n"] == len(sample_df) and d["macro_f1"]["low"] <= d["macro_f1"]["difference"] <= d["macro_f1"]["high"]
     assert set(pooled["macro_over"]) == {"majority", "a", "b"}
+    over = {n: pooled["macro_over"][n]["summary"]["mean"] for n in ("a", "b")}  # --paired compares it too
+    assert d["macro_f1_over"]["difference"] == pytest.approx(over["b"] - over["a"])
     with pytest.raises(SystemExit, match=r"with \{fold\} in the pattern"):
         bench.main(["--folds", "3", "--model", f"a={tmp_path}/a{{seed}}.parquet", "--out", str(out)])
     with pytest.raises(SystemExit, match="one --seeds value"):

@@ -129,3 +129,32 @@ def test_compare_refuses_two_label_schemes(tmp_path):
     r = CliRunner().invoke(main, ["compare", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), "--gold-col",
                                   "gold", "--out", str(tmp_path / "cmp")])
     assert r.exit_code == 2 and "uses label scheme esci" in r.output and "uses taosr1" in r.output
+
+
+def test_macro_over_compares_the_mean_f1_of_the_named_grades_only(tmp_path):
+    """--macro-over: the mean F1 over the named grades, each side from its own confusion matrix, its
+    difference with a paired interval of its own; a rare grade B alone gets right moves macro-F1 only."""
+    from sklearn.metrics import f1_score
+
+    gold, a, b, _ = planted()
+    b = np.where(gold == 2, 2, a)  # B = A, except that B gets every C (the rare grade here) right
+    over = [0, 1, 3]
+    r = compare(gold, a, b, S, n_boot=500, seed=0, macro_over=over)["differences"]
+    assert r["macro_f1_over"]["a"] == pytest.approx(f1_score(gold, a, labels=over, average="macro"))
+    assert r["macro_f1_over"]["b"] == pytest.approx(f1_score(gold, b, labels=over, average="macro"))
+    assert r["macro_f1"]["difference"] > 0.05 > abs(r["macro_f1_over"]["difference"])
+    assert r["macro_f1_over"]["low"] <= r["macro_f1_over"]["difference"] <= r["macro_f1_over"]["high"]
+    assert r["macro_f1_over"]["high"] - r["macro_f1_over"]["low"] < r["macro_f1"]["high"] - r["macro_f1"]["low"]
+    assert "macro_f1_over" not in compare(gold, a, b, S, n_boot=0)["differences"]
+    fa, fb = frames(gold, a, b)
+    fa.to_parquet(tmp_path / "a.parquet", index=False)
+    fb.to_parquet(tmp_path / "b.parquet", index=False)
+    args = ["compare", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), "--gold-col", "gold"]
+    out = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "cmp"), "--macro-over", "E, S,I"])
+    assert out.exit_code == 0, out.output
+    line = json.loads(out.output.strip().splitlines()[-1])
+    assert line["macro_over"] == ["E", "S", "I"]
+    assert line["macro_f1_over_difference"]["difference"] == pytest.approx(r["macro_f1_over"]["difference"])
+    assert "macro-F1 over E, S, I" in (tmp_path / "cmp" / "report.md").read_text()
+    bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad"), "--macro-over", "E,Excellent"])
+    assert bad.exit_code == 2 and "['Excellent'] are not labels of scheme esci" in bad.output

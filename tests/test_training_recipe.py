@@ -483,6 +483,7 @@ def test_crossfit_calibration_scores_every_training_pair_with_a_model_that_never
     from taosr1.labeling import read_calibration
     from taosr1.training.crossfit import OOF_FILE
     from taosr1.training.pipeline import PipelineConfig, run_pipeline
+    from taosr1.training.split import query_fold_ids
 
     with pytest.raises(ConfigError, match="calib_folds"):
         PipelineConfig(calib_folds=2, calib_size=0.15)
@@ -503,6 +504,8 @@ def test_crossfit_calibration_scores_every_training_pair_with_a_model_that_never
         trained_on = set(pd.read_parquet(fold / "cot" / "cot.parquet")["query"])
         held = pd.read_parquet(fold / OOF_FILE.format(stage="sft"))
         assert not trained_on & set(held["query"])  # scored by a model that never saw its query
+        in_fold = train[query_fold_ids(train, "query", 2, cfg.seed) == k]  # the test folds' assignment
+        assert set(zip(held["query"], held["product_title"])) == set(zip(in_fold["query"], in_fold["product_title"]))
         seen |= set(zip(held["query"], held["product_title"]))
     assert seen == set(zip(train["query"], train["product_title"]))
     beta = read_calibration(str(out / "sft"), "taosr1")

@@ -16,7 +16,7 @@ from taosr1.training.grpo import class_balance, coefficient_of_variation, diffic
 from taosr1.training.rewards import make_rewards
 from taosr1.training.rules import RuleIndex, load_rules
 from taosr1.training.sampling import pass_at_k, pass_rates
-from taosr1.training.split import fold_by_query, split_by_query
+from taosr1.training.split import fold_by_query, query_fold_ids, split_by_query
 
 SCHEME = load_scheme("taosr1")
 STEPS5 = ["q", "i", "c", "a", "j"]
@@ -176,6 +176,9 @@ def test_fold_by_query_tests_every_pair_once(sample_df):
         assert not norm(train["query"]) & norm(test["query"])
         tested += list(zip(test["query_id"].astype(str), test["product_id"]))
     assert sorted(tested) == sorted(zip(sample_df["query_id"].astype(str), sample_df["product_id"]))
+    ids = query_fold_ids(sample_df, "query", 3, seed=1)  # the one fold assignment, cross-fitting's too
+    assert fold_by_query(sample_df, "query", 3, 2, seed=1)[1]["product_id"].tolist() == \
+        sample_df["product_id"][ids == 2].tolist()
     assert fold_by_query(sample_df, "query", 3, 0, seed=2)[1]["query"].tolist() != \
         fold_by_query(sample_df, "query", 3, 0, seed=1)[1]["query"].tolist()  # the seed shuffles the folds
     for folds, fold in ((1, 0), (3, 3), (3, -1)):

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from taosr1.evaluation.metrics import macro_f1_of
 from taosr1.labels import LabelScheme, load_scheme
 
 BASELINES = ("majority", "overlap", "bm25", "cosine", "stack", "minilm_ft")
@@ -66,14 +67,6 @@ def rank_names(ranks: np.ndarray, scheme: LabelScheme) -> list[str]:
 
 
 # ---------------------------------------------------------------- ordinal thresholds
-
-def _macro_f1_from_confusion(conf: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Macro-F1 over `classes` of confusion matrices conf[..., gold, pred]."""
-    tp = np.diagonal(conf, axis1=-2, axis2=-1)
-    denom = conf.sum(-1) + conf.sum(-2)
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    return f1[..., classes].mean(-1)
-
 
 def _candidates(scores: np.ndarray, limit: int) -> np.ndarray:
     """Cut points between distinct scores (plus one below all), thinned to `limit` by quantile."""
@@ -130,7 +123,7 @@ def fit_thresholds(scores: np.ndarray, ranks: np.ndarray, k: int, grid: int = 48
         cum[c] = np.cumsum(hist)
     coarse = np.unique(np.round(np.linspace(0, len(fine) - 1, min(grid, len(fine)))).astype(int))
     combos = np.array(list(itertools.combinations_with_replacement(coarse, k - 1)), dtype=np.int64).reshape(-1, k - 1)
-    f1 = _macro_f1_from_confusion(_confusions(cum, combos), classes)
+    f1 = macro_f1_of(_confusions(cum, combos), classes)
     best = combos[int(np.argmax(f1))].copy()
     best_f1 = float(f1.max())
     for _ in range(rounds):
@@ -140,7 +133,7 @@ def fit_thresholds(scores: np.ndarray, ranks: np.ndarray, k: int, grid: int = 48
             hi = best[i + 1] if i < k - 2 else len(fine) - 1
             trial = np.repeat(best[None, :], hi - lo + 1, 0)
             trial[:, i] = np.arange(lo, hi + 1)
-            f = _macro_f1_from_confusion(_confusions(cum, trial), classes)
+            f = macro_f1_of(_confusions(cum, trial), classes)
             j = int(np.argmax(f))
             if f[j] > best_f1 + 1e-12:
                 best, best_f1, moved = trial[j].copy(), float(f[j]), True

@@ -123,9 +123,12 @@ def eval_cmd(predictions, out_dir, gold_col, gold, segment, drop_unparsed, fmt, 
 @click.option("--drop-unparsed", is_flag=True, help="Leave out rows whose gold value is not a label.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl", "delta"]), help="Format of A and B.")
 @click.option("--gold-format", type=click.Choice(["csv", "parquet", "jsonl", "delta"]))
+@click.option("--macro-over", default="", metavar="LABELS",
+              help="Also compare the mean F1 over these grades only (e.g. Excellent,Related,Irrelevant: "
+                   "macro-F1 without a grade too rare to resolve), with its own paired interval.")
 @eval_options
-def compare_cmd(a, b, out_dir, gold_col, gold, name_a, name_b, drop_unparsed, fmt, gold_format, config, overrides,
-                key_col, labels, bootstrap, seed):
+def compare_cmd(a, b, out_dir, gold_col, gold, name_a, name_b, drop_unparsed, fmt, gold_format, macro_over, config,
+                overrides, key_col, labels, bootstrap, seed):
     """Compare two prediction sets A and B on the same pairs.
 
     Each metric's difference B - A with a paired bootstrap interval, McNemar's test on the pairs
@@ -143,7 +146,8 @@ def compare_cmd(a, b, out_dir, gold_col, gold, name_a, name_b, drop_unparsed, fm
         gold_df = _read(gold, gold_format) if gold else None
         result = compare_report(da, db, cfg, gold_col=gold_col, gold=gold_df, labels=labels,
                                 drop_unparsed=drop_unparsed, source_a=a, source_b=b, gold_source=gold or a,
-                                name_a=name_a, name_b=name_b)
+                                name_a=name_a, name_b=name_b,
+                                macro_over=[x.strip() for x in macro_over.split(",") if x.strip()])
     except _ERRORS as e:
         _fail(str(e))
     metrics, figures, tables, summary, notes = result
@@ -152,6 +156,8 @@ def compare_cmd(a, b, out_dir, gold_col, gold, name_a, name_b, drop_unparsed, fm
     mc = metrics["mcnemar"]
     click.echo(json.dumps({"n": metrics["n"], "macro_f1_difference": metrics["differences"]["macro_f1"],
                            "accuracy_difference": metrics["differences"]["accuracy"],
+                           **({"macro_f1_over_difference": metrics["differences"]["macro_f1_over"],
+                               "macro_over": metrics["macro_over"]} if metrics["macro_over"] else {}),
                            "mcnemar": {k: mc[k] for k in ("only_a_correct", "only_b_correct", "p_value")},
                            "disagreements": metrics["disagreements"], "report": str(paths["html"])}))
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from taosr1.evaluation.metrics import (SCALARS, clusters_of, confusion_scalars, evaluate, percentile_interval,
-                                       present, resample_confusions, tier_index)
+from taosr1.evaluation.metrics import (SCALARS, clusters_of, confusion_scalars, evaluate, macro_f1_of,
+                                       percentile_interval, present, resample_confusions, tier_index)
 from taosr1.labels import LabelScheme
 
 
@@ -50,9 +50,11 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
 
 
 def compare(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, scheme: LabelScheme, *, n_boot: int = 1000,
-            level: float = 0.95, seed: int = 0, clusters: np.ndarray | None = None) -> dict[str, Any]:
+            level: float = 0.95, seed: int = 0, clusters: np.ndarray | None = None,
+            macro_over: list[int] | None = None) -> dict[str, Any]:
     """Both sides' metrics, the difference B - A of each scalar with a paired interval (rows, or
-    whole clusters), McNemar."""
+    whole clusters), McNemar. `macro_over` adds `macro_f1_over`: the mean F1 over those classes
+    only (a grade too rare to resolve left out), with its own paired interval."""
     from sklearn.metrics import cohen_kappa_score
 
     gold, pred_a, pred_b = (np.asarray(x) for x in (gold, pred_a, pred_b))
@@ -63,6 +65,11 @@ def compare(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, scheme: La
                 "tier_accuracy": m["tiers"]["accuracy"], "tier_macro_f1": m["tiers"]["macro_f1"]}
 
     sa, sb = scalars(ma), scalars(mb)
+    names = list(SCALARS)
+    if macro_over:
+        names.append("macro_f1_over")
+        sa["macro_f1_over"], sb["macro_f1_over"] = (float(macro_f1_of(np.asarray(m["confusion"]["matrix"]), macro_over))
+                                                    for m in (ma, mb))
     diffs = {}
     if n_boot:
         k = len(scheme.labels)
@@ -71,7 +78,9 @@ def compare(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, scheme: La
         t = tier_index(scheme)
         va = confusion_scalars(draws.sum(3), scheme, present(gold, pred_a), present(t[gold], t[pred_a]))
         vb = confusion_scalars(draws.sum(2), scheme, present(gold, pred_b), present(t[gold], t[pred_b]))
-    for name in SCALARS:
+        if macro_over:
+            va["macro_f1_over"], vb["macro_f1_over"] = (macro_f1_of(c, macro_over) for c in (draws.sum(3), draws.sum(2)))
+    for name in names:
         lo, hi = percentile_interval(vb[name] - va[name], level) if n_boot else (None, None)
         diffs[name] = {"a": sa[name], "b": sb[name], "difference": sb[name] - sa[name], "low": lo, "high": hi,
                        "interval_excludes_zero": None if lo is None else bool(lo > 0 or hi < 0)}
@@ -107,12 +116,16 @@ def disagreements(frame: pd.DataFrame, gold: np.ndarray, pred_a: np.ndarray, pre
 
 def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold: pd.DataFrame | None = None,
                    labels: str | None = None, drop_unparsed: bool = False, source_a: str = "A", source_b: str = "B",
-                   gold_source: str = "", name_a: str = "A", name_b: str = "B"):
-    """Metrics, figures, tables, headline and notes comparing A and B (for `write_report`)."""
+                   gold_source: str = "", name_a: str = "A", name_b: str = "B", macro_over: list[str] | None = None):
+    """Metrics, figures, tables, headline and notes comparing A and B (for `write_report`);
+    `macro_over`: grade names whose mean F1 is compared too."""
     from taosr1.evaluation import plots
     from taosr1.evaluation.data import common_scheme, labelled, parse_labels
 
     scheme = common_scheme(a, b, labels, source_a, source_b)
+    unknown = [n for n in macro_over or [] if n not in scheme.names]
+    if unknown:
+        raise ValueError(f"--macro-over: {unknown} are not labels of scheme {scheme.name} {scheme.names}")
     a = a.reset_index(drop=True)
     b = align(a, b, cfg.keys, source_a, source_b)
     col_b = "label" if "label" in b.columns else "grade" if "grade" in b.columns else None
@@ -138,7 +151,7 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
     probs_b = la.frame[[f"_b_{c}" for c in scheme.prob_columns]].to_numpy(float) if has_probs_b else None
     clusters, unit = clusters_of(la.frame, cfg.bootstrap_unit)
     r = compare(la.gold, la.pred, pred_b, scheme, n_boot=cfg.bootstrap, level=cfg.ci_level, seed=cfg.seed,
-                clusters=clusters)
+                clusters=clusters, macro_over=[scheme.names.index(n) for n in macro_over or []])
     dis = disagreements(la.frame, la.gold, la.pred, pred_b, scheme, cfg.keys, la.probs, probs_b)
     diffs = pd.DataFrame([{"metric": k, **v} for k, v in r["differences"].items()])
     per_class = pd.DataFrame([{"label": n, f"f1 {name_a}": r["a"]["per_class"][n]["f1"],
@@ -149,13 +162,16 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
                "label_scheme": scheme.name, "differences": r["differences"], "mcnemar": mc,
                "agreement": r["agreement"], "cohen_kappa_a_b": r["cohen_kappa_a_b"], "disagreements": len(dis),
                "bootstrap": {"resamples": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed, "unit": unit},
-               "metrics_a": r["a"], "metrics_b": r["b"], "a_vs_b": r["a_vs_b"]}
+               "metrics_a": r["a"], "metrics_b": r["b"], "a_vs_b": r["a_vs_b"], "macro_over": list(macro_over or [])}
     d = r["differences"]
     summary = {"pairs": r["n"], "A": name_a, "B": name_b}
-    for k in ("accuracy", "macro_f1", "ordinal_mae"):
+    for k in ("accuracy", "macro_f1", "ordinal_mae", "macro_f1_over"):
+        if k not in d:
+            continue
         v = d[k]
         ci = "" if v["low"] is None else f" [{v['low']:+.4f}, {v['high']:+.4f}]"
-        summary[f"{k}: A / B / B - A"] = f"{v['a']:.4f} / {v['b']:.4f} / {v['difference']:+.4f}{ci}"
+        key = f"macro-F1 over {', '.join(macro_over)}" if k == "macro_f1_over" else k
+        summary[f"{key}: A / B / B - A"] = f"{v['a']:.4f} / {v['b']:.4f} / {v['difference']:+.4f}{ci}"
     summary["McNemar: only A right / only B right / p"] = (
         f"{mc['only_a_correct']} / {mc['only_b_correct']} / {mc['p_value']:.4g}")
     summary["label agreement (Cohen's kappa)"] = f"{r['agreement']:.1%} ({r['cohen_kappa_a_b']:.3f})"

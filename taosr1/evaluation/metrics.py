@@ -89,7 +89,9 @@ def evaluate(gold: np.ndarray, pred: np.ndarray, scheme: LabelScheme) -> dict[st
     }
 
 
-def _macro_f1(conf: np.ndarray, classes: list[int]) -> np.ndarray:
+def macro_f1_of(conf: np.ndarray, classes: list[int]) -> np.ndarray:
+    """Mean F1 over `classes` from confusion matrices `conf[..., gold, pred]` (a class with no gold and
+    no prediction counts 0)."""
     tp = np.diagonal(conf, axis1=-2, axis2=-1)
     denom = conf.sum(-1) + conf.sum(-2)  # 2tp + fp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -111,10 +113,10 @@ def confusion_scalars(conf: np.ndarray, scheme: LabelScheme, classes: list[int],
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             "accuracy": np.trace(conf, axis1=-2, axis2=-1) / n,
-            "macro_f1": _macro_f1(conf, classes),
+            "macro_f1": macro_f1_of(conf, classes),
             "ordinal_mae": (conf * dist).sum((-2, -1)) / n,
             "tier_accuracy": np.trace(tconf, axis1=-2, axis2=-1) / n,
-            "tier_macro_f1": _macro_f1(tconf, tier_classes),
+            "tier_macro_f1": macro_f1_of(tconf, tier_classes),
         }
 
 

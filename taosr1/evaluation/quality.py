@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,12 +54,16 @@ def taosr1_eval(predictions: str | Path, gold: str | Path, gold_col: str, out_di
                  "--out", str(out_dir)], out_dir)
 
 
-def taosr1_compare(a: str | Path, b: str | Path, gold: str | Path, gold_col: str, out_dir: str | Path) -> dict[str, Any]:
+def taosr1_compare(a: str | Path, b: str | Path, gold: str | Path, gold_col: str, out_dir: str | Path,
+                   macro_over: Sequence[str] = ()) -> dict[str, Any]:
     """Run `taosr1 compare A B --gold GOLD --gold-col COL --out OUT` (paired bootstrap, McNemar); the
-    numbers kept per seed: B - A of macro-F1 and accuracy with their intervals, and McNemar's counts."""
-    m = _cli(["compare", str(a), str(b), "--gold", str(gold), "--gold-col", gold_col, "--out", str(out_dir)], out_dir)
+    numbers kept per seed: B - A of macro-F1 and accuracy (and of the mean F1 over `macro_over`) with
+    their intervals, and McNemar's counts."""
+    over = ["--macro-over", ",".join(macro_over)] if macro_over else []
+    m = _cli(["compare", str(a), str(b), "--gold", str(gold), "--gold-col", gold_col, "--out", str(out_dir), *over],
+             out_dir)
     keep = ("difference", "low", "high")
-    return {**{k: {f: m["differences"][k][f] for f in keep} for k in METRICS},
+    return {**{k: {f: m["differences"][k][f] for f in keep} for k in (*METRICS, "macro_f1_over") if k in m["differences"]},
             "only_a_correct": m["mcnemar"]["only_a_correct"], "only_b_correct": m["mcnemar"]["only_b_correct"],
             "p_value": m["mcnemar"]["p_value"], "n": m["n"]}
 
@@ -150,16 +154,18 @@ def per_seed_table(rows: dict[str, dict[str, Any]], seeds: list, unit: str = "se
     return "\n".join(lines)
 
 
-def paired_table(paired: dict[str, dict[str, Any]], seeds: list, unit: str = "seed") -> str:
-    """B - A in macro-F1 per seed with its paired 95% interval and McNemar's p, and the mean over seeds.
+def paired_table(paired: dict[str, dict[str, Any]], seeds: list, unit: str = "seed", metric: str = "macro_f1") -> str:
+    """B - A in `metric` (macro-F1, or `macro_f1_over`: the mean F1 over --macro-over's grades) per seed
+    with its paired 95% interval and McNemar's p, and the mean over seeds.
 
     The intervals resample one split's test queries (`taosr1 compare`'s `bootstrap_unit`). Random
     splits share pairs, so none is pooled over them; K query folds do not (bench/quality.py --folds
     scores their pooled files as one split, `seeds` ["pooled"] and `unit` "")."""
-    head = ["B - A, macro-F1", *[f"{unit} {s}".strip() for s in seeds], "mean", f"{unit or 'split'}s B > A"]
+    head = [f"B - A, {'mean F1 over the --macro-over grades' if metric == 'macro_f1_over' else 'macro-F1'}",
+            *[f"{unit} {s}".strip() for s in seeds], "mean", f"{unit or 'split'}s B > A"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for name, per_seed in paired.items():
-        d = [per_seed[str(s)]["macro_f1"] for s in seeds]
+        d = [per_seed[str(s)][metric] for s in seeds]
         cells = [f"{x['difference']:+.3f} ({x['low']:+.3f}, {x['high']:+.3f}) p {per_seed[str(s)]['p_value']:.2f}"
                  for s, x in zip(seeds, d)]
         ahead = sum(x["difference"] > 0 for x in d)

@@ -14,21 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
 OOF_FILE = "oof_{stage}.parquet"
-
-
-def query_folds(frame: pd.DataFrame, query_col: str, folds: int, seed: int) -> np.ndarray:
-    """Each row's fold (0..folds-1); every row of a query in one fold, queries shuffled by `seed`."""
-    from taosr1.training.split import query_keys
-
-    keys = query_keys(frame, query_col)
-    queries = keys.unique()
-    order = np.random.default_rng(seed).permutation(len(queries))
-    fold_of = {queries[i]: k % folds for k, i in enumerate(order)}
-    return keys.map(fold_of).to_numpy()
 
 
 def _fold_scores(cfg, model: Path, held: pd.DataFrame, cache: Path) -> pd.DataFrame:
@@ -54,12 +42,13 @@ def crossfit_calibration(cfg, out: Path, train_input: str, trained: dict[str, st
     from taosr1.io import read_table
     from taosr1.training.common import read_stage, serving_setup
     from taosr1.training.pipeline import fit_beta, run_pipeline
+    from taosr1.training.split import query_fold_ids
 
     serving = serving_setup(cfg.label_config, cfg.labels)
     train = read_table(train_input)
     if cfg.train_rows:  # the pairs the main run's stages train on (cot's limit)
         train = train.head(cfg.train_rows)
-    fold = query_folds(train, serving.label_config.columns.query, cfg.calib_folds, cfg.seed)
+    fold = query_fold_ids(train, serving.label_config.columns.query, cfg.calib_folds, cfg.seed)
     scores: dict[str, list[pd.DataFrame]] = {s: [] for s in trained}
     for k in range(cfg.calib_folds):
         d = out / "crossfit" / f"fold{k}"

@@ -213,7 +213,7 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
     from taosr1.io import read_table
     from taosr1.resources import sample_path
     from taosr1.training.common import read_stage, write_stage
-    from taosr1.training.split import fold_by_query, split_by_query
+    from taosr1.training.split import fold_by_query, query_keys, split_by_query
 
     src = cfg.input or str(sample_path())
     tested = bool(cfg.test_size or cfg.test_folds)
@@ -246,7 +246,7 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
             calib.to_parquet(d / "calib.parquet", index=False)
         train.to_parquet(d / "train.parquet", index=False)
         test.to_parquet(d / "test.parquet", index=False)
-        key = lambda f: set(f[qcol].str.lower().str.strip())  # noqa: E731
+        key = lambda f: set(query_keys(f, qcol))  # noqa: E731
         marker = write_stage(d, "split", {"input": src, "train_rows": len(train), "calib_rows": len(calib),
                                           "test_rows": len(test), "train_queries": int(train[qcol].nunique()),
                                           "test_queries": int(test[qcol].nunique()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 
@@ -24,18 +25,28 @@ def split_by_query(df: pd.DataFrame, query_col: str = "query", test_size: float 
 
 def fold_by_query(df: pd.DataFrame, query_col: str, folds: int, fold: int, seed: int = 0
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, test) with fold `fold` of `folds` query folds as the test side (sklearn GroupKFold,
-    queries shuffled by `seed`). Over folds 0..folds-1 every pair is tested exactly once, so a
-    rare grade is scored on all its pairs, not on the few that one random split holds out."""
+    """(train, test) with fold `fold` of `folds` query folds (`query_fold_ids`) as the test side.
+    Over folds 0..folds-1 every pair is tested exactly once, so a rare grade is scored on all its
+    pairs, not on the few that one random split holds out."""
+    if not (folds >= 2 and 0 <= fold < folds):
+        raise ValueError(f"split: test_folds must be >= 2 and test_fold in [0, test_folds), got {folds}, {fold}")
+    ids = query_fold_ids(df, query_col, folds, seed)
+    return _sides(df, np.flatnonzero(ids != fold), np.flatnonzero(ids == fold))
+
+
+def query_fold_ids(df: pd.DataFrame, query_col: str, folds: int, seed: int = 0) -> np.ndarray:
+    """Each row's query fold, 0..folds-1: every row of a query in one fold (sklearn GroupKFold, queries
+    shuffled by `seed`, folds balanced by rows). The test folds and cross-fitted calibration share it."""
     from sklearn.model_selection import GroupKFold
 
     groups = query_keys(df, query_col)
-    if not (folds >= 2 and 0 <= fold < folds):
-        raise ValueError(f"split: test_folds must be >= 2 and test_fold in [0, test_folds), got {folds}, {fold}")
     if groups.nunique() < folds:
-        raise ValueError(f"split: {folds} folds need at least {folds} distinct queries in {query_col!r}, "
+        raise ValueError(f"split: {folds} query folds need at least {folds} distinct queries in {query_col!r}, "
                          f"found {groups.nunique()}")
-    return _sides(df, *list(GroupKFold(folds, shuffle=True, random_state=seed).split(df, groups=groups))[fold])
+    ids = np.empty(len(df), dtype=int)
+    for k, (_, test_idx) in enumerate(GroupKFold(folds, shuffle=True, random_state=seed).split(df, groups=groups)):
+        ids[test_idx] = k
+    return ids
 
 
 def query_keys(df: pd.DataFrame, query_col: str) -> pd.Series:
