@@ -268,8 +268,9 @@ def _print_pooled(p: dict, a: argparse.Namespace, labels: list[str]) -> None:
     print(q.markdown_table(p["rows"], labels, "split"))
     if p["skipped"]:
         print(f"\nnot pooled (no graded files of every fold in this run): {', '.join(p['skipped'])}")
-    for n, v in p["macro_over"].items():
-        print(f"| {n} | mean F1 over {', '.join(a.macro_over)}: {q.cell(v['summary'])} |")
+    if p["macro_over"]:
+        print(f"\nmean F1 over {', '.join(a.macro_over)}, pooled:\n")
+        print("\n".join(f"| {n} | {q.cell(v['summary'])} |" for n, v in p["macro_over"].items()))
     if p["paired"]:
         print("\npooled, B - A (`taosr1 compare`: 95% bootstrap interval over all the queries, McNemar p):\n")
         print(q.paired_table(p["paired"], ["pooled"], ""))

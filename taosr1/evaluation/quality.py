@@ -161,16 +161,17 @@ def paired_table(paired: dict[str, dict[str, Any]], seeds: list, unit: str = "se
     The intervals resample one split's test queries (`taosr1 compare`'s `bootstrap_unit`). Random
     splits share pairs, so none is pooled over them; K query folds do not (bench/quality.py --folds
     scores their pooled files as one split, `seeds` ["pooled"] and `unit` "")."""
+    many = len(seeds) > 1  # one pooled split: no mean, no count of splits
     head = [f"B - A, {'mean F1 over the --macro-over grades' if metric == 'macro_f1_over' else 'macro-F1'}",
-            *[f"{unit} {s}".strip() for s in seeds], "mean", f"{unit or 'split'}s B > A"]
+            *[f"{unit} {s}".strip() for s in seeds], *(["mean", f"{unit}s B > A"] if many else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for name, per_seed in paired.items():
         d = [per_seed[str(s)][metric] for s in seeds]
         cells = [f"{x['difference']:+.3f} ({x['low']:+.3f}, {x['high']:+.3f}) p {per_seed[str(s)]['p_value']:.2f}"
                  for s, x in zip(seeds, d)]
-        ahead = sum(x["difference"] > 0 for x in d)
-        lines.append("| " + " | ".join([name, *cells, f"{np.mean([x['difference'] for x in d]):+.3f}",
-                                         f"{ahead} of {len(d)}"]) + " |")
+        if many:
+            cells += [f"{np.mean([x['difference'] for x in d]):+.3f}", f"{sum(x['difference'] > 0 for x in d)} of {len(d)}"]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines)
 
 
