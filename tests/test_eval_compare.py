@@ -158,3 +158,30 @@ def test_macro_over_compares_the_mean_f1_of_the_named_grades_only(tmp_path):
     assert "macro-F1 over E, S, I" in (tmp_path / "cmp" / "report.md").read_text()
     bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad"), "--macro-over", "E,Excellent"])
     assert bad.exit_code == 2 and "['Excellent'] are not labels of scheme esci" in bad.output
+
+
+def test_eval_macro_over_reports_the_mean_f1_of_the_named_grades_with_a_query_interval(tmp_path):
+    """`taosr1 eval --macro-over`: one model's mean F1 over the named grades (sklearn's), its interval
+    from the same query resamples, in the printed line, metrics.json and the report; a typo stops it."""
+    from sklearn.metrics import f1_score
+
+    gold, a, _, _ = planted()
+    fa, _ = frames(gold, a, a)
+    fa.to_parquet(tmp_path / "a.parquet", index=False)
+    args = ["eval", str(tmp_path / "a.parquet"), "--gold-col", "gold", "--bootstrap", "300"]
+    out = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "ev"), "--macro-over", "E, S,I"])
+    assert out.exit_code == 0, out.output
+    line = json.loads(out.output.strip().splitlines()[-1])
+    expected = f1_score(gold, a, labels=[0, 1, 3], average="macro")
+    assert line["macro_over"] == ["E", "S", "I"] and line["macro_f1_over"] == pytest.approx(expected)
+    assert line["macro_f1_over"] != pytest.approx(line["macro_f1"])
+    ci = line["macro_f1_over_ci"]
+    assert ci["low"] < line["macro_f1_over"] < ci["high"]
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["macro_f1_over"] == line["macro_f1_over"] and metrics["ci"]["macro_f1_over"] == ci
+    assert metrics["bootstrap"]["unit"].startswith("whole query_id clusters")
+    assert "macro-F1 over E, S, I" in (tmp_path / "ev" / "report.md").read_text()
+    plain = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "plain")])
+    assert "macro_f1_over" not in json.loads(plain.output.strip().splitlines()[-1])
+    bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad"), "--macro-over", "Excellent"])
+    assert bad.exit_code == 2 and "['Excellent'] are not labels of scheme esci" in bad.output

@@ -72,6 +72,11 @@ def _labelled(predictions, fmt, gold_col, gold, gold_fmt, cfg, labels, drop_unpa
                     keys=cfg.keys, labels=labels, drop_unparsed=drop_unparsed)
 
 
+def _names(option: str) -> list[str]:
+    """Grade names of a comma-separated option (--macro-over)."""
+    return [x.strip() for x in option.split(",") if x.strip()]
+
+
 @click.command("eval")
 @click.argument("predictions")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Report folder.")
@@ -83,9 +88,12 @@ def _labelled(predictions, fmt, gold_col, gold, gold_fmt, cfg, labels, drop_unpa
 @click.option("--gold-format", type=click.Choice(["csv", "parquet", "jsonl", "delta"]))
 @click.option("--run-date", help="Evaluate one run of a nightly table (its run_date, YYYY-MM-DD).")
 @click.option("--title", help="Report title.")
+@click.option("--macro-over", default="", metavar="LABELS",
+              help="Also report the mean F1 over these grades only (e.g. Excellent,Related,Irrelevant: "
+                   "macro-F1 without a grade too rare to resolve), with its interval.")
 @eval_options
-def eval_cmd(predictions, out_dir, gold_col, gold, segment, drop_unparsed, fmt, gold_format, run_date, title, config,
-             overrides, key_col, labels, bootstrap, seed):
+def eval_cmd(predictions, out_dir, gold_col, gold, segment, drop_unparsed, fmt, gold_format, run_date, title, macro_over,
+             config, overrides, key_col, labels, bootstrap, seed):
     """Score PREDICTIONS (the output of `taosr1 label` or the nightly job) against gold labels.
 
     Writes OUT/metrics.json (accuracy, macro_f1, per_class, n, confusion, ordinal error, tier metrics,
@@ -99,7 +107,8 @@ def eval_cmd(predictions, out_dir, gold_col, gold, segment, drop_unparsed, fmt, 
         cfg = _config(config, overrides, keys=list(key_col) or None, bootstrap=bootstrap, seed=seed)
         lab = _labelled(predictions, fmt, gold_col, gold, gold_format, cfg, labels, drop_unparsed, run_date)
         metrics, figures, tables, summary, notes = eval_report(
-            lab, cfg, segment, predictions=predictions, gold=f"{gold or predictions} column {gold_col}")
+            lab, cfg, segment, predictions=predictions, gold=f"{gold or predictions} column {gold_col}",
+            macro_over=_names(macro_over))
     except _ERRORS as e:
         _fail(str(e))
     from taosr1.evaluation.evaluate import CAPTIONS
@@ -108,7 +117,11 @@ def eval_cmd(predictions, out_dir, gold_col, gold, segment, drop_unparsed, fmt, 
     paths = write_folder(out_dir, write_report, title, metrics, figures, tables, summary=summary, notes=notes,
                          captions=CAPTIONS)
     line = {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "ordinal_mae", "ece")}
-    line.update({"macro_f1_ci": metrics["ci"].get("macro_f1"), "report": str(paths["html"])})
+    line["macro_f1_ci"] = metrics["ci"].get("macro_f1")
+    if "macro_f1_over" in metrics:
+        line.update(macro_over=metrics["macro_f1_over_labels"], macro_f1_over=metrics["macro_f1_over"],
+                    macro_f1_over_ci=metrics["ci"].get("macro_f1_over"))
+    line["report"] = str(paths["html"])
     click.echo(json.dumps(line))
 
 
@@ -147,7 +160,7 @@ def compare_cmd(a, b, out_dir, gold_col, gold, name_a, name_b, drop_unparsed, fm
         result = compare_report(da, db, cfg, gold_col=gold_col, gold=gold_df, labels=labels,
                                 drop_unparsed=drop_unparsed, source_a=a, source_b=b, gold_source=gold or a,
                                 name_a=name_a, name_b=name_b,
-                                macro_over=[x.strip() for x in macro_over.split(",") if x.strip()])
+                                macro_over=_names(macro_over))
     except _ERRORS as e:
         _fail(str(e))
     metrics, figures, tables, summary, notes = result

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from taosr1.evaluation.metrics import (SCALARS, clusters_of, confusion_scalars, evaluate, macro_f1_of,
+from taosr1.evaluation.metrics import (SCALARS, clusters_of, confusion_scalars, evaluate, label_indices, macro_f1_of,
                                        percentile_interval, present, resample_confusions, tier_index)
 from taosr1.labels import LabelScheme
 
@@ -123,9 +123,7 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
     from taosr1.evaluation.data import common_scheme, labelled, parse_labels
 
     scheme = common_scheme(a, b, labels, source_a, source_b)
-    unknown = [n for n in macro_over or [] if n not in scheme.names]
-    if unknown:
-        raise ValueError(f"--macro-over: {unknown} are not labels of scheme {scheme.name} {scheme.names}")
+    over = label_indices(scheme, macro_over or [])
     a = a.reset_index(drop=True)
     b = align(a, b, cfg.keys, source_a, source_b)
     col_b = "label" if "label" in b.columns else "grade" if "grade" in b.columns else None
@@ -151,7 +149,7 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
     probs_b = la.frame[[f"_b_{c}" for c in scheme.prob_columns]].to_numpy(float) if has_probs_b else None
     clusters, unit = clusters_of(la.frame, cfg.bootstrap_unit)
     r = compare(la.gold, la.pred, pred_b, scheme, n_boot=cfg.bootstrap, level=cfg.ci_level, seed=cfg.seed,
-                clusters=clusters, macro_over=[scheme.names.index(n) for n in macro_over or []])
+                clusters=clusters, macro_over=over)
     dis = disagreements(la.frame, la.gold, la.pred, pred_b, scheme, cfg.keys, la.probs, probs_b)
     diffs = pd.DataFrame([{"metric": k, **v} for k, v in r["differences"].items()])
     per_class = pd.DataFrame([{"label": n, f"f1 {name_a}": r["a"]["per_class"][n]["f1"],

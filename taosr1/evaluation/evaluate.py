@@ -12,7 +12,7 @@ from taosr1.evaluation import plots
 from taosr1.evaluation.calibration import calibration_report, cumpt_curve
 from taosr1.evaluation.config import EvalConfig
 from taosr1.evaluation.data import Labelled
-from taosr1.evaluation.metrics import bootstrap_intervals, by_segment, clusters_of, evaluate
+from taosr1.evaluation.metrics import bootstrap_intervals, by_segment, clusters_of, evaluate, label_indices, macro_f1_of
 from taosr1.labels import LabelScheme
 
 
@@ -80,20 +80,25 @@ def calibration_section(probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme
 
 
 def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str, ...] = (), *,
-                predictions: str = "", gold: str = "") -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame], dict[str, Any], list[str]]:
-    """Metrics, figures, tables, headline and notes of one evaluation."""
+                predictions: str = "", gold: str = "", macro_over: list[str] | tuple[str, ...] = ()
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame], dict[str, Any], list[str]]:
+    """Metrics, figures, tables, headline and notes of one evaluation; `macro_over` (grade names) adds
+    `macro_f1_over`, the mean F1 over those grades, with its interval."""
     missing = [c for c in segments if c not in lab.frame.columns]
     if missing:
         raise ValueError(f"{predictions}: segment column(s) {missing} not found (columns: {list(lab.frame.columns)})")
     scheme = lab.scheme
+    over = label_indices(scheme, macro_over)
     m = evaluate(lab.gold, lab.pred, scheme)
     clusters, unit = clusters_of(lab.frame, cfg.bootstrap_unit)
     ci = bootstrap_intervals(lab.gold, lab.pred, scheme, n_boot=cfg.bootstrap, level=cfg.ci_level,
-                             seed=cfg.seed, clusters=clusters) if cfg.bootstrap else {}
+                             seed=cfg.seed, clusters=clusters, over=over) if cfg.bootstrap else {}
     scalars = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ordinal_mae": m["ordinal_mae"],
                "tier_accuracy": m["tiers"]["accuracy"], "tier_macro_f1": m["tiers"]["macro_f1"]}
+    if over:
+        scalars["macro_f1_over"] = float(macro_f1_of(np.asarray(m["confusion"]["matrix"]), over))
     metrics: dict[str, Any] = {
-        "n": m["n"], **scalars, "weighted_f1": m["weighted_f1"],
+        "n": m["n"], **scalars, **({"macro_f1_over_labels": list(macro_over)} if over else {}), "weighted_f1": m["weighted_f1"],
         "label_scheme": scheme.name, "model": _single(lab.frame, "model"), "beta": _beta(lab.frame),
         "predictions": predictions, "gold": gold,
         "excluded_unparsed_gold": lab.excluded_unparsed, "gold_without_prediction": lab.gold_without_prediction,
@@ -111,7 +116,8 @@ def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str,
     tables: dict[str, pd.DataFrame] = {"per_class": per_class_table(m), "tiers": tier_table(m)}
     summary: dict[str, Any] = {"pairs evaluated": m["n"], "label scheme": scheme.name,
                                "model": metrics["model"], "beta": metrics["beta"]}
-    summary.update({name: with_interval(v, ci.get(name)) for name, v in scalars.items()})
+    summary.update({(f"macro-F1 over {', '.join(macro_over)}" if name == "macro_f1_over" else name):
+                    with_interval(v, ci.get(name)) for name, v in scalars.items()})
     notes = [f"Predictions: {predictions}; gold labels: {gold}.",
              f"Intervals: {cfg.ci_level:.0%} percentile bootstrap, {cfg.bootstrap} resamples of {unit}, seed {cfg.seed}.",
              f"Macro averages run over the labels present in gold or predictions: {m['macro_over']}."]

@@ -99,6 +99,14 @@ def macro_f1_of(conf: np.ndarray, classes: list[int]) -> np.ndarray:
     return f1[..., classes].mean(-1)
 
 
+def label_indices(scheme: LabelScheme, names: list[str] | tuple[str, ...]) -> list[int]:
+    """Scheme indices of grade names given to --macro-over; an unknown name is an error naming the scheme's labels."""
+    unknown = [n for n in names if n not in scheme.names]
+    if unknown:
+        raise ValueError(f"--macro-over: {unknown} are not labels of scheme {scheme.name} {scheme.names}")
+    return [scheme.names.index(n) for n in names]
+
+
 def confusion_scalars(conf: np.ndarray, scheme: LabelScheme, classes: list[int], tier_classes: list[int]) -> dict[str, np.ndarray]:
     """The SCALARS from confusion matrices `conf[..., gold, pred]` (any leading batch shape).
 
@@ -174,15 +182,19 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[float | None,
 
 def bootstrap_intervals(gold: np.ndarray, pred: np.ndarray, scheme: LabelScheme, *, n_boot: int = 1000,
                         level: float = 0.95, seed: int = 0,
-                        clusters: np.ndarray | None = None) -> dict[str, dict[str, float | None]]:
-    """Percentile bootstrap interval of each of SCALARS: {name: {low, high}}; rows, or whole clusters."""
+                        clusters: np.ndarray | None = None,
+                        over: list[int] | None = None) -> dict[str, dict[str, float | None]]:
+    """Percentile bootstrap interval of each of SCALARS: {name: {low, high}}; rows, or whole clusters.
+    `over` (class indices) adds `macro_f1_over`, the mean F1 over those classes, from the same draws."""
     gold, pred = np.asarray(gold), np.asarray(pred)
     k = len(scheme.labels)
     draws = resample_confusions(gold * k + pred, k * k, n_boot, seed, clusters).reshape(n_boot, k, k)
     t = tier_index(scheme)
     vals = confusion_scalars(draws, scheme, present(gold, pred), present(t[gold], t[pred]))
+    if over:
+        vals["macro_f1_over"] = macro_f1_of(draws, over)
     out = {}
-    for name in SCALARS:
+    for name in (*SCALARS, *(["macro_f1_over"] if over else [])):
         lo, hi = percentile_interval(vals[name], level)
         out[name] = {"low": lo, "high": hi}
     return out
