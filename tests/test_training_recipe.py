@@ -471,6 +471,12 @@ def test_cpu_recipe_runs_end_to_end_calibrates_off_test_and_ships_an_adapter(tin
     card = check_default_adapter(ship)  # whole: its sha256 matches
     assert card["agreement"]["top_label_agreement"] == 1.0 and card["prompt_version"].endswith("-evidence")
     assert card["beta"]["taosr1"] == summary["calibration"]["sft"]["beta"]
+    # an adapter that does not reproduce the model (rank 1, no gap allowed) stops the export: nothing ships
+    tight = ["export_rank=1", "export_tolerance=0", f"ship_to={tmp_path / 'ship2'}"]
+    r = CliRunner().invoke(main, args + [x for s in sets + tight for x in ("--set", s)])
+    assert r.exit_code != 0 and "nothing shipped. Raise export_rank" in r.output, r.output
+    assert not (tmp_path / "ship2").exists() and (out / "pipeline_summary.json").is_file()
+    assert check_default_adapter(ship)["sha256"] == card["sha256"]
 
 
 def test_crossfit_calibration_scores_every_training_pair_with_a_model_that_never_saw_it(tiny_model, tmp_path):

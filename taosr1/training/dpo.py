@@ -83,12 +83,14 @@ class DPOStageConfig(TrainStage, DPOConfig):
         samples: the output folder of `taosr1 sample` (pass@N samples of that model).
         pairs_per_prompt: preference pairs per prompt at most.
         class_weight_power: with `draw: label` samples, each pair's loss is weighed by its gold
-            class's inverse frequency to this power (0 = unweighted), as the SFT label phase is.
+            class's inverse frequency to this power (0 = unweighted; 1 = balanced). Balanced by
+            default: lowering a rejected label lowers it for every prompt, and pairs with the common
+            gold grade would otherwise push every prompt toward it.
     """
 
     samples: str = ""
     pairs_per_prompt: int = 1
-    class_weight_power: float = 0.5
+    class_weight_power: float = 1.0
     max_length: int | None = 768
     learning_rate: float = 5e-6
 

@@ -5,7 +5,7 @@ model differs from the base by a sum of low-rank updates. Each changed linear we
 difference is factored by SVD and truncated to `rank`, saved as a peft adapter in float16.
 The export then grades prompts with the base + adapter and with the trained model and
 reports how often the top label agrees and the largest probability gap: the adapter ships
-only when it reproduces the model.
+only when it reproduces the model (the pipeline's `export_tolerance`).
 """
 
 from __future__ import annotations

@@ -63,6 +63,9 @@ class PipelineConfig:
         cot, sft, sample, dpo, grpo: each stage's own settings (keys of CoTConfig, SFTStageConfig,
             SampleConfig, DPOStageConfig, GRPOStageConfig), less the ones the pipeline wires (WIRED).
         export_rank: rank of the exported LoRA adapter (0 = no export).
+        export_tolerance: the largest P(label) gap allowed between the trained model and base + adapter
+            on the checked prompts; a wider gap (a rank too low for the stages' summed updates) stops the
+            export before anything ships.
         ship_to: copy the exported adapter and its card into this folder ("" = no copy;
             conf/train/default_model.yaml ships to taosr1/data/default_model).
     """
@@ -92,6 +95,7 @@ class PipelineConfig:
     dpo: dict = field(default_factory=dict)
     grpo: dict = field(default_factory=dict)
     export_rank: int = 0
+    export_tolerance: float = 0.02
     ship_to: str = ""
 
     def __post_init__(self) -> None:
@@ -111,8 +115,9 @@ class PipelineConfig:
         if self.calib_folds and (self.calib_folds < 2 or self.calib_size):
             raise ConfigError(f"calib_folds must be 0 or >= 2, with calib_size 0 (one way to calibrate), got "
                               f"calib_folds {self.calib_folds}, calib_size {self.calib_size}")
-        if self.export_rank < 0:
-            raise ConfigError(f"export_rank must be >= 0, got {self.export_rank}")
+        if self.export_rank < 0 or not 0 <= self.export_tolerance <= 1:
+            raise ConfigError(f"export_rank must be >= 0 and export_tolerance in [0, 1], got {self.export_rank}, "
+                              f"{self.export_tolerance}")
         if self.ship_to and not self.export_rank:
             raise ConfigError("ship_to needs an adapter: set export_rank above 0")
         for name in STAGES:
@@ -405,9 +410,13 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
     if cfg.evaluate and test_file:
         models = {"zero_shot": resolve_model(cfg.model), **trained}
         summary["eval"] = evaluate_models(cfg, out, test_file, models, log)
+    def save() -> None:
+        (out / "pipeline_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+    save()  # before the export, which may refuse to ship: the run's numbers stay
     if cfg.export_rank and trained:
         summary["export"] = export_last(cfg, out, list(trained.values())[-1], summary, log)
-    (out / "pipeline_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        save()
     return summary
 
 
@@ -436,7 +445,12 @@ def export_last(cfg: PipelineConfig, out: Path, model: str, summary: dict[str, A
     cot = pd.read_parquet(out / "cot" / COT_FILE).head(256)
     ids = PromptBuilder(tok, serving.scheme, serving.prompt).build(field_rows(cot)).ids
     label_ids = [tok.convert_tokens_to_ids(lab.token) for lab in serving.scheme.labels]
-    report["agreement"] = agreement(model, merged, tok, ids, label_ids)
+    report["agreement"] = agree = agreement(model, merged, tok, ids, label_ids)
+    if agree["max_abs_prob_diff"] > cfg.export_tolerance:
+        raise ConfigError(f"export: the rank-{report['rank']} adapter in {out / 'adapter'} moves P(label) by up to "
+                          f"{agree['max_abs_prob_diff']} against {model} (export_tolerance {cfg.export_tolerance}; top "
+                          f"label agrees on {agree['top_label_agreement']:.1%} of {agree['rows']} prompts); nothing "
+                          f"shipped. Raise export_rank (max relative error per matrix {report['max_relative_error']})")
     scheme = serving.scheme.name
     beta = read_calibration(model, scheme)
     write_card(out / "adapter", report, base=cfg.model, stage=Path(model).name, labels=scheme,
