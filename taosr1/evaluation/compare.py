@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from taosr1.evaluation.metrics import (SCALARS, clusters_of, confusion_scalars, evaluate, label_indices, macro_f1_of,
-                                       percentile_interval, present, resample_confusions, tier_index)
+from taosr1.evaluation.metrics import (clusters_of, confusion_scalars, evaluate, label_indices, percentile_interval,
+                                       present, resample_confusions, scalars_of, tier_index)
 from taosr1.labels import LabelScheme
 
 
@@ -59,28 +59,16 @@ def compare(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, scheme: La
 
     gold, pred_a, pred_b = (np.asarray(x) for x in (gold, pred_a, pred_b))
     ma, mb = evaluate(gold, pred_a, scheme), evaluate(gold, pred_b, scheme)
-
-    def scalars(m):
-        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ordinal_mae": m["ordinal_mae"],
-                "tier_accuracy": m["tiers"]["accuracy"], "tier_macro_f1": m["tiers"]["macro_f1"]}
-
-    sa, sb = scalars(ma), scalars(mb)
-    names = list(SCALARS)
-    if macro_over:
-        names.append("macro_f1_over")
-        sa["macro_f1_over"], sb["macro_f1_over"] = (float(macro_f1_of(np.asarray(m["confusion"]["matrix"]), macro_over))
-                                                    for m in (ma, mb))
+    sa, sb = scalars_of(ma, macro_over), scalars_of(mb, macro_over)
     diffs = {}
     if n_boot:
         k = len(scheme.labels)
         codes = (gold * k + pred_a) * k + pred_b
         draws = resample_confusions(codes, k ** 3, n_boot, seed, clusters).reshape(n_boot, k, k, k)
         t = tier_index(scheme)
-        va = confusion_scalars(draws.sum(3), scheme, present(gold, pred_a), present(t[gold], t[pred_a]))
-        vb = confusion_scalars(draws.sum(2), scheme, present(gold, pred_b), present(t[gold], t[pred_b]))
-        if macro_over:
-            va["macro_f1_over"], vb["macro_f1_over"] = (macro_f1_of(c, macro_over) for c in (draws.sum(3), draws.sum(2)))
-    for name in names:
+        va = confusion_scalars(draws.sum(3), scheme, present(gold, pred_a), present(t[gold], t[pred_a]), macro_over)
+        vb = confusion_scalars(draws.sum(2), scheme, present(gold, pred_b), present(t[gold], t[pred_b]), macro_over)
+    for name in sa:
         lo, hi = percentile_interval(vb[name] - va[name], level) if n_boot else (None, None)
         diffs[name] = {"a": sa[name], "b": sb[name], "difference": sb[name] - sa[name], "low": lo, "high": hi,
                        "interval_excludes_zero": None if lo is None else bool(lo > 0 or hi < 0)}

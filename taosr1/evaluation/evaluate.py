@@ -12,7 +12,7 @@ from taosr1.evaluation import plots
 from taosr1.evaluation.calibration import calibration_report, cumpt_curve
 from taosr1.evaluation.config import EvalConfig
 from taosr1.evaluation.data import Labelled
-from taosr1.evaluation.metrics import bootstrap_intervals, by_segment, clusters_of, evaluate, label_indices, macro_f1_of
+from taosr1.evaluation.metrics import bootstrap_intervals, by_segment, clusters_of, evaluate, label_indices, scalars_of
 from taosr1.labels import LabelScheme
 
 
@@ -93,10 +93,7 @@ def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str,
     clusters, unit = clusters_of(lab.frame, cfg.bootstrap_unit)
     ci = bootstrap_intervals(lab.gold, lab.pred, scheme, n_boot=cfg.bootstrap, level=cfg.ci_level,
                              seed=cfg.seed, clusters=clusters, over=over) if cfg.bootstrap else {}
-    scalars = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ordinal_mae": m["ordinal_mae"],
-               "tier_accuracy": m["tiers"]["accuracy"], "tier_macro_f1": m["tiers"]["macro_f1"]}
-    if over:
-        scalars["macro_f1_over"] = float(macro_f1_of(np.asarray(m["confusion"]["matrix"]), over))
+    scalars = scalars_of(m, over)
     metrics: dict[str, Any] = {
         "n": m["n"], **scalars, **({"macro_f1_over_labels": list(macro_over)} if over else {}), "weighted_f1": m["weighted_f1"],
         "label_scheme": scheme.name, "model": _single(lab.frame, "model"), "beta": _beta(lab.frame),

@@ -107,8 +107,20 @@ def label_indices(scheme: LabelScheme, names: list[str] | tuple[str, ...]) -> li
     return [scheme.names.index(n) for n in names]
 
 
-def confusion_scalars(conf: np.ndarray, scheme: LabelScheme, classes: list[int], tier_classes: list[int]) -> dict[str, np.ndarray]:
-    """The SCALARS from confusion matrices `conf[..., gold, pred]` (any leading batch shape).
+def scalars_of(m: dict[str, Any], over: list[int] | None = None) -> dict[str, float]:
+    """The SCALARS of one `evaluate` result; with `over` (class indices) also `macro_f1_over`, the mean
+    F1 over those classes."""
+    out = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ordinal_mae": m["ordinal_mae"],
+           "tier_accuracy": m["tiers"]["accuracy"], "tier_macro_f1": m["tiers"]["macro_f1"]}
+    if over:
+        out["macro_f1_over"] = float(macro_f1_of(np.asarray(m["confusion"]["matrix"]), over))
+    return out
+
+
+def confusion_scalars(conf: np.ndarray, scheme: LabelScheme, classes: list[int], tier_classes: list[int],
+                      over: list[int] | None = None) -> dict[str, np.ndarray]:
+    """The SCALARS from confusion matrices `conf[..., gold, pred]` (any leading batch shape), and
+    `macro_f1_over` with `over`, as `scalars_of` gives the point estimate.
 
     Macro averages run over the fixed `classes` / `tier_classes`, as in the point estimate.
     """
@@ -119,13 +131,16 @@ def confusion_scalars(conf: np.ndarray, scheme: LabelScheme, classes: list[int],
     onehot = np.eye(len(scheme.tiers))[tier_index(scheme)]  # [k, tiers]
     tconf = onehot.T @ conf @ onehot
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {
+        out = {
             "accuracy": np.trace(conf, axis1=-2, axis2=-1) / n,
             "macro_f1": macro_f1_of(conf, classes),
             "ordinal_mae": (conf * dist).sum((-2, -1)) / n,
             "tier_accuracy": np.trace(tconf, axis1=-2, axis2=-1) / n,
             "tier_macro_f1": macro_f1_of(tconf, tier_classes),
         }
+    if over:
+        out["macro_f1_over"] = macro_f1_of(conf, over)
+    return out
 
 
 def resample_confusions(codes: np.ndarray, n_cells: int, n_boot: int, seed: int,
@@ -190,11 +205,9 @@ def bootstrap_intervals(gold: np.ndarray, pred: np.ndarray, scheme: LabelScheme,
     k = len(scheme.labels)
     draws = resample_confusions(gold * k + pred, k * k, n_boot, seed, clusters).reshape(n_boot, k, k)
     t = tier_index(scheme)
-    vals = confusion_scalars(draws, scheme, present(gold, pred), present(t[gold], t[pred]))
-    if over:
-        vals["macro_f1_over"] = macro_f1_of(draws, over)
+    vals = confusion_scalars(draws, scheme, present(gold, pred), present(t[gold], t[pred]), over)
     out = {}
-    for name in (*SCALARS, *(["macro_f1_over"] if over else [])):
+    for name in vals:
         lo, hi = percentile_interval(vals[name], level)
         out[name] = {"low": lo, "high": hi}
     return out

@@ -410,6 +410,7 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
     if cfg.evaluate and test_file:
         models = {"zero_shot": resolve_model(cfg.model), **trained}
         summary["eval"] = evaluate_models(cfg, out, test_file, models, log)
+
     def save() -> None:
         (out / "pipeline_summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
