@@ -2,6 +2,8 @@
 
     python bench/bench_incremental.py                    # tiny model, 20,208 rows, 90% repeated
     python bench/bench_incremental.py --model /path/to/model --copies 16 --repeat 0.9
+    python bench/bench_incremental.py --model default --set label.engine.dtype=bfloat16 \
+        --out bench/results/bench_incremental_smollm_20k.json   # the shipped model, 20,208 rows
 
 Night 1 grades N pairs (the bundled sample repeated, each copy's titles made distinct, so
 no two rows share a fingerprint) and starts the fingerprint table. Night 2 keeps a
@@ -9,7 +11,7 @@ no two rows share a fingerprint) and starts the fingerprint table. Night 2 keeps
 runs twice on warm workers: full (reuse: off, into another table), then incremental
 (reuse: previous). Times are end to end around `nightly.run` (read, fingerprint lookup,
 grading, commit, fingerprint update, runs row); the Spark session start is excluded.
-Prints a table, writes bench/results/bench_incremental.json.
+Prints a table, writes JSON (`--out`, default bench/results/bench_incremental.json).
 """
 
 from __future__ import annotations
@@ -59,13 +61,18 @@ def timed_run(spark, cfg, **kw) -> tuple[dict, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="", help="model folder ('' = a tiny random model built on the spot)")
+    ap.add_argument("--model", default="",
+                    help="model folder; '' = a tiny random model built on the spot, 'default' = the embedded default")
     ap.add_argument("--copies", type=int, default=16, help="copies of the 1,263-row sample (16: 20,208 rows)")
     ap.add_argument("--repeat", type=float, default=0.9, help="share of night 1's pairs night 2 repeats")
     ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a conf/nightly.yaml override for both nights, e.g. label.engine.dtype=bfloat16")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_incremental.json")
     args = ap.parse_args()
 
     from taosr1 import config as cfgmod
+    from taosr1.models import resolve_model
     from taosr1.nightly import NightlyConfig
     from taosr1.resources import conf_dir
     from taosr1.spark.session import get_session, load_profile
@@ -76,14 +83,17 @@ def main() -> None:
             from taosr1.tiny import build_tiny_model
 
             args.model = str(build_tiny_model(tmp / "tiny"))
+        elif args.model == "default":
+            args.model = resolve_model("")
         n1, n2, rows, repeated = make_nights(args.copies, args.repeat, tmp)
         profile = load_profile("local")
         profile.master = args.master
         spark = get_session(profile)
 
         def cfg(reuse: str):
+            values = {"label.engine.model": args.model, "label.beta": 0.5, "reuse": reuse}
             return cfgmod.load(NightlyConfig, conf_dir() / "nightly.yaml",
-                               {"label.engine.model": args.model, "label.beta": 0.5, "reuse": reuse})
+                               {**values, **cfgmod.parse_overrides(args.overrides)})
 
         out, full_out = tmp / "grades", tmp / "full"
         first, t1 = timed_run(spark, cfg("previous"), input=str(n1), output=str(out), run_date="2025-06-01")
@@ -96,6 +106,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU, shared",
         "model": Path(args.model).name,
         "master": args.master,
+        "overrides": args.overrides,
         "rows_per_night": rows,
         "repeated_share": args.repeat,
         "repeated_rows": repeated,
@@ -119,7 +130,7 @@ def main() -> None:
     print(f"{'night 2 incremental':30}{ti:>10.1f}{incr['graded']:>10}{incr['reused']:>10}"
           f"{incr['graded'] - incr['reused']:>10}")
     print(f"incremental / full = {ratio:.3f} (target <= 0.2); load average {os.getloadavg()[0]:.1f}")
-    dest = HERE / "results" / "bench_incremental.json"
+    dest = args.out
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"written {dest}")

@@ -97,6 +97,10 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path))
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None and type(backend.model).__name__ == "BPE":
+        # transformers ignores this cleanup for BPE anyway, and would warn at each worker's first decode
+        tok.clean_up_tokenization_spaces = False
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -56,6 +56,24 @@ def test_default_model_converts_from_the_packaged_gguf_and_scores():
     assert len(text.strip()) > 0  # a real language model writes words
 
 
+def test_default_tokenizer_cuts_a_long_title_without_a_cleanup_warning(capfd):
+    """The converted tokenizer's config asks for WordPiece space cleanup, which transformers ignores
+    for BPE and warns about at each process's first decode: one alarming line per worker per night."""
+    from transformers.utils import logging as hf_logging
+
+    from taosr1.labels import load_scheme
+    from taosr1.models import load_tokenizer, resolve_model
+    from taosr1.prompts import PromptBuilder, PromptConfig
+
+    hf_logging.get_logger().warning_once.cache_clear()  # it warns once per process; forget earlier tests
+    tok = load_tokenizer(resolve_model(""))
+    title = "Panasonic FV-0511VQ1 WhisperCeiling DC Ventilation Fan , Speed Selector , Quiet , White"
+    built = PromptBuilder(tok, load_scheme("taosr1"), PromptConfig(title_tokens=6)).build([{"query": "fan", "title": title}])
+    assert built.truncated == [True]
+    assert "Title: Panasonic FV- ...\n" in tok.decode(built.ids[0])
+    assert "clean_up_tokenization_spaces" not in capfd.readouterr().err
+
+
 def test_default_model_is_the_base_with_the_shipped_adapter_and_its_beta():
     """`--model ""` is base + taosr1/data/default_model merged once; `--model base` the untrained base."""
     import pandas as pd
