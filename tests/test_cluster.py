@@ -79,7 +79,8 @@ def runs(cluster, spark, tiny_model, sample_df, tmp_path_factory):
     on_cluster = spark_submit(cluster.url, home, *args, "--output", "cluster/grades",
                               conf={"spark.locality.wait": "0", "spark.cores.max": "2", "spark.executor.memory": "1g",
                                     "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-                                    "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s"})
+                                    "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s",
+                                    "spark.log.level": "INFO"})  # a submitted level wins over the profile's
     return home, local, on_cluster
 
 
@@ -91,6 +92,7 @@ def test_cluster_run_ran_on_both_workers_one_engine_each(cluster, runs):
     # two executors, each graded with the one engine its Python worker loaded
     assert record["workers"] == 2 and record["engine_loads"] == 2
     assert on_cluster["log"].count("1 engine load(s)") == 2
+    assert "INFO DAGScheduler: Job 0 finished" in on_cluster["log"]  # submitted INFO held after the start
     # each worker launched an executor in its own work folder (app-*/<executor id>/), not the driver's
     for work in cluster.work_dirs:
         executors = [d for d in work.glob(f"{record['spark_app_id']}/*") if d.is_dir()]

@@ -310,3 +310,5 @@ def test_spark_submit_job_on_a_gpu_cluster_profile(tiny_model, sample_df, tmp_pa
     assert record["spark_app_id"].startswith("app-")  # spark-submit's --master won over the local profile
     assert record["gpus"] and set(record["gpus"].split(",")) <= {"0", "1"}
     assert record["engine_loads"] == record["workers"] >= 1
+    # the profile's log level (local: ERROR) holds from the context's start: no INFO start-up lines
+    assert "INFO SparkContext: Submitted application" not in res.stdout + res.stderr

@@ -28,7 +28,8 @@ class SparkProfile:
     Parameters:
         master: Spark master for runs outside spark-submit; "" leaves it to spark-submit.
         app_name: application name.
-        log_level: Spark's log level once the session runs.
+        log_level: Spark's log level from the context's start (`spark.log.level`; a level given to
+            spark-submit wins).
         conf: Spark settings (`spark.*` keys).
         delta_jars: where a `writer: spark` session gets the delta-spark jars: `pip` (the
             delta-spark package's Maven artifact, fetched at launch) or `cluster` (already on
@@ -99,6 +100,8 @@ def get_session(profile: SparkProfile | str = "local", master: str = "", delta: 
         conf.setMaster(profile.master)
     if not conf.contains("spark.app.name"):
         conf.setAppName(profile.app_name)
+    if not conf.contains("spark.log.level"):  # from the context's start, not only once it runs
+        conf.set("spark.log.level", profile.log_level.upper())
     if conf.get("spark.master", "").startswith("local"):
         # Workers are forked on this machine: run them on this interpreter and this taosr1.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -116,7 +119,7 @@ def get_session(profile: SparkProfile | str = "local", master: str = "", delta: 
             raise delta_spark.missing_jars_error("pip", conf.get("spark.jars.packages", ""),
                                                  type(e).__name__) from e
         raise
-    spark.sparkContext.setLogLevel(profile.log_level.upper())
+    spark.sparkContext.setLogLevel(conf.get("spark.log.level"))  # --conf spark.log.level=INFO wins
     if delta and not delta_spark.has_classes(spark):
         spark.stop()
         raise delta_spark.missing_jars_error(profile.delta_jars, conf.get("spark.jars.packages", ""))
