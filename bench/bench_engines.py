@@ -31,9 +31,9 @@ WARMUP = 8
 def prompts_for(tokenizer, rows: int) -> tuple[list[list[int]], list[int]]:
     import pandas as pd
 
-    from taosr1.labels import load_scheme
-    from taosr1.prompts import PromptBuilder
-    from taosr1.resources import sample_path
+    from taosr1.core.labels import load_scheme
+    from taosr1.core.prompts import PromptBuilder
+    from taosr1.core.resources import sample_path
 
     df = pd.read_csv(sample_path(), dtype=str, keep_default_na=False)
     if rows:
@@ -45,7 +45,7 @@ def prompts_for(tokenizer, rows: int) -> tuple[list[list[int]], list[int]]:
 
 def worker(engine_name: str, dtype: str, args) -> dict:
     """One engine at one dtype: load, warm up, score every row once."""
-    from taosr1.engines import EngineConfig, EngineStats, make_engine
+    from taosr1.labeling.engines import EngineConfig, EngineStats, make_engine
 
     t = time.perf_counter()
     engine = make_engine(EngineConfig(engine=engine_name, model=args.model, dtype=dtype, threads=args.threads))

@@ -50,7 +50,8 @@ def main() -> None:
 
     from sklearn.metrics import accuracy_score, f1_score
 
-    from taosr1.cumpt import cumpt_index
+    from taosr1.core.cumpt import cumpt_index
+    from taosr1.core.labels import load_scheme
     from taosr1.evaluation.calibration import calibration_report, cumpt_curve
     from taosr1.evaluation.compare import compare
     from taosr1.evaluation.config import EvalConfig
@@ -58,7 +59,6 @@ def main() -> None:
     from taosr1.evaluation.evaluate import eval_report
     from taosr1.evaluation.metrics import bootstrap_intervals, by_segment, evaluate
     from taosr1.evaluation.report import write_report
-    from taosr1.labels import load_scheme
 
     scheme = load_scheme("esci")
     results = []

@@ -33,9 +33,8 @@ sys.path.insert(0, str(HERE))
 def random_model(shape: str, tokenizer: str, folder: Path) -> str:
     """A random-weight Qwen2 of bench_gpu's `shape`, saved with a real tokenizer's files."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from bench_gpu import SHAPES
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = Qwen2Config(**SHAPES[shape], max_position_embeddings=4096)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
@@ -51,8 +50,8 @@ def batches(rows: int, chunk: int):
     """bench_spark_cost's input (the sample repeated to `rows` rows) as Arrow batches with the
     hidden columns the driver adds before prepare (position, duplicate flag)."""
     import pyarrow as pa
-
     from bench_spark_cost import sample_rows
+
     from taosr1.spark import dispatch as D
 
     df = sample_rows(rows)
@@ -76,9 +75,9 @@ def main() -> None:
     import pyarrow.compute as pc
     import torch
 
-    from taosr1 import config as cfgmod
-    from taosr1.labeling import LabelConfig
-    from taosr1.nightly import grade_columns
+    from taosr1.core import config as cfgmod
+    from taosr1.labeling.labeler import LabelConfig
+    from taosr1.nightly.job import grade_columns
     from taosr1.spark import dispatch as D
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -116,8 +116,8 @@ def engine(model, batching: str, **settings):
     """A bf16 TransformersEngine around `model`; `packed+compile` compiles its decoder body."""
     import torch
 
-    from taosr1.engines.base import EngineConfig
-    from taosr1.engines.hf import TransformersEngine
+    from taosr1.labeling.engines.base import EngineConfig
+    from taosr1.labeling.engines.hf import TransformersEngine
 
     mode = batching.removesuffix("+compile")
     eng = TransformersEngine.from_model(model, None, EngineConfig(device=DEVICE, dtype="bfloat16", batching=mode,

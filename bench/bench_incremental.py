@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 def make_nights(copies: int, repeat: float, folder: Path) -> tuple[Path, Path, int, int]:
     import pandas as pd
 
-    from taosr1.resources import sample_path
+    from taosr1.core.resources import sample_path
 
     base = pd.read_csv(sample_path(), dtype=str, keep_default_na=False)
 
@@ -52,7 +52,7 @@ def make_nights(copies: int, repeat: float, folder: Path) -> tuple[Path, Path, i
 
 
 def timed_run(spark, cfg, **kw) -> tuple[dict, float]:
-    from taosr1.nightly import run
+    from taosr1.nightly.job import run
 
     t = time.perf_counter()
     record = run(spark, cfg, **kw)
@@ -71,16 +71,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_incremental.json")
     args = ap.parse_args()
 
-    from taosr1 import config as cfgmod
-    from taosr1.models import resolve_model
-    from taosr1.nightly import NightlyConfig
-    from taosr1.resources import conf_dir
+    from taosr1.core import config as cfgmod
+    from taosr1.core.resources import conf_dir
+    from taosr1.labeling.models import resolve_model
+    from taosr1.nightly.job import NightlyConfig
     from taosr1.spark.session import get_session, load_profile
 
     with tempfile.TemporaryDirectory(prefix="bench_incremental_") as tmp:
         tmp = Path(tmp)
         if not args.model:
-            from taosr1.tiny import build_tiny_model
+            from taosr1.labeling.tiny import build_tiny_model
 
             args.model = str(build_tiny_model(tmp / "tiny"))
         elif args.model == "default":

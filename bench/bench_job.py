@@ -35,7 +35,7 @@ def make_input(copies: int, path: Path) -> int:
     import pandas as pd
     from bench_spark_cost import make_input as write_rows
 
-    from taosr1.resources import sample_path
+    from taosr1.core.resources import sample_path
 
     return write_rows(copies * len(pd.read_csv(sample_path(), dtype=str)), path)
 
@@ -46,10 +46,10 @@ def raw_engine(args) -> None:
 
     import pandas as pd
 
-    from taosr1.engines import EngineConfig, make_engine
-    from taosr1.labels import load_scheme
-    from taosr1.prompts import PromptBuilder, PromptConfig
-    from taosr1.validate import ColumnConfig, validate_rows
+    from taosr1.core.labels import load_scheme
+    from taosr1.core.prompts import PromptBuilder, PromptConfig
+    from taosr1.core.validate import ColumnConfig, validate_rows
+    from taosr1.labeling.engines import EngineConfig, make_engine
 
     engine = make_engine(EngineConfig(model=args.model, threads=args.cores))
     scheme = load_scheme("taosr1")
@@ -122,9 +122,9 @@ class RssSampler:
 
 
 def run_job(args, input_path: Path, out: Path) -> dict:
-    from taosr1 import config as cfgmod
-    from taosr1.nightly import NightlyConfig, run
-    from taosr1.resources import conf_dir
+    from taosr1.core import config as cfgmod
+    from taosr1.core.resources import conf_dir
+    from taosr1.nightly.job import NightlyConfig, run
     from taosr1.spark.session import get_session, load_profile
 
     profile = load_profile("local")
@@ -154,7 +154,7 @@ def main() -> None:
     if args.raw_worker:
         return raw_engine(args)
 
-    from taosr1.models import resolve_model
+    from taosr1.labeling.models import resolve_model
 
     args.model = resolve_model(args.model)
     cores = int(args.master.split("[")[1].rstrip("]")) if "[" in args.master else os.cpu_count()

@@ -30,10 +30,10 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/bench_label.json")
     args = ap.parse_args()
 
-    from taosr1.engines import EngineConfig, make_engine
-    from taosr1.labels import load_scheme
-    from taosr1.prompts import PromptBuilder, PromptConfig
-    from taosr1.resources import sample_path
+    from taosr1.core.labels import load_scheme
+    from taosr1.core.prompts import PromptBuilder, PromptConfig
+    from taosr1.core.resources import sample_path
+    from taosr1.labeling.engines import EngineConfig, make_engine
 
     df = pd.read_csv(sample_path(), dtype=str, keep_default_na=False)
     if args.sample_rows:

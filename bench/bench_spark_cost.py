@@ -37,7 +37,7 @@ def sample_rows(rows: int):
     """The bundled sample repeated to `rows` rows, each copy with new query ids (a DataFrame)."""
     import pandas as pd
 
-    from taosr1.resources import sample_path
+    from taosr1.core.resources import sample_path
 
     base = pd.read_csv(sample_path(), dtype=str, keep_default_na=False)
     parts, k = [], 0
@@ -103,11 +103,11 @@ def prepare_breakdown(model: str, rows: int = 2526) -> dict[str, float]:
     import pandas as pd
     import pyarrow as pa
 
-    from taosr1.labels import load_scheme
-    from taosr1.models import load_tokenizer
-    from taosr1.prompts import PromptBuilder, PromptConfig
-    from taosr1.resources import sample_path
-    from taosr1.validate import ColumnConfig, validate_rows
+    from taosr1.core.labels import load_scheme
+    from taosr1.core.prompts import PromptBuilder, PromptConfig
+    from taosr1.core.resources import sample_path
+    from taosr1.core.validate import ColumnConfig, validate_rows
+    from taosr1.labeling.models import load_tokenizer
 
     base = pd.read_csv(sample_path(), dtype=str, keep_default_na=False)
     table = pa.Table.from_pandas(pd.concat([base] * (rows // len(base) + 1), ignore_index=True).head(rows))
@@ -136,13 +136,13 @@ def prepare_breakdown(model: str, rows: int = 2526) -> dict[str, float]:
 
 def phases(spark, cfg, source: str) -> dict[str, object]:
     """Cumulative plans of the job to the noop sink: seconds each, and what persist holds."""
+    import dataclasses
+
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StringType, StructField, StructType
 
-    import dataclasses
-
-    from taosr1.nightly import read_input
+    from taosr1.nightly.job import read_input
     from taosr1.spark import dispatch as D
 
     lc = cfg.label
@@ -189,7 +189,7 @@ def phases(spark, cfg, source: str) -> dict[str, object]:
 
 
 def run_job(spark, cfg, source: str, out: Path) -> dict:
-    from taosr1.nightly import run
+    from taosr1.nightly.job import run
 
     lines: list[str] = []
     with Rss() as rss:
@@ -207,16 +207,16 @@ def main() -> None:
     ap.add_argument("--master", default="local[2]")
     args = ap.parse_args()
 
-    from taosr1 import config as cfgmod
-    from taosr1.nightly import NightlyConfig
-    from taosr1.resources import conf_dir
+    from taosr1.core import config as cfgmod
+    from taosr1.core.resources import conf_dir
+    from taosr1.nightly.job import NightlyConfig
     from taosr1.spark.session import get_session, load_profile
 
     cores = int(args.master.split("[")[1].split(",")[0].rstrip("]")) if "[" in args.master else os.cpu_count()
     with tempfile.TemporaryDirectory(prefix="bench_spark_cost_") as tmp:
         tmp = Path(tmp)
         if not args.model:
-            from taosr1.tiny import build_tiny_model
+            from taosr1.labeling.tiny import build_tiny_model
 
             args.model = str(build_tiny_model(tmp / "tiny"))
         big = tmp / "big.parquet"

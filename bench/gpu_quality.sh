@@ -111,13 +111,13 @@ print("versions:", " ".join(f"{k}={v}" for k, v in vers.items()))
 import torch
 print("python", sys.version.split()[0], "| cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else "(cpu)")
-from taosr1.models import default_gguf
+from taosr1.labeling.models import default_gguf
 print("GGUF taosr1 reads:", default_gguf())
 import trl.trainer.sft_trainer, taosr1.training.pipeline, taosr1.training.sft, taosr1.training.grpo  # noqa: F401
 EOF
   then
     t=$(date +%s)
-    if timeout "$(limit)" python3 -c "from taosr1.models import ensure_base_model; print('base model:', ensure_base_model())"; then
+    if timeout "$(limit)" python3 -c "from taosr1.labeling.models import ensure_base_model; print('base model:', ensure_base_model())"; then
       say "base model converted in $(( $(date +%s) - t ))s"
     else
       MODEL_OK=0; say "CONVERSION FAILED: skipping the seeds"

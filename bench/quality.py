@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from taosr1.evaluation import quality as q  # noqa: E402
-from taosr1.evaluation.baselines import BASELINES, make_baseline  # noqa: E402
+from taosr1.evaluation.registry import BASELINES, make_baseline  # noqa: E402
 
 
 def _named(values: list[str], flag: str, key: str) -> dict[str, str]:
@@ -133,7 +133,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--folds", type=int, default=0, metavar="K",
                     help="K query folds instead of random splits: fold k is split k's test side, --seeds one "
                          "shuffle seed, {fold} in patterns; each row's K files are also scored pooled.")
-    ap.add_argument("--input", default="", help="Labelled pairs (default: the bundled ESCI sample).")
+    ap.add_argument("--input", default="", help="Labelled pairs (default: the bundled ESCI sample; "
+                                                "bundled:union is the sample and the judged lists with texts).")
     ap.add_argument("--gold-col", default="esci_label")
     ap.add_argument("--baselines", default=",".join(BASELINES), help=f"Comma-separated of {list(BASELINES)}, or none.")
     ap.add_argument("--baseline-arg", action="append", default=[], metavar="NAME.FIELD=VALUE",
@@ -227,7 +228,9 @@ def _grade_seed(seed: int, a: argparse.Namespace, baselines: dict, rows: dict, l
         row = rows.setdefault(n, {"kind": info["kind"], "per_seed": {}})
         row["per_seed"][str(seed)] = {**q.seed_row(m), "predictions": str(f), **{k: v for k, v in info.items()
                                                                                if k != "kind"}}
-        print(f"  {n:<20} macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  n {m['n']}", flush=True)
+        nd = m.get("ndcg_at_10")
+        print(f"  {n:<20} macro-F1 {m['macro_f1']:.4f}  accuracy {m['accuracy']:.4f}  "
+              f"NDCG@10 {'-' if nd is None else f'{nd:.4f}'}  n {m['n']}", flush=True)
     return {f"{pb} - {pa}": compare_rows(rows, pa, pb, seed, test_f, a.gold_col, sdir / "compare", a.macro_over)
             for pa, pb in a.paired}
 
@@ -274,8 +277,8 @@ def _print_pooled(p: dict, a: argparse.Namespace, labels: list[str]) -> None:
     if p["paired"]:
         print("\npooled, B - A (`taosr1 compare`: 95% bootstrap interval over all the queries, McNemar p):\n")
         print(q.paired_table(p["paired"], ["pooled"], ""))
-        if a.macro_over:
-            print("\n" + q.paired_table(p["paired"], ["pooled"], "", "macro_f1_over"))
+        for metric in ("macro_f1_over", "ndcg_at_10", "spearman") if a.macro_over else ("ndcg_at_10", "spearman"):
+            print("\n" + q.paired_table(p["paired"], ["pooled"], "", metric))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,10 +27,10 @@ import pandas as pd  # noqa: E402
 
 def screen(split: Path, model: str, gold_col: str, threads: int) -> dict:
     """{"beta", "served", "argmax"}: beta fitted on split/calib.parquet, metrics on split/test.parquet."""
-    from taosr1.cumpt import cumpt_index
+    from taosr1.core.cumpt import cumpt_index
+    from taosr1.training.calibrate import slice_beta
     from taosr1.training.common import serving_setup
     from taosr1.training.evaluate import classification_metrics, evaluate_scoring
-    from taosr1.training.pipeline import slice_beta
 
     calib, test = pd.read_parquet(split / "calib.parquet"), pd.read_parquet(split / "test.parquet")
     both = pd.concat([calib, test], ignore_index=True)

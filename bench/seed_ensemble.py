@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from taosr1.cumpt import grade_rows  # noqa: E402
+from taosr1.core.cumpt import grade_rows  # noqa: E402
+from taosr1.training.calibrate import slice_beta  # noqa: E402
 from taosr1.training.common import serving_setup  # noqa: E402
 from taosr1.training.evaluate import evaluate_scoring  # noqa: E402
-from taosr1.training.pipeline import slice_beta  # noqa: E402
 
 KEYS = ["query_id", "product_id"]
 

@@ -60,7 +60,7 @@ def gen_budget(out: Path) -> int:
     """Tokens to generate when grading by generation: the longest think-first training response
     plus a margin. A fixed budget cut think-first answers off before their label (the label comes
     last there), which scored them as wrong; post-CoT gets the same budget, for a fair comparison."""
-    from taosr1.models import load_tokenizer
+    from taosr1.labeling.models import load_tokenizer
 
     cot = pd.read_parquet(out / "cot" / "cot.parquet", columns=["response_think_first"])
     tok = load_tokenizer(str(out / "sft_think_first"))  # every stage shares the base tokenizer
@@ -72,8 +72,8 @@ def think_first_max_length(cfg, out: Path) -> int:
 
     TRL truncates a training row's end, and think-first's label is its last token: at the post-CoT
     max_length (384) the longer rows (prompt ~230 + response up to ~270 tokens) lost their label."""
-    from taosr1.models import resolve_model, load_tokenizer
-    from taosr1.prompts import PromptBuilder
+    from taosr1.core.prompts import PromptBuilder
+    from taosr1.labeling.models import load_tokenizer, resolve_model
     from taosr1.training.common import field_rows, serving_setup
 
     cot = pd.read_parquet(out / "cot" / "cot.parquet")
@@ -125,8 +125,8 @@ class Bench:
 
 
 def main() -> None:
-    from taosr1 import config as cfgmod
-    from taosr1.config import merge, parse_overrides, read_yaml
+    from taosr1.core import config as cfgmod
+    from taosr1.core.config import merge, parse_overrides, read_yaml
     from taosr1.training.pipeline import PipelineConfig
 
     a = _args()

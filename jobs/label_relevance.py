@@ -5,11 +5,11 @@
 
 Exit status: 0 committed; 2 bad input or config (nothing written); 3 committed but over an
 alert threshold (--max-quarantine-share, --max-psi; one line on stderr says why); 137 killed.
-Options: --help. The job is `taosr1 nightly` (taosr1/cli_nightly.py); the work is in
-taosr1/nightly.py.
+Options: --help. The job is `taosr1 nightly` (taosr1/cli/nightly.py); the work is in
+taosr1/nightly/job.py.
 """
 
-from taosr1.cli_nightly import nightly
+from taosr1.cli.nightly import nightly
 
 if __name__ == "__main__":
     nightly(prog_name="label_relevance.py")

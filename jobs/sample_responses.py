@@ -6,7 +6,7 @@
 Options: --help. Writes what `taosr1 sample` writes; the work is in taosr1/training/sample_job.py.
 """
 
-from taosr1.training.sample_job import sample_job
+from taosr1.cli.sample_job import sample_job
 
 if __name__ == "__main__":
     sample_job(prog_name="sample_responses.py")

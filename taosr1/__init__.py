@@ -9,9 +9,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`taosr1.read_grades` and friends (taosr1/reader.py), imported on first use."""
+    """`taosr1.read_grades` and friends (taosr1/nightly/reader.py), imported on first use."""
     if name in ("read_grades", "read_quarantine", "read_run"):
-        from taosr1 import reader
+        from taosr1.nightly import reader
 
         return getattr(reader, name)
     raise AttributeError(f"module 'taosr1' has no attribute {name!r}")

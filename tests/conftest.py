@@ -15,21 +15,21 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
-    from taosr1.tiny import build_tiny_model
+    from taosr1.labeling.tiny import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
 
 
 @pytest.fixture(scope="session")
 def sample_df() -> pd.DataFrame:
-    from taosr1.resources import sample_path
+    from taosr1.core.resources import sample_path
 
     return pd.read_csv(sample_path(), dtype=str, keep_default_na=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model):
-    from taosr1.engines import EngineConfig, make_engine
+    from taosr1.labeling.engines import EngineConfig, make_engine
 
     return make_engine(EngineConfig(model=tiny_model, threads=2))
 

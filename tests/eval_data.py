@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from taosr1.cumpt import grade_rows
-from taosr1.labels import load_scheme
-from taosr1.resources import sample_path
+from taosr1.core.cumpt import grade_rows
+from taosr1.core.labels import load_scheme
+from taosr1.core.resources import sample_path
 
 
 def predictions(n: int | None = None, *, signal: float = 1.5, seed: int = 0, scheme: str = "esci") -> pd.DataFrame:

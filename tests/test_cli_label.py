@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable
 
-from taosr1.cli import main
-from taosr1.io import read_table, write_table
-from taosr1.resources import sample_path
+from taosr1.cli.main import main
+from taosr1.core.resources import sample_path
+from taosr1.storage.tables import read_table, write_table
 
 
 def run(args):

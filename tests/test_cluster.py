@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from spark_cluster import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,9 +62,9 @@ def runs(cluster, spark, tiny_model, sample_df, tmp_path_factory):
     """The same job twice: in local mode (the tests' own session, where a second spark-submit
     would only add a JVM and its Python workers' imports), then with spark-submit on the
     cluster, relative paths throughout."""
-    from taosr1 import config as cfgmod
-    from taosr1.nightly import NightlyConfig, run
-    from taosr1.resources import conf_dir
+    from taosr1.core import config as cfgmod
+    from taosr1.core.resources import conf_dir
+    from taosr1.nightly.job import NightlyConfig, run
 
     home = tmp_path_factory.mktemp("job")
     shutil.copytree(tiny_model, home / "model")

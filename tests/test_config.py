@@ -2,11 +2,11 @@
 
 import pytest
 
-from taosr1 import config
-from taosr1.config import ConfigError
-from taosr1.labeling import LabelConfig
-from taosr1.labels import load_scheme
-from taosr1.resources import conf_dir
+from taosr1.core import config
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import load_scheme
+from taosr1.core.resources import conf_dir
+from taosr1.labeling.labeler import LabelConfig
 
 
 def test_label_yaml_loads_with_defaults_matching_the_dataclass():

@@ -8,14 +8,13 @@ import subprocess
 
 import pytest
 
-from taosr1 import config as cfgmod
-from taosr1.config import ConfigError
-from taosr1.contracts import (ContractError, OUTPUTS, arrow_schema, check_input, output_contract,
-                              reserved_names)
-from taosr1.labeling import LabelConfig
-from taosr1.nightly import NightlyConfig, parse_run_date
-from taosr1.resources import conf_dir, schemas_dir
-from taosr1.validate import ColumnConfig
+from taosr1.core import config as cfgmod
+from taosr1.core.config import ConfigError
+from taosr1.core.resources import conf_dir, schemas_dir
+from taosr1.core.validate import ColumnConfig
+from taosr1.labeling.labeler import LabelConfig
+from taosr1.nightly.job import NightlyConfig, parse_run_date
+from taosr1.storage.contracts import OUTPUTS, ContractError, arrow_schema, check_input, output_contract, reserved_names
 
 SAMPLE = [("query_id", "string"), ("query", "string"), ("product_id", "string"), ("product_title", "string"),
           ("esci_label", "string"), ("source", "string")]
@@ -81,7 +80,7 @@ def test_runs_table_written_before_the_alert_columns_takes_rows_with_them(tmp_pa
     import pyarrow as pa
     from deltalake import DeltaTable
 
-    from taosr1 import delta
+    from taosr1.storage import delta
 
     table = tmp_path / "grades_runs"
     delta.append_rows(table, pa.table({"run_id": ["old"], "run_date": [dt.date(2025, 1, 1)]}))

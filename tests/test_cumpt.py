@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from taosr1.config import ConfigError
-from taosr1.cumpt import best_beta, beta_curve, cumpt_index, expected_grade, grade_rows
-from taosr1.labels import load_scheme
+from taosr1.core.config import ConfigError
+from taosr1.core.cumpt import best_beta, beta_curve, cumpt_index, expected_grade, grade_rows
+from taosr1.core.labels import load_scheme
 
 S = load_scheme("taosr1")  # grades 4, 3, 2, 1; tiers Good, Good, Mid, Bad
 
@@ -55,7 +55,7 @@ def test_calibration_curve_finds_the_separating_beta():
 def test_a_grade_seen_twice_does_not_pick_beta():
     """Calibration's macro-F1 leaves out grades with fewer than min_support gold pairs: two
     Mismatch pairs, one of them hit at a high beta, would otherwise pull beta up by themselves."""
-    from taosr1.cumpt import supported_classes
+    from taosr1.core.cumpt import supported_classes
 
     related = [[0.1, 0.8, 0.05, 0.05]] * 10 + [[0.1, 0.5, 0.1, 0.3]] * 2  # 2 of 12 slip to Irrelevant at 0.85
     irrelevant = [[0.05, 0.05, 0.05, 0.85]] * 12

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from taosr1.config import ConfigError
+from taosr1.core.config import ConfigError
 from taosr1.spark import delta_spark
 from taosr1.spark.session import SparkProfile
 
@@ -52,7 +52,7 @@ def nightly_with_spark_writer(tmp_path, delta_jars: str, conf: dict[str, str] | 
     profile.write_text(f"master: local[1]\nlog_level: ERROR\ndelta_jars: {delta_jars}\nconf:\n"
                        + "".join(f"  {k}: {v}\n" for k, v in settings.items()))
     out = tmp_path / "grades"
-    cmd = [sys.executable, "-c", "from taosr1.cli import main; main()", "nightly", "--input",
+    cmd = [sys.executable, "-c", "from taosr1.cli.main import main; main()", "nightly", "--input",
            str(REPO / "taosr1" / "data" / "esci_us_sample.csv"), "--output", str(out), "--run-date", "2025-06-01",
            "--set", "writer=spark", "--spark-profile", str(profile)]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO),

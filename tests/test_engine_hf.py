@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from taosr1.engines import EngineConfig, length_batches, make_engine
-from taosr1.labels import load_scheme
-from taosr1.prompts import PromptBuilder
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import PromptBuilder
+from taosr1.labeling.engines import EngineConfig, length_batches, make_engine
 
 
 @pytest.fixture(scope="module")

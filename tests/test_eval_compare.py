@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import binomtest
 
-from taosr1.cli import main
+from taosr1.cli.main import main
+from taosr1.core.labels import load_scheme
 from taosr1.evaluation.compare import compare, mcnemar
-from taosr1.labels import load_scheme
 
 S = load_scheme("esci")
 

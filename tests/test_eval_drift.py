@@ -8,13 +8,13 @@ import pytest
 from click.testing import CliRunner
 from deltalake import write_deltalake
 
-from taosr1 import config
-from taosr1.cli import main
-from taosr1.cumpt import grade_rows
+from taosr1.cli.main import main
+from taosr1.core import config
+from taosr1.core.cumpt import grade_rows
+from taosr1.core.labels import load_scheme
+from taosr1.core.resources import conf_dir
 from taosr1.evaluation.config import DriftConfig, EvalConfig, load_eval_config
 from taosr1.evaluation.drift import psi
-from taosr1.labels import load_scheme
-from taosr1.resources import conf_dir
 
 S = load_scheme("taosr1")
 

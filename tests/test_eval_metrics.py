@@ -2,12 +2,26 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, mean_absolute_error,
-                             precision_recall_fscore_support)
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    mean_absolute_error,
+    precision_recall_fscore_support,
+)
 
-from taosr1.evaluation.metrics import (SCALARS, bootstrap_intervals, by_segment, clusters_of, confusion_scalars,
-                                       evaluate, present, resample_confusions, tier_index)
-from taosr1.labels import load_scheme
+from taosr1.core.labels import load_scheme
+from taosr1.evaluation.metrics import (
+    SCALARS,
+    bootstrap_intervals,
+    by_segment,
+    clusters_of,
+    confusion_scalars,
+    evaluate,
+    present,
+    resample_confusions,
+    tier_index,
+)
 
 S = load_scheme("esci")  # E 4 Good, S 3 Good, C 2 Mid, I 1 Bad; indices 0..3
 

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taosr1 import config as cfgmod
-from taosr1.config import ConfigError
-from taosr1.labels import load_scheme
-from taosr1.nightly import NightlyConfig, run
-from taosr1.resources import conf_dir
+from taosr1.core import config as cfgmod
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import load_scheme
+from taosr1.core.resources import conf_dir
+from taosr1.nightly.job import NightlyConfig, run
 
 KEYS = ["query_id", "product_id"]
 D1, D2, D3, D4, D5, D6 = (f"2025-09-0{i}" for i in range(1, 7))
@@ -120,7 +120,7 @@ def test_pair_whose_title_changed_is_regraded(nights, inputs):
 
 def test_changed_model_regrades_everything_and_a_copied_model_reuses(spark, tiny_model, nights, inputs,
                                                                      tmp_path_factory):
-    from taosr1.tiny import build_tiny_model
+    from taosr1.labeling.tiny import build_tiny_model
 
     out, _, _, second, _, _ = nights
     _, _, _, src_b, _ = inputs
@@ -190,7 +190,7 @@ def test_cli_reuse_previous_with_a_shared_fingerprint_table(tiny_model, nights, 
 
     from click.testing import CliRunner
 
-    from taosr1.cli import main
+    from taosr1.cli.main import main
 
     out, _, _, second, _, _ = nights
     _, _, _, src_b, _ = inputs
@@ -247,7 +247,7 @@ def test_bad_fingerprint_table_means_a_full_run_with_one_warning(spark, tiny_mod
 # ---------------------------------------------------------------- fingerprints and config
 
 def test_model_fingerprint_is_by_content_not_folder(tiny_model, tmp_path, monkeypatch):
-    from taosr1.fingerprint import CACHE_FILE, model_fingerprint
+    from taosr1.labeling.fingerprint import CACHE_FILE, model_fingerprint
 
     monkeypatch.setenv("TAOSR1_CACHE", str(tmp_path / "cache"))
     base = model_fingerprint(tiny_model)
@@ -265,7 +265,7 @@ def test_model_fingerprint_is_by_content_not_folder(tiny_model, tmp_path, monkey
 
 
 def test_spark_fingerprint_matches_the_python_definition(spark):
-    from taosr1.fingerprint import fingerprint_column, row_fingerprint
+    from taosr1.labeling.fingerprint import fingerprint_column, row_fingerprint
 
     rows = [("fan", "Bath fan", None), ("fan", "Bath fan", ""), ("茶杯 ☕", 'say "hi"\n\\', "x"), ("a", "b,c", None)]
     df = spark.createDataFrame(rows, "q string, t string, d string")

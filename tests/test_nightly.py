@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taosr1 import config as cfgmod
-from taosr1.contracts import ContractError, output_contract
-from taosr1.labels import load_scheme
-from taosr1.nightly import NightlyConfig, run
-from taosr1.resources import conf_dir, sample_path
+from taosr1.core import config as cfgmod
+from taosr1.core.labels import load_scheme
+from taosr1.core.resources import conf_dir, sample_path
+from taosr1.nightly.job import NightlyConfig, run
+from taosr1.storage.contracts import ContractError, output_contract
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = ["query_id", "product_id"]
@@ -127,10 +127,10 @@ def test_sample_run_record_appended_to_runs_table(sample_run):
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory, sample_df, tiny_model):
     """150 sample rows plus one row for each quarantine reason, as a typed Parquet file."""
-    from taosr1.labels import load_scheme
-    from taosr1.models import load_tokenizer
-    from taosr1.prompts import PromptBuilder, PromptConfig
-    from taosr1.validate import ColumnConfig, validate_rows
+    from taosr1.core.labels import load_scheme
+    from taosr1.core.prompts import PromptBuilder, PromptConfig
+    from taosr1.core.validate import ColumnConfig, validate_rows
+    from taosr1.labeling.models import load_tokenizer
 
     base = sample_df.head(60)[["query_id", "query", "product_id", "product_title"]].copy()
     base["product_description"] = None
@@ -168,8 +168,8 @@ def crafted_run(spark, tiny_model, crafted, tmp_path_factory):
 
 
 def test_bad_rows_quarantined_like_the_cli(tiny_engine, crafted, crafted_run):
-    from taosr1.labeling import Labeler, label_frame
-    from taosr1.prompts import PromptConfig
+    from taosr1.core.prompts import PromptConfig
+    from taosr1.labeling.labeler import Labeler, label_frame
 
     df, path, limit = crafted
     cfg, out, record = crafted_run
@@ -251,7 +251,7 @@ def test_schema_mismatch_fails_before_work_and_writes_nothing(spark, tiny_model,
 def test_run_with_other_columns_than_the_table_fails_before_work(spark, tiny_model, sample_run):
     from deltalake import DeltaTable
 
-    from taosr1.delta import TableSchemaError
+    from taosr1.storage.delta import TableSchemaError
 
     _, out = sample_run
     version = DeltaTable(str(out)).version()
@@ -265,7 +265,7 @@ def test_run_with_other_columns_than_the_table_fails_before_work(spark, tiny_mod
 def test_nightly_cli_prints_the_run_record(spark, tiny_model, sample_df, tmp_path):
     from click.testing import CliRunner
 
-    from taosr1.cli import main
+    from taosr1.cli.main import main
 
     src = tmp_path / "pairs.csv"
     sample_df.head(10).to_csv(src, index=False)

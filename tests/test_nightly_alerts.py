@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 import taosr1
-from taosr1 import config as cfgmod
-from taosr1.alerts import ALERT_EXIT, AlertConfig, label_psi
-from taosr1.cli import main
-from taosr1.config import ConfigError
-from taosr1.labels import load_scheme
-from taosr1.nightly import NightlyConfig
+from taosr1.cli.main import main
+from taosr1.core import config as cfgmod
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import load_scheme
+from taosr1.nightly.alerts import ALERT_EXIT, AlertConfig, label_psi
+from taosr1.nightly.job import NightlyConfig
 
 D1, D2 = "2025-10-01", "2025-10-02"
 

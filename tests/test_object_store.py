@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 from store_servers import free_port, serve
 
-from taosr1 import config as cfgmod
-from taosr1.cli import main
-from taosr1.nightly import NightlyConfig, run
-from taosr1.resources import conf_dir, sample_path
-from taosr1.storage import StorageError
+from taosr1.cli.main import main
+from taosr1.core import config as cfgmod
+from taosr1.core.resources import conf_dir, sample_path
+from taosr1.nightly.job import NightlyConfig, run
+from taosr1.storage.stores import StorageError
 
 KEYS = ["query_id", "product_id"]
 D1, D2, D3 = "2025-06-01", "2025-06-02", "2025-06-03"
@@ -92,9 +92,8 @@ def test_label_reads_and_writes_s3_paths(s3_env, tiny_model, sample_df):
 
 
 def test_eval_compare_and_calibrate_read_and_report_on_s3(s3_env, tmp_path):
-    from eval_data import predictions
-
     import s3fs
+    from eval_data import predictions
 
     fs = s3fs.S3FileSystem()
     with fs.open("lake/eval/pred.parquet", "wb") as f:
@@ -296,7 +295,7 @@ def test_resume_on_s3_grades_only_what_the_dead_run_did_not_stage(spark, tiny_mo
     partitions are not graded again, the date commits once, and it equals a full run."""
     import s3fs
 
-    from taosr1.config import ConfigError
+    from taosr1.core.config import ConfigError
     from taosr1.spark.remote import staged_partitions
 
     fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3["AWS_ENDPOINT_URL"]})
@@ -361,7 +360,7 @@ def test_local_copies_keep_what_a_failed_command_wrote_and_name_missing_inputs(s
     remote input is named."""
     import s3fs
 
-    from taosr1.local_copy import fetched, published
+    from taosr1.storage.local_copy import fetched, published
 
     fs = s3fs.S3FileSystem()
     with pytest.raises(RuntimeError, match="died"):
@@ -390,7 +389,7 @@ def test_a_model_in_the_bucket_serves_label_calibrate_and_the_nightly_job(s3_env
     calibrate records beta beside it in the bucket; the nightly job's executors copy it themselves."""
     import s3fs
 
-    from taosr1.labeling import CALIBRATION_FILE
+    from taosr1.core.names import CALIBRATION_FILE
 
     fs = s3fs.S3FileSystem()
     uri = f"s3://lake/models/{Path(tiny_model).name}"  # the same folder name: the `model` column names it

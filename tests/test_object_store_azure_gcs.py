@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 from store_servers import azurite_command, free_port, serve
 
-from taosr1 import config as cfgmod
-from taosr1.cli import main
-from taosr1.nightly import NightlyConfig, run
-from taosr1.resources import conf_dir, sample_path
-from taosr1.storage import StorageError, filesystem
+from taosr1.cli.main import main
+from taosr1.core import config as cfgmod
+from taosr1.core.resources import conf_dir, sample_path
+from taosr1.nightly.job import NightlyConfig, run
+from taosr1.storage.stores import StorageError, filesystem
 
 KEYS = ["query_id", "product_id"]
 D1 = "2025-06-01"
@@ -163,7 +163,7 @@ def test_unknown_bucket_stops_before_model_work(request, spark, name, monkeypatc
 def test_emulator_settings_map_to_the_fsspec_clients(monkeypatch):
     """Settings from the environment travel with the options (to the executors) and become the
     clients' arguments; the development account's key is Azurite's public one, never a real secret."""
-    from taosr1.storage import fsspec_options, options_for
+    from taosr1.storage.stores import fsspec_options, options_for
 
     monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:10123")
     monkeypatch.setenv("AZURE_STORAGE_USE_EMULATOR", "true")
@@ -189,14 +189,14 @@ def test_emulator_settings_map_to_the_fsspec_clients(monkeypatch):
 def test_unreachable_endpoint_is_named_before_the_clients_retry(uri, options, setting, monkeypatch):
     """Nothing listens on the port: the check names the endpoint and the setting, without the
     clients' own retries (adlfs ~85 s, gcsfs ~35 s; timed in the README, not here)."""
-    from taosr1 import storage
+    from taosr1.storage import stores
 
-    monkeypatch.setattr(storage, "filesystem", lambda *a, **k: pytest.fail("a client was built: its retries run first"))
+    monkeypatch.setattr(stores, "filesystem", lambda *a, **k: pytest.fail("a client was built: its retries run first"))
     for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(k, raising=False)
     port = free_port()  # bound and released: nothing listens there
     opts = {k: v.format(port=port) for k, v in options.items()}
     with pytest.raises(StorageError) as err:
-        storage.check_location(uri, opts, what="input")
+        stores.check_location(uri, opts, what="input")
     msg = str(err.value)
     assert f"input {uri}: cannot reach http://127.0.0.1:{port}" in msg and f"storage_options.{setting}" in msg

@@ -1,9 +1,9 @@
 import pytest
 
-from taosr1.config import ConfigError
-from taosr1.labels import load_scheme
-from taosr1.models import load_tokenizer
-from taosr1.prompts import STEPS, PromptBuilder, PromptConfig, format_response, parse_response
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import STEPS, PromptBuilder, PromptConfig, format_response, parse_response
+from taosr1.labeling.models import load_tokenizer
 
 S = load_scheme("taosr1")
 STEP_TEXT = ["wants a fan", "is a fan", "fans match", "110 cfm matches", "exact"]

@@ -1,7 +1,7 @@
 """Concurrent runs for different dates commit to one Delta table; neither loses rows.
 
 Real delta-rs commits from threads and from processes, through the job's own commit
-function (taosr1.delta.replace_partition) and the runs-table append.
+function (taosr1.storage.delta.replace_partition) and the runs-table append.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from taosr1 import delta
+from taosr1.storage import delta
 
 SCHEMA = pa.schema([("key", pa.string()), ("value", pa.int64()), ("run_id", pa.string()), ("run_date", pa.date32())])
 

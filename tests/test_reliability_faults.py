@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taosr1 import config as cfgmod
-from taosr1.labeling import Labeler, label_frame
-from taosr1.labels import load_scheme
-from taosr1.nightly import NightlyConfig, run
-from taosr1.prompts import PromptConfig
-from taosr1.resources import conf_dir
-from taosr1.validate import ColumnConfig
+from taosr1.core import config as cfgmod
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import PromptConfig
+from taosr1.core.resources import conf_dir
+from taosr1.core.validate import ColumnConfig
+from taosr1.labeling.labeler import Labeler, label_frame
+from taosr1.nightly.job import NightlyConfig, run
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = ["query_id", "product_id"]
@@ -99,7 +99,7 @@ def test_bad_config_or_model_fails_before_work(spark, tiny_model, sample_df, bad
                                                label_args, nightly_args, says):
     from click.testing import CliRunner
 
-    from taosr1.cli import main
+    from taosr1.cli.main import main
 
     src = tmp_path / "pairs.csv"
     sample_df.head(10).to_csv(src, index=False)
@@ -149,7 +149,7 @@ def test_run_killed_before_commit_leaves_table_as_it_was_and_resume_completes(sp
     run(spark, job_config(tiny_model), input=write_input(old, tmp_path / "old.parquet"), output=str(out), run_date=D1)
     version, before = DeltaTable(str(out)).version(), table(out)
     src = write_input(new, tmp_path / "new.parquet")
-    cmd = [sys.executable, "-c", "from taosr1.cli import main; main()", "nightly", "--input", src, "--output", str(out),
+    cmd = [sys.executable, "-c", "from taosr1.cli.main import main; main()", "nightly", "--input", src, "--output", str(out),
            "--run-date", D1, "--model", tiny_model, "--beta", "0.5", "--partitions", "2",
            "--set", "fault.die_before_commit=true"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYSPARK_PYTHON": sys.executable}
@@ -169,7 +169,7 @@ def test_run_killed_before_commit_leaves_table_as_it_was_and_resume_completes(sp
 
 
 def test_resume_reuses_finished_partitions(spark, tiny_model, tiny_engine, sample_df, tmp_path):
-    from taosr1.config import ConfigError
+    from taosr1.core.config import ConfigError
     from taosr1.spark.dispatch import staged_partitions
 
     df = sample_df.head(60)

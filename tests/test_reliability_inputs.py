@@ -2,7 +2,7 @@
 crash and never lost, with the same outcome through `taosr1 label` (label_frame and the
 click command) and the nightly Spark job; plus a Hypothesis invariant on generated tables.
 
-Rules (taosr1/validate.py, docs/reliability.md): null/NaN required text -> missing_<field>;
+Rules (taosr1/core/validate.py, docs/reliability.md): null/NaN required text -> missing_<field>;
 empty or whitespace only (after dropping control characters) -> empty_<field>; numbers,
 lists, booleans where text belongs -> wrong_type_<field>; null key -> missing_key; repeats
 of a key -> duplicate_key (the first occurrence claims the key, even when it is itself
@@ -25,12 +25,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taosr1 import config as cfgmod
-from taosr1.labeling import Labeler, label_frame
-from taosr1.labels import load_scheme
-from taosr1.prompts import PromptConfig
-from taosr1.resources import conf_dir
-from taosr1.validate import ColumnConfig
+from taosr1.core import config as cfgmod
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import PromptConfig
+from taosr1.core.resources import conf_dir
+from taosr1.core.validate import ColumnConfig
+from taosr1.labeling.labeler import Labeler, label_frame
 
 KEYS = ["query_id", "product_id"]
 D1 = "2025-07-01"
@@ -125,9 +125,9 @@ def outcomes(graded: pd.DataFrame, quarantine: pd.DataFrame) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def limit(tiny_model) -> int:
     """max_prompt_tokens that fits every catalogue row but the over-limit one."""
-    from taosr1.models import load_tokenizer
-    from taosr1.prompts import PromptBuilder
-    from taosr1.validate import validate_rows
+    from taosr1.core.prompts import PromptBuilder
+    from taosr1.core.validate import validate_rows
+    from taosr1.labeling.models import load_tokenizer
 
     df = catalogue_frame(CATALOGUE)
     fields, reasons = validate_rows(df, ColumnConfig())
@@ -174,8 +174,8 @@ def test_catalogue_through_the_label_command(tiny_model, limit, tmp_path):
     """`taosr1 label` on a JSON-lines file (which can hold numbers, lists and lone surrogates)."""
     from click.testing import CliRunner
 
-    from taosr1.cli import main
-    from taosr1.io import read_table
+    from taosr1.cli.main import main
+    from taosr1.storage.tables import read_table
 
     kinds = [k for k in CATALOGUE if k.name != "nan_query"]  # JSON has no NaN (it reads as null: null_query)
     src = tmp_path / "catalogue.jsonl"
@@ -196,7 +196,7 @@ def test_catalogue_through_the_nightly_job(spark, tiny_model, limit, cli_result,
     """Every kind a Parquet input can hold, in one nightly run: same outcome as the CLI, same grades."""
     from deltalake import DeltaTable
 
-    from taosr1.nightly import NightlyConfig, run
+    from taosr1.nightly.job import NightlyConfig, run
 
     kinds = [k for k in CATALOGUE if k.nightly]
     df = catalogue_frame(kinds)
@@ -222,8 +222,8 @@ def test_catalogue_through_the_nightly_job(spark, tiny_model, limit, cli_result,
 
 def test_nightly_mistyped_columns_fail_before_work(spark, tiny_model, tmp_path):
     """Numbers or lists where text belongs, in a typed input, fail the run on its contract."""
-    from taosr1.contracts import ContractError
-    from taosr1.nightly import NightlyConfig, run
+    from taosr1.nightly.job import NightlyConfig, run
+    from taosr1.storage.contracts import ContractError
 
     bad = pd.DataFrame({"query_id": ["q1"], "product_id": ["p1"], "query": [["a", "b"]], "product_title": [3.5]})
     path = tmp_path / "typed.parquet"
@@ -242,7 +242,7 @@ def test_table_shapes_cli_and_nightly(spark, tiny_model, tiny_engine, tmp_path, 
     """An empty input, and one row with only the key and required columns (no optional ones)."""
     from deltalake import DeltaTable
 
-    from taosr1.nightly import NightlyConfig, run
+    from taosr1.nightly.job import NightlyConfig, run
 
     df = pd.DataFrame({"query_id": ["q1"], "product_id": ["p1"], "query": ["tea cup"],
                        "product_title": ["Porcelain tea cup"]})

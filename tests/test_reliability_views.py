@@ -18,10 +18,10 @@ import pandas as pd
 from click.testing import CliRunner
 
 import taosr1
-from taosr1 import config as cfgmod
-from taosr1.cli import main
-from taosr1.nightly import NightlyConfig, run
-from taosr1.resources import conf_dir
+from taosr1.cli.main import main
+from taosr1.core import config as cfgmod
+from taosr1.core.resources import conf_dir
+from taosr1.nightly.job import NightlyConfig, run
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = ["query_id", "product_id"]
@@ -46,7 +46,7 @@ def raw_run_ids(path) -> set[str]:
 
 
 def killed_run(tiny_model: str, src: str, out: Path, fault: str, cwd: Path) -> None:
-    cmd = [sys.executable, "-c", "from taosr1.cli import main; main()", "nightly", "--input", src, "--output", str(out),
+    cmd = [sys.executable, "-c", "from taosr1.cli.main import main; main()", "nightly", "--input", src, "--output", str(out),
            "--run-date", D1, "--model", tiny_model, "--beta", "0.5", "--partitions", "2", "--set", f"fault.{fault}=true"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYSPARK_PYTHON": sys.executable}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=cwd)

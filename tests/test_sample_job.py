@@ -15,13 +15,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from taosr1 import config as cfgmod
-from taosr1.cli import main
-from taosr1.config import ConfigError, read_yaml
-from taosr1.labels import load_scheme
-from taosr1.prompts import PromptBuilder, parse_response
-from taosr1.resources import conf_dir
-from taosr1.training.sample_job import DUPLICATE_REASON, check_inputs, run_job, sample_job
+from taosr1.cli.main import main
+from taosr1.cli.sample_job import sample_job
+from taosr1.core import config as cfgmod
+from taosr1.core.config import ConfigError, read_yaml
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import PromptBuilder, parse_response
+from taosr1.core.resources import conf_dir
+from taosr1.training.sample_job import DUPLICATE_REASON, check_inputs, run_job
 from taosr1.training.sampling import SampleConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +59,7 @@ def policy(tiny_model, tmp_path_factory) -> str:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from taosr1.models import load_tokenizer
+    from taosr1.labeling.models import load_tokenizer
 
     dst = tmp_path_factory.mktemp("policy") / "model"
     shutil.copytree(tiny_model, dst)
@@ -149,7 +150,7 @@ def test_job_output_trains_dpo(job_run, cot_dir, policy, tmp_path):
 def test_rows_that_cannot_be_sampled_are_quarantined_with_a_reason(spark, cot_dir, policy, tmp_path):
     """A repeated pair_id, no pair_id, an unknown gold label, a prompt over max_prompt_tokens: each
     quarantined; every other prompt gets N samples; prompts in = sampled + quarantined."""
-    from taosr1.models import load_tokenizer
+    from taosr1.labeling.models import load_tokenizer
     from taosr1.training.common import field_rows
 
     bad = tmp_path / "cot"

@@ -10,8 +10,8 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
 from sbs_data import build, links
+
 from taosr1.sbs.access import access_path, load_access
 from taosr1.sbs.app import FORBIDDEN, create_app
 from taosr1.sbs.store import AnswerStore
@@ -92,7 +92,7 @@ def test_posts_without_the_sessions_csrf_token_are_refused(task, tmp_path):
 def test_revoked_link_and_its_session_stop_at_once_and_admin_sees_progress(task):
     from click.testing import CliRunner
 
-    from taosr1.cli import main
+    from taosr1.cli.main import main
 
     tasks, path, tok = task
     app = create_app(path)
@@ -199,7 +199,7 @@ def test_status_over_the_network_needs_the_admin_token(task, monkeypatch):
     from click.testing import CliRunner
     from werkzeug.serving import make_server
 
-    from taosr1.cli import main
+    from taosr1.cli.main import main
 
     tasks, path, tok = task
     app = create_app(path)

@@ -12,8 +12,8 @@ import os
 import shutil
 
 import pytest
-
 from sbs_data import blinded, build, free_server, links, plant, stop
+
 from taosr1.sbs.config import SbsReportConfig
 from taosr1.sbs.report import sbs_report
 from taosr1.sbs.store import AnswerStore
@@ -289,7 +289,7 @@ def test_forged_or_replayed_post_without_the_csrf_token_is_refused(browser, serv
 def test_revoked_link_stops_working_in_an_open_page(browser, server, tmp_path):
     from click.testing import CliRunner
 
-    from taosr1.cli import main
+    from taosr1.cli.main import main
 
     tasks, key, _, tasks_path = build(tmp_path, size=4, k=1, raters=["ann", "bo"], gold_rate=0)
     tok = links(tasks_path)

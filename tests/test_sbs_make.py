@@ -6,10 +6,10 @@ from collections import Counter
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from sbs_data import build, gold_table, two_systems
-from taosr1.cli import main
-from taosr1.config import ConfigError
+
+from taosr1.cli.main import main
+from taosr1.core.config import ConfigError
 from taosr1.sbs.config import SbsConfig, load_sbs_config
 from taosr1.sbs.make import apportion, make_tasks
 

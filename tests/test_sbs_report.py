@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from sbs_data import blinded, build, plant
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa
 
-from sbs_data import blinded, build, plant
-from taosr1.cli import main
+from taosr1.cli.main import main
 from taosr1.sbs.config import SbsReportConfig
 from taosr1.sbs.report import agreement, sbs_report
 from taosr1.sbs.store import AnswerStore

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taosr1.labels import load_scheme
-from taosr1.prompts import STEPS, parse_response
+from taosr1.core.evidence import pair_evidence
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import STEPS, parse_response
 from taosr1.training.cot import built_negatives, parse_steps, template_steps
-from taosr1.evidence import pair_evidence
 
 SCHEME = load_scheme("taosr1")
 
@@ -33,7 +33,7 @@ def test_evidence_reads_terms_types_measures_and_exclusions():
 
 @pytest.mark.parametrize("gold", SCHEME.labels, ids=lambda lab: lab.name)
 def test_rule_teacher_gives_five_steps_from_the_pair_and_starts_with_the_gold_label(gold, sample_df):
-    from taosr1.prompts import format_response
+    from taosr1.core.prompts import format_response
 
     for q, t in sample_df[["query", "product_title"]].head(25).itertuples(index=False):
         steps = template_steps({"query": q, "title": t}, gold, SCHEME, [])
@@ -132,7 +132,7 @@ def test_soft_labels_are_distributions_fitted_on_the_human_labels_only(sample_df
 def test_soft_labels_without_the_extra_or_with_one_grade_say_what_to_do(monkeypatch, sample_df):
     import sys
 
-    from taosr1.config import ConfigError
+    from taosr1.core.config import ConfigError
     from taosr1.training.soft_labels import cosine_soft_labels
 
     one = _soft_frame(sample_df).assign(gold="Related")
@@ -170,8 +170,8 @@ def test_pipeline_trains_on_soft_labels_or_names_the_missing_setting(tiny_model,
 
     from click.testing import CliRunner
 
-    from taosr1.cli import main
-    from taosr1.resources import conf_dir
+    from taosr1.cli.main import main
+    from taosr1.core.resources import conf_dir
 
     sets = [f"model={tiny_model}", "train_rows=24", "test_rows=8", "stages=[cot, sft]", "sft.label_epochs=1",
             "sft.soft_label_weight=0.5", "evaluate=false"]
@@ -194,8 +194,8 @@ def test_label_logits_are_what_the_engine_scores(tiny_model, tiny_engine, sample
     import torch
     from transformers import AutoModelForCausalLM
 
-    from taosr1.prompts import PromptBuilder, PromptConfig
-    from taosr1.training.label_loss import label_logits, shared_prefix_len
+    from taosr1.core.prompts import PromptBuilder, PromptConfig
+    from taosr1.training.label_forward import label_logits, shared_prefix_len
 
     tok = tiny_engine.tokenizer
     ids = PromptBuilder(tok, SCHEME, PromptConfig()).build(
@@ -275,8 +275,9 @@ def test_label_phase_fits_the_labels_it_is_given(tiny_model, tiny_engine, sample
     import torch
     from transformers import AutoModelForCausalLM
 
-    from taosr1.prompts import PromptBuilder, PromptConfig
-    from taosr1.training.label_loss import label_logits, train_labels
+    from taosr1.core.prompts import PromptBuilder, PromptConfig
+    from taosr1.training.label_forward import label_logits
+    from taosr1.training.label_loss import train_labels
 
     tok = tiny_engine.tokenizer
     rows = sample_df.head(16)
@@ -300,7 +301,7 @@ def test_export_reproduces_a_lora_trained_model(tiny_model, tiny_engine, sample_
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from taosr1.prompts import PromptBuilder, PromptConfig
+    from taosr1.core.prompts import PromptBuilder, PromptConfig
     from taosr1.training.export import agreement, export_adapter
 
     torch.manual_seed(0)
@@ -391,7 +392,7 @@ def test_export_refuses_a_model_that_changed_outside_the_linear_layers(tiny_mode
     import torch
     from transformers import AutoModelForCausalLM
 
-    from taosr1.config import ConfigError
+    from taosr1.core.config import ConfigError
     from taosr1.training.export import export_adapter
 
     m = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
@@ -405,7 +406,7 @@ def test_export_refuses_a_model_that_changed_outside_the_linear_layers(tiny_mode
 # --- the embedded default: base + shipped adapter -----------------------------------------------
 
 def test_shipped_adapter_is_whole_and_small():
-    from taosr1.models import ADAPTER_FILE, check_default_adapter, default_adapter_dir
+    from taosr1.labeling.models import ADAPTER_FILE, check_default_adapter, default_adapter_dir
 
     card = check_default_adapter()
     assert (default_adapter_dir() / ADAPTER_FILE).stat().st_size <= 8.5e6  # ~8 MB at most, float16
@@ -419,9 +420,9 @@ def test_a_damaged_adapter_stops_the_run_at_start_naming_the_file_and_the_fix(da
 
     from click.testing import CliRunner
 
-    from taosr1.cli import main
-    from taosr1.models import ADAPTER_CARD, ADAPTER_FILE, REBUILD_HINT, default_adapter_dir
-    from taosr1.resources import sample_path
+    from taosr1.cli.main import main
+    from taosr1.core.resources import sample_path
+    from taosr1.labeling.models import ADAPTER_CARD, ADAPTER_FILE, REBUILD_HINT, default_adapter_dir
 
     bad = tmp_path / "adapter"
     shutil.copytree(default_adapter_dir(), bad)
@@ -451,9 +452,9 @@ def test_cpu_recipe_runs_end_to_end_calibrates_off_test_and_ships_an_adapter(tin
 
     from click.testing import CliRunner
 
-    from taosr1.cli import main
-    from taosr1.models import check_default_adapter
-    from taosr1.resources import conf_dir
+    from taosr1.cli.main import main
+    from taosr1.core.resources import conf_dir
+    from taosr1.labeling.models import check_default_adapter
 
     out, ship = tmp_path / "run", tmp_path / "ship"
     sets = [f"model={tiny_model}", "train_rows=24", "test_rows=12", "stages=[cot, sft]", "sft.label_epochs=1",
@@ -485,11 +486,11 @@ def test_crossfit_calibration_scores_every_training_pair_with_a_model_that_never
     on every training query."""
     import json
 
-    from taosr1.config import ConfigError
-    from taosr1.labeling import read_calibration
+    from taosr1.core.config import ConfigError
+    from taosr1.core.split import query_fold_ids
+    from taosr1.labeling.calibration import read_calibration
     from taosr1.training.crossfit import OOF_FILE
     from taosr1.training.pipeline import PipelineConfig, run_pipeline
-    from taosr1.training.split import query_fold_ids
 
     with pytest.raises(ConfigError, match="calib_folds"):
         PipelineConfig(calib_folds=2, calib_size=0.15)

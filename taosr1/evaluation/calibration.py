@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from taosr1.labels import LabelScheme
+from taosr1.core.labels import LabelScheme
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
@@ -65,10 +65,10 @@ def calibration_report(probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme,
 def cumpt_curve(probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme, betas: np.ndarray | None = None,
                 min_support: int = 0) -> pd.DataFrame:
     """Per beta: macro-F1 (over the grades with `min_support` gold rows) and accuracy of CumPT
-    (taosr1.cumpt.beta_curve, what `calibrate` maximises), plus each tier's precision and the tier macro-F1."""
+    (taosr1.core.cumpt.beta_curve, what `calibrate` maximises), plus each tier's precision and the tier macro-F1."""
     from sklearn.metrics import f1_score, precision_score
 
-    from taosr1.cumpt import beta_curve, cumpt_index
+    from taosr1.core.cumpt import beta_curve, cumpt_index
     from taosr1.evaluation.metrics import present, tier_index
 
     curve = beta_curve(probs, gold, scheme, betas, min_support)

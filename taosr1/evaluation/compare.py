@@ -12,9 +12,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from taosr1.evaluation.metrics import (clusters_of, confusion_scalars, evaluate, label_indices, percentile_interval,
-                                       present, resample_confusions, scalars_of, tier_index)
-from taosr1.labels import LabelScheme
+from taosr1.core.labels import LabelScheme
+from taosr1.evaluation.metrics import (
+    clusters_of,
+    confusion_scalars,
+    evaluate,
+    label_indices,
+    percentile_interval,
+    present,
+    resample_confusions,
+    scalars_of,
+    tier_index,
+)
 
 
 def align(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], source_a: str, source_b: str) -> pd.DataFrame:
@@ -102,6 +111,22 @@ def disagreements(frame: pd.DataFrame, gold: np.ndarray, pred_a: np.ndarray, pre
     return out.assign(_r=rank).sort_values(["_r", *cols[:1]], kind="stable").drop(columns="_r").reset_index(drop=True)
 
 
+def _ranking_differences(la, cfg) -> dict[str, Any]:
+    """B - A in NDCG@10 and Spearman over the same resampled queries, when both sides have a score."""
+    from taosr1.evaluation.evaluate import ranking_column
+    from taosr1.evaluation.ranking import paired_ranking
+
+    qcol = ranking_column(la.frame, cfg.bootstrap_unit)
+    if qcol is None or "score" not in la.frame.columns or "_score_b" not in la.frame.columns:
+        return {}
+    sa = pd.to_numeric(la.frame["score"], errors="coerce").to_numpy(float)
+    sb = la.frame["_score_b"].to_numpy(float)
+    if np.isnan(sa).any() or np.isnan(sb).any():
+        return {}
+    return paired_ranking(la.frame[qcol].astype(str).to_numpy(), la.gold, sa, sb, la.scheme, n_boot=cfg.bootstrap,
+                          level=cfg.ci_level, seed=cfg.seed)
+
+
 def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold: pd.DataFrame | None = None,
                    labels: str | None = None, drop_unparsed: bool = False, source_a: str = "A", source_b: str = "B",
                    gold_source: str = "", name_a: str = "A", name_b: str = "B", macro_over: list[str] | None = None):
@@ -128,6 +153,8 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
                              f"{int((ga != gb).sum())} pair(s); give one gold table with --gold")
     # B's predictions ride along as columns of A, so rows left out for A (--drop-unparsed) leave B too.
     extra = {"_pred_b": pred_b}
+    if "score" in b.columns:
+        extra["_score_b"] = pd.to_numeric(b["score"], errors="coerce").to_numpy(float)
     has_probs_b = all(c in b.columns for c in scheme.prob_columns)
     if has_probs_b:
         extra.update({f"_b_{c}": b[c].to_numpy(float) for c in scheme.prob_columns})
@@ -138,6 +165,7 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
     clusters, unit = clusters_of(la.frame, cfg.bootstrap_unit)
     r = compare(la.gold, la.pred, pred_b, scheme, n_boot=cfg.bootstrap, level=cfg.ci_level, seed=cfg.seed,
                 clusters=clusters, macro_over=over)
+    r["differences"].update(_ranking_differences(la, cfg))
     dis = disagreements(la.frame, la.gold, la.pred, pred_b, scheme, cfg.keys, la.probs, probs_b)
     diffs = pd.DataFrame([{"metric": k, **v} for k, v in r["differences"].items()])
     per_class = pd.DataFrame([{"label": n, f"f1 {name_a}": r["a"]["per_class"][n]["f1"],
@@ -151,8 +179,8 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
                "metrics_a": r["a"], "metrics_b": r["b"], "a_vs_b": r["a_vs_b"], "macro_over": list(macro_over or [])}
     d = r["differences"]
     summary = {"pairs": r["n"], "A": name_a, "B": name_b}
-    for k in ("accuracy", "macro_f1", "ordinal_mae", "macro_f1_over"):
-        if k not in d:
+    for k in ("accuracy", "macro_f1", "ordinal_mae", "macro_f1_over", "ndcg_at_10", "spearman"):
+        if k not in d or d[k]["difference"] is None:
             continue
         v = d[k]
         ci = "" if v["low"] is None else f" [{v['low']:+.4f}, {v['high']:+.4f}]"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taosr1.config import ConfigError
-from taosr1.cumpt import MIN_SUPPORT
+from taosr1.core.config import ConfigError
+from taosr1.core.cumpt import MIN_SUPPORT
 
 
 @dataclass
@@ -83,7 +83,7 @@ class EvalConfig:
 
 
 def load_eval_config(path=None, overrides=None) -> EvalConfig:
-    from taosr1 import config as cfgmod
-    from taosr1.resources import conf_dir
+    from taosr1.core import config as cfgmod
+    from taosr1.core.resources import conf_dir
 
     return cfgmod.load(EvalConfig, path or conf_dir() / "eval.yaml", overrides or {})

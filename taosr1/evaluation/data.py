@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from taosr1.labels import LabelScheme, load_scheme
+from taosr1.core.labels import LabelScheme, load_scheme
 
 
 @dataclass

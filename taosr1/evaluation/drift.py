@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from taosr1.core.labels import LabelScheme, load_scheme
 from taosr1.evaluation.config import DriftConfig
-from taosr1.labels import LabelScheme, load_scheme
 
 
 def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float = 1e-4) -> tuple[float, np.ndarray]:
@@ -28,7 +28,7 @@ def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float = 1e-4) -> tupl
 
 
 def run_dates(table: str) -> list[str]:
-    from taosr1.io import delta_table
+    from taosr1.storage.tables import delta_table
 
     dt = delta_table(table)
     if "run_date" not in dt.metadata().partition_columns:
@@ -39,7 +39,7 @@ def run_dates(table: str) -> list[str]:
 
 def read_run(table: str, run_date: str, keys: list[str]) -> pd.DataFrame:
     """One night's rows: keys and whichever of grade, label, tier, score, label_scheme the table has."""
-    from taosr1.io import delta_table
+    from taosr1.storage.tables import delta_table
 
     dt = delta_table(table)
     have = [f.name for f in dt.schema().fields]

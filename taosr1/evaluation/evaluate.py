@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from taosr1.core.labels import LabelScheme
 from taosr1.evaluation import plots
 from taosr1.evaluation.calibration import calibration_report, cumpt_curve
 from taosr1.evaluation.config import EvalConfig
 from taosr1.evaluation.data import Labelled
 from taosr1.evaluation.metrics import bootstrap_intervals, by_segment, clusters_of, evaluate, label_indices, scalars_of
-from taosr1.labels import LabelScheme
+from taosr1.evaluation.ranking import ranking_metrics
 
 
 def _single(frame: pd.DataFrame, column: str) -> Any:
@@ -64,7 +65,7 @@ def with_interval(value: float, ci: dict[str, float | None] | None) -> str:
 def calibration_section(probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme, cfg: EvalConfig,
                         used_beta: float | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
     """Calibration metrics, the CumPT curve with the best beta; their figures and tables."""
-    from taosr1.cumpt import best_beta
+    from taosr1.core.cumpt import best_beta
 
     cal, top_bins, class_bins = calibration_report(probs, gold, scheme, cfg.calibration_bins)
     curve = cumpt_curve(probs, gold, scheme, min_support=cfg.min_support)
@@ -77,6 +78,24 @@ def calibration_section(probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme
                "cumpt_curve": plots.cumpt_figure(curve, chosen, used_beta)}
     tables = {"reliability_bins": top_bins, "cumpt_curve": curve}
     return {**cal, "cumpt": cumpt}, figures, tables
+
+
+def ranking_column(frame: pd.DataFrame, unit: str) -> str | None:
+    """The column that groups a query's items: the bootstrap unit (query_id), else `query`."""
+    return next((c for c in (unit, "query_id", "query") if c in frame.columns and c != "pair"), None)
+
+
+def ranking_section(lab: Labelled, cfg: EvalConfig) -> tuple[dict[str, Any] | None, str]:
+    """NDCG@10 and Spearman of the `score` column (taosr1.evaluation.ranking), or None and why not."""
+    qcol = ranking_column(lab.frame, cfg.bootstrap_unit)
+    if "score" not in lab.frame.columns or qcol is None:
+        return None, "the predictions need a `score` column and a query column (query_id or query)"
+    score = pd.to_numeric(lab.frame["score"], errors="coerce").to_numpy(float)
+    if np.isnan(score).any():
+        return None, f"{int(np.isnan(score).sum())} row(s) have no score"
+    out = ranking_metrics(lab.frame[qcol].astype(str).to_numpy(), lab.gold, score, lab.scheme, n_boot=cfg.bootstrap,
+                          level=cfg.ci_level, seed=cfg.seed)
+    return {**out, "query_column": qcol}, ""
 
 
 def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str, ...] = (), *,
@@ -122,6 +141,18 @@ def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str,
         notes.append(f"{lab.excluded_unparsed} row(s) left out because their gold value is not a label (--drop-unparsed).")
     if lab.gold_without_prediction:
         notes.append(f"{lab.gold_without_prediction} gold row(s) have no prediction (quarantined or not graded).")
+    rank, why = ranking_section(lab, cfg)
+    if rank is not None:
+        metrics["ranking"] = rank
+        metrics["ndcg_at_10"], metrics["spearman"] = rank["ndcg_at_10"], rank["spearman"]
+        summary["NDCG@10 (per query)"] = with_interval(rank["ndcg_at_10"], rank["ci"].get("ndcg_at_10")) \
+            if rank["ndcg_at_10"] is not None else None
+        summary["Spearman(score, grade)"] = None if rank["spearman"] is None else round(rank["spearman"], 4)
+        notes.append(f"Ranking: `score` orders each {rank['query_column']}'s items; NDCG@10 with gains grade - worst "
+                     f"grade over the {rank['queries']} queries with a relevant item ({rank['queries_without_gain']} "
+                     f"without one left out).")
+    else:
+        notes.append(f"No ranking metrics: {why}.")
     if lab.probs is not None:
         cal, f, t = calibration_section(lab.probs, lab.gold, scheme, cfg, metrics["beta"])
         metrics["ece"] = cal["ece"]

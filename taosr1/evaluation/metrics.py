@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from taosr1.labels import LabelScheme
+from taosr1.core.labels import LabelScheme
 
 SCALARS = ("accuracy", "macro_f1", "ordinal_mae", "tier_accuracy", "tier_macro_f1")
 
@@ -47,8 +47,13 @@ def evaluate(gold: np.ndarray, pred: np.ndarray, scheme: LabelScheme) -> dict[st
     `gold` and `pred` index `scheme.labels` (best grade first). Per-class precision (recall) of a
     class never predicted (never in the gold labels) is undefined and reported as None.
     """
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, mean_absolute_error,
-                                 precision_recall_fscore_support)
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        mean_absolute_error,
+        precision_recall_fscore_support,
+    )
 
     gold, pred = np.asarray(gold), np.asarray(pred)
     k = len(scheme.labels)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taosr1.config import ConfigError
+from taosr1.core.config import ConfigError
 
 
 @dataclass
@@ -112,7 +112,7 @@ class SbsConfig:
 
 
 def load_sbs_config(path=None, overrides=None) -> SbsConfig:
-    from taosr1 import config as cfgmod
-    from taosr1.resources import conf_dir
+    from taosr1.core import config as cfgmod
+    from taosr1.core.resources import conf_dir
 
     return cfgmod.load(SbsConfig, path or conf_dir() / "sbs.yaml", overrides or {})

@@ -11,7 +11,7 @@ Either way the session is checked for the Delta classes before the job reads any
 
 from __future__ import annotations
 
-from taosr1.config import ConfigError
+from taosr1.core.config import ConfigError
 
 EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
@@ -74,7 +74,7 @@ def write_tables(spark, graded, quarantined, output: str, quarantine: str, date,
     """delta-spark on the cluster: each table's partition replaced in one commit by replaceWhere."""
     from pyspark.sql import functions as F
 
-    from taosr1.nightly import PARTITION
+    from taosr1.core.names import PARTITION
     from taosr1.spark.staging import check_counts
 
     value = date.isoformat()

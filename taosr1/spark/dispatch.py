@@ -1,7 +1,7 @@
 """Executor side of the nightly job: the functions Spark runs in its Python workers.
 
 Two `mapInArrow` stages:
-- prepare: validate rows (taosr1.validate) and build token-id prompts with the model's
+- prepare: validate rows (taosr1.core.validate) and build token-id prompts with the model's
   tokenizer, so the driver can quarantine bad rows and sort good ones by prompt length;
 - grade: score the prompts with the engine through Labeler.grade_built (the one scoring
   path, the same as `taosr1 label`) and add the grade columns.
@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from taosr1 import storage
-from taosr1.labeling import DUPLICATE_REASON, prompt_too_long
+from taosr1.labeling.labeler import DUPLICATE_REASON, prompt_too_long
+from taosr1.storage import stores
 
 # Hidden columns the runner adds and the stages exchange; none reaches an output table.
 POS, DUP = "_taosr1_pos", "_taosr1_dup"
@@ -54,11 +54,11 @@ class WorkerSpec:
 
     def config(self):
         """The LabelConfig; an object-store model as this worker's local copy of it."""
-        from taosr1 import config as cfgmod
-        from taosr1.labeling import LabelConfig
+        from taosr1.core import config as cfgmod
+        from taosr1.labeling.labeler import LabelConfig
 
         cfg = cfgmod.build(LabelConfig, json.loads(self.label_cfg), source="worker spec")
-        if storage.is_remote(cfg.engine.model):
+        if stores.is_remote(cfg.engine.model):
             cfg.engine.model = local_model(cfg.engine.model, json.loads(self.model_options))
         return cfg
 
@@ -67,7 +67,7 @@ def local_model(uri: str, options: dict[str, str]) -> str:
     """This worker's copy of the model folder `uri`, looked up in the store once per worker."""
     models = _CACHE.setdefault("models", {})
     if uri not in models:
-        from taosr1.local_copy import cached
+        from taosr1.storage.local_copy import cached
 
         models[uri] = cached(uri, options)
     return models[uri]
@@ -130,7 +130,7 @@ def engine_for(engine_cfg, cpus: int):
     A worker holds one engine: a task with another engine config (another model in the
     same application) replaces it rather than loading a second model next to it.
     """
-    from taosr1.engines import make_engine
+    from taosr1.labeling.engines import make_engine
 
     key = json.dumps(dataclasses.asdict(engine_cfg), sort_keys=True)
     if _CACHE.get("engine_key") != key:
@@ -155,8 +155,8 @@ def engine_loads() -> tuple[int, float]:
 
 def labeler_for(spec: WorkerSpec, cpus: int):
     """The worker's Labeler for `spec`, around the worker's engine (see engine_for)."""
-    from taosr1.labeling import Labeler
-    from taosr1.labels import load_scheme
+    from taosr1.core.labels import load_scheme
+    from taosr1.labeling.labeler import Labeler
 
     cfg = spec.config()
     engine = engine_for(cfg.engine, cpus)
@@ -201,9 +201,9 @@ def builder_for_model(model: str, labels: str, prompt):
     builders = _CACHE.setdefault("builders", {})
     if key not in builders:
         builders.clear()
-        from taosr1.labels import load_scheme
-        from taosr1.models import load_tokenizer, resolve_model
-        from taosr1.prompts import PromptBuilder
+        from taosr1.core.labels import load_scheme
+        from taosr1.core.prompts import PromptBuilder
+        from taosr1.labeling.models import load_tokenizer, resolve_model
 
         builders[key] = PromptBuilder(load_tokenizer(resolve_model(model)), load_scheme(labels), prompt)
     return builders[key]
@@ -223,7 +223,7 @@ def prepare_fn(spec: WorkerSpec, stats=None):
 def _prepare(spec: WorkerSpec, stats, batches: Iterator[Any]) -> Iterator[Any]:
     import pyarrow as pa
 
-    from taosr1.validate import validate_rows
+    from taosr1.core.validate import validate_rows
 
     cols = spec.config().columns
     wanted = list(dict.fromkeys([*cols.keys, *cols.field_columns().values()]))
@@ -271,8 +271,8 @@ def _grade(spec: WorkerSpec, out_columns: list[tuple[str, str]], stats, batches:
     import pandas as pd
     import pyarrow as pa
 
-    from taosr1.contracts import arrow_type
-    from taosr1.prompts import BuiltPrompts
+    from taosr1.core.prompts import BuiltPrompts
+    from taosr1.storage.contracts import arrow_type
 
     gpu, cpus = start_task()
     loads_before = _CACHE.get("loads", 0)

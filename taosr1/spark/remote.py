@@ -19,7 +19,7 @@ import json
 import posixpath
 from typing import Any, Iterator
 
-from taosr1 import storage
+from taosr1.storage import stores
 
 ROWS_PER_BATCH = 8192
 
@@ -27,14 +27,14 @@ ROWS_PER_BATCH = 8192
 # ---------------------------------------------------------------- input
 
 def detect_format(source: str, options: dict[str, str]) -> str:
-    from taosr1.io import _EXT, _suffix, is_delta
+    from taosr1.storage.tables import _EXT, _suffix, is_delta
 
     if is_delta(source, options):
         return "delta"
     ext = _EXT.get(_suffix(source))
     if ext:
         return "json" if ext == "jsonl" else ext
-    fs, path = storage.filesystem(source, options)
+    fs, path = stores.filesystem(source, options)
     if fs.isdir(path):
         return "parquet"
     raise ValueError(f"cannot tell the format of {source}; pass --input-format")
@@ -42,9 +42,9 @@ def detect_format(source: str, options: dict[str, str]) -> str:
 
 def _files(source: str, fmt: str, options: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
     """[(file URI, partition values)] in a fixed order (the read order of the duplicate-key window)."""
-    proto = storage.protocol(source)
+    proto = stores.protocol(source)
     if fmt == "delta":
-        from taosr1.io import delta_table
+        from taosr1.storage.tables import delta_table
 
         table = delta_table(source, options)
         proto_v = table.protocol()
@@ -58,7 +58,7 @@ def _files(source: str, fmt: str, options: dict[str, str]) -> list[tuple[str, di
         root = source.rstrip("/")
         value = (lambda v: None if v is None else str(v))  # cast back to the column's type by the reader
         return sorted((f"{root}/{a['path']}", {c: value(a.get(f"partition.{c}")) for c in parts}) for a in actions)
-    fs, path = storage.filesystem(source, options)
+    fs, path = stores.filesystem(source, options)
     if not fs.exists(path):
         raise FileNotFoundError(f"input {source} does not exist")
     if fs.isdir(path):
@@ -69,7 +69,7 @@ def _files(source: str, fmt: str, options: dict[str, str]) -> list[tuple[str, di
 
 
 def _open(uri: str, options: dict[str, str]):
-    fs, path = storage.filesystem(uri, options)
+    fs, path = stores.filesystem(uri, options)
     return fs.open(path, "rb")
 
 
@@ -100,7 +100,7 @@ def _arrow_schema(source: str, fmt: str, files, options: dict[str, str]):
     import pyarrow.parquet as pq
 
     if fmt == "delta":
-        from taosr1.io import delta_table
+        from taosr1.storage.tables import delta_table
 
         return pa.schema(delta_table(source, options).schema().to_arrow())
     if not files:
@@ -168,7 +168,7 @@ def _put_parquet(folder: str, name: str, options: dict[str, str], table) -> None
 
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    fs, base = storage.filesystem(folder, options)
+    fs, base = stores.filesystem(folder, options)
     fs.pipe_file(f"{base.rstrip('/')}/{name}", sink.getvalue().to_pybytes())
 
 
@@ -227,7 +227,7 @@ def staged_partitions(folder: str, options: dict[str, str]) -> dict[int, int]:
     """{partition: rows} of the grading partitions staged in `folder` (each one object, PUT whole)."""
     import pyarrow.parquet as pq
 
-    fs, _ = storage.filesystem(folder, options)
+    fs, _ = stores.filesystem(folder, options)
     done = {}
     for f in staged(folder, options):
         name = posixpath.basename(f)
@@ -270,7 +270,7 @@ def _stage_rows(folder, options, file_schema, prefix, batches):
 
 def staged(folder: str, options: dict[str, str]) -> list[str]:
     """The Parquet objects staged in `folder` (paths inside its filesystem), in partition order."""
-    fs, base = storage.filesystem(folder, options)
+    fs, base = stores.filesystem(folder, options)
     fs.invalidate_cache()  # the executors wrote these objects; the driver's listing cache is stale
     if not fs.exists(base):
         return []
@@ -280,7 +280,7 @@ def staged(folder: str, options: dict[str, str]) -> list[str]:
 def count_rows(folder: str, files: list[str], options: dict[str, str]) -> int:
     import pyarrow.parquet as pq
 
-    fs, _ = storage.filesystem(folder, options)
+    fs, _ = stores.filesystem(folder, options)
     total = 0
     for f in files:
         with fs.open(f, "rb") as fh:
@@ -295,10 +295,10 @@ def commit_files(table: str, files: list[str], arrow_schema, partition_col: str,
     from deltalake import CommitProperties, DeltaTable, Schema
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
-    from taosr1 import delta
+    from taosr1.storage import delta
 
     delta.check_schema(table, arrow_schema, options)
-    fs, root = storage.filesystem(table, options)
+    fs, root = stores.filesystem(table, options)
     root = root.rstrip("/")
     actions, rows = [], 0
     for f in files:
@@ -334,7 +334,7 @@ def commit_files(table: str, files: list[str], arrow_schema, partition_col: str,
 
 def commit_version(table: str, run_id: str, options: dict[str, str]) -> int:
     """The version of the newest commit made by `run_id`, read from the log (see delta.commit_version)."""
-    fs, root = storage.filesystem(table, options)
+    fs, root = stores.filesystem(table, options)
     logs = sorted((p for p in fs.ls(f"{root.rstrip('/')}/_delta_log", detail=False, refresh=True)
                    if posixpath.basename(p)[:1].isdigit() and p.endswith(".json")), reverse=True)
     for f in logs:
@@ -346,7 +346,7 @@ def commit_version(table: str, run_id: str, options: dict[str, str]) -> int:
 
 
 def remove(folder: str, options: dict[str, str]) -> None:
-    fs, base = storage.filesystem(folder, options)
+    fs, base = stores.filesystem(folder, options)
     if fs.exists(base):
         fs.rm(base, recursive=True)
 
@@ -363,7 +363,7 @@ def open_staging(stage, g_stage: str, q_stage: str, g_opts: dict[str, str], q_op
     quarantine are staged again: they cost no grading)."""
     from taosr1.spark.staging import MANIFEST, check_resume
 
-    fs, base = storage.filesystem(g_stage, g_opts)
+    fs, base = stores.filesystem(g_stage, g_opts)
     manifest = f"{base.rstrip('/')}/{MANIFEST}"
     remove(q_stage, q_opts)
     if not stage.resume:
@@ -388,12 +388,12 @@ def write_tables(stage, quarantined, output: str, quarantine: str, run_id: str, 
     `reused` (rows carried from earlier runs, as grades rows) is staged beside the graded rows."""
     import pyarrow as pa
 
-    from taosr1.delta import STAGING
-    from taosr1.nightly import PARTITION
+    from taosr1.core.names import PARTITION
     from taosr1.spark.staging import check_counts, die_if
+    from taosr1.storage.delta import STAGING
 
     g_opts, q_opts = options[output], options[quarantine]
-    g_stage, q_stage = (storage.join(output, STAGING, run_id), storage.join(quarantine, STAGING, run_id))
+    g_stage, q_stage = (stores.join(output, STAGING, run_id), stores.join(quarantine, STAGING, run_id))
     done = open_staging(stage, g_stage, q_stage, g_opts, q_opts, run_id, log)
     g_file = pa.schema([f for f in grades_schema if f.name != PARTITION])
     q_file = pa.schema([f for f in quarantine_schema if f.name != PARTITION])

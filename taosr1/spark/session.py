@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taosr1 import config as cfgmod
-from taosr1.config import ConfigError
-from taosr1.resources import find_conf
+from taosr1.core import config as cfgmod
+from taosr1.core.config import ConfigError
+from taosr1.core.resources import find_conf
 
 LOG_LEVELS = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF")
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taosr1.config import ConfigError
+from taosr1.core.config import ConfigError
 
 MANIFEST = "_run.json"  # in a run's staging folder: what a resume must match
+REUSED_FOLDER = "reused"  # under the grades staging folder: rows carried from earlier runs (--reuse)
 
 
 @dataclass
@@ -66,7 +67,7 @@ def _stage_grades(stage: Stage, folder: Path, run_id: str, arrow_schema, log) ->
     import pyarrow as pa
     from pyspark.sql.types import BooleanType, IntegerType, LongType, StructField, StructType
 
-    from taosr1.nightly import PARTITION
+    from taosr1.core.names import PARTITION
     from taosr1.spark import dispatch as D
 
     manifest_file = folder / MANIFEST
@@ -91,15 +92,29 @@ def _stage_grades(stage: Stage, folder: Path, run_id: str, arrow_schema, log) ->
     return sum(done.values())
 
 
+def stage_reused(frame, grades_staging: Path) -> list[Path]:
+    """Write the reused rows beside the graded partitions (replacing an earlier attempt's)."""
+    import shutil
+
+    from taosr1.storage import delta
+
+    folder = grades_staging / REUSED_FOLDER
+    if frame is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return []
+    frame.write.mode("overwrite").parquet(str(folder))
+    return delta.staged_files(folder)
+
+
 def write_tables(stage: Stage, quarantined, output: str, quarantine: str, run_id: str, date, rows_in: int,
                  grades_schema, quarantine_schema, keep_staging: bool, log, reused=None) -> dict[str, int]:
     """Executors stage Parquet files in each table's staging folder; the driver commits each table once."""
-    from taosr1 import delta, incremental
-    from taosr1.nightly import PARTITION
+    from taosr1.core.names import PARTITION
+    from taosr1.storage import delta
 
     g_stage, q_stage = delta.staging_dir(output, run_id), delta.staging_dir(quarantine, run_id)
     resumed = _stage_grades(stage, g_stage, run_id, grades_schema, log)
-    r_files = incremental.stage_reused(reused, g_stage)  # rows carried from earlier runs, beside the graded
+    r_files = stage_reused(reused, g_stage)  # rows carried from earlier runs, beside the graded
     quarantined.write.mode("overwrite").parquet(str(q_stage))
     log(f"run {run_id}: graded and staged under {g_stage.parent}")
     g_files, q_files = delta.staged_files(g_stage) + r_files, delta.staged_files(q_stage)

@@ -17,11 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from taosr1.config import ConfigError
-from taosr1.labels import LabelScheme, load_scheme
-from taosr1.prompts import FIELDS, FORMATS, PromptConfig
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import LabelScheme, load_scheme
+from taosr1.core.names import STAGE_FILE
+from taosr1.core.prompts import FIELDS, FORMATS, PromptConfig
 
-STAGE_FILE = "taosr1_stage.json"
 COT_FILE = "cot.parquet"
 SAMPLES_FILE = "samples.parquet"
 DIFFICULTY_FILE = "difficulty.parquet"
@@ -33,7 +33,7 @@ class Serving:
 
     scheme: LabelScheme
     prompt: PromptConfig
-    label_config: Any  # taosr1.labeling.LabelConfig
+    label_config: Any  # taosr1.labeling.labeler.LabelConfig
 
 
 def serving_setup(label_config: str = "", labels: str = "", fmt: str = "post_cot") -> Serving:
@@ -41,9 +41,9 @@ def serving_setup(label_config: str = "", labels: str = "", fmt: str = "post_cot
 
     `labels` ("" = the label config's) picks another scheme, as `taosr1 label --labels` does.
     """
-    from taosr1 import config as cfgmod
-    from taosr1.labeling import LabelConfig
-    from taosr1.resources import conf_dir
+    from taosr1.core import config as cfgmod
+    from taosr1.core.resources import conf_dir
+    from taosr1.labeling.labeler import LabelConfig
 
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -69,7 +69,7 @@ def check_format(fmt: str) -> None:
 
 
 def field_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """The prompt fields of a stage dataset (columns named as taosr1.prompts.FIELDS)."""
+    """The prompt fields of a stage dataset (columns named as taosr1.core.prompts.FIELDS)."""
     cols = [f for f in FIELDS if f in df.columns]
     return [{k: (v if isinstance(v, str) and v else None) for k, v in r.items()} for r in df[cols].to_dict("records")]
 
@@ -121,14 +121,9 @@ def _jsonable(v: Any) -> Any:
 def bf16_autocast() -> bool:
     """bf16 autocast (float32 master weights) on CUDA with bf16, and on CPUs with native bf16
     (AMX / AVX512-bf16); float32 elsewhere."""
-    import torch
+    from taosr1.labeling.engines.hf import native_bf16
 
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        return False
+    return native_bf16()
 
 
 # --- models --------------------------------------------------------------------------------
@@ -146,8 +141,8 @@ def load_for_training(model: str, lora: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from taosr1.engines.hf import pick_device
-    from taosr1.models import load_tokenizer, resolve_model
+    from taosr1.labeling.engines.hf import pick_device
+    from taosr1.labeling.models import load_tokenizer, resolve_model
 
     path = resolve_model(model or "base")  # training starts from the untrained base unless told otherwise
     dtype = torch.bfloat16 if (lora and torch.cuda.is_available()) else torch.float32

@@ -19,11 +19,12 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from taosr1.config import ConfigError
-from taosr1.engines.base import EngineConfig
-from taosr1.labels import Label, LabelScheme
-from taosr1.prompts import FIELDS, STEPS, PromptBuilder, format_response, parse_response, user_prompt
-from taosr1.evidence import Evidence, measures, pair_evidence
+from taosr1.core.config import ConfigError
+from taosr1.core.evidence import Evidence, measures, pair_evidence
+from taosr1.core.labels import Label, LabelScheme
+from taosr1.core.negatives import negative_items
+from taosr1.core.prompts import FIELDS, STEPS, TEXTS, PromptBuilder, format_response, parse_response, user_prompt
+from taosr1.labeling.engines.base import EngineConfig
 from taosr1.training.rules import Rule, RuleIndex
 from taosr1.training.soft_labels import SOURCES as SOFT_SOURCES
 
@@ -156,12 +157,13 @@ def template_steps(fields: dict[str, str], gold: Label, scheme: LabelScheme, rul
     lacks or contradicts. Only the judgement knows the gold grade; it cites the evidence.
     """
     q, t = fields["query"], fields["title"]
-    ev = pair_evidence(q, t, fields.get("brand"))
+    ev = pair_evidence(q, t, fields.get("brand"), " ".join(fields[f] for f in TEXTS if fields.get(f)))
     asks = f'The shopper searches for "{q}"' + (f", a {ev.head}" if ev.head else "")
     qm = sorted(measures(q))
     asks += (f" of {', '.join(f'{n} {u}' for n, u in qm)}" if qm else "") + "."
     short = " ".join(t.split()[:TITLE_WORDS]) + (" ..." if len(t.split()) > TITLE_WORDS else "")
-    item = f'The item is "{short}"' + (f" by {fields['brand']}" if fields.get("brand") else "") + "."
+    item = f'The item is "{short}"' + (f" by {fields['brand']}" if fields.get("brand") else "") + \
+        (f", colour {fields['color']}" if fields.get("color") else "") + "."
     if not ev.head:
         cat = "The query names no product type."
     elif ev.head_found:
@@ -170,6 +172,7 @@ def template_steps(fields: dict[str, str], gold: Label, scheme: LabelScheme, rul
         cat = f'The title does not name "{ev.head}", the product type asked for.'
     attrs = [f"Shares {', '.join(ev.found)}" if ev.found else "Shares no query term",
              f"lacks {', '.join(ev.missing)}" if ev.missing else "lacks none"]
+    attrs += [f"the texts have {', '.join(ev.in_texts)}"] if ev.in_texts else []
     attrs += [f"{m} agrees" for m in ev.measures_agree] + ev.measures_conflict
     attrs += [f"has excluded {w}" for w in ev.excluded_present]
     rule = next((r for r in rules if re.search(rf"\b{re.escape(gold.name)}\b", r.text)), None)
@@ -232,7 +235,7 @@ def build_cot(
 def _checked(df: pd.DataFrame, gold_col: str, columns: Any,
              scheme: LabelScheme) -> tuple[pd.DataFrame, list[Label | None], list[str | None]]:
     """The serving fields, the parsed gold label and the quarantine reason (None: usable) of every row."""
-    from taosr1.validate import duplicate_mask, validate_rows
+    from taosr1.core.validate import duplicate_mask, validate_rows
 
     fields_df, reasons = validate_rows(df, columns)
     reasons = list(reasons)
@@ -334,7 +337,7 @@ def built_negatives(frame: pd.DataFrame, scheme: LabelScheme, per_query: int, se
         query_keys = query_keys[:-1]
     recs, next_id = [], int(frame["pair_id"].max()) + 1
     for q, own, it in negative_items(frame, per_query, seed):
-        fields = {"query": q, "title": it["title"], "brand": it.get("brand")}
+        fields = {"query": q, **{f: it.get(f) for f in FIELDS[1:]}}
         s = template_steps(fields, worst, scheme, [])
         recs.append({"pair_id": next_id, **{k: own.iloc[0][k] if k in query_keys else f"built-{next_id}" for k in keys},
                      **{f: fields.get(f) for f in FIELDS}, "gold": worst.name, "source": "built_negative",
@@ -345,40 +348,22 @@ def built_negatives(frame: pd.DataFrame, scheme: LabelScheme, per_query: int, se
     return pd.DataFrame.from_records(recs, columns=frame.columns)
 
 
-def negative_items(frame: pd.DataFrame, per_query: int, seed: int):
-    """(query, the query's own rows, another query's item) for each built negative, seeded.
-
-    `frame` has `query` and `title` (and `brand`, carried in the item when present). An item
-    qualifies when its query shares no content word with this one and it is not this query's.
-    """
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    terms = {q: set(pair_evidence(q, "").terms) for q in frame["query"].unique()}
-    items = frame.drop_duplicates("title")[[c for c in ("query", "title", "brand") if c in frame]].to_dict("records")
-    for q, own in frame.groupby("query", sort=True):
-        own_titles = set(own["title"])
-        pool = [it for it in items if it["title"] not in own_titles and not (terms[q] & terms[it["query"]])]
-        for j in rng.permutation(len(pool))[:per_query]:
-            yield q, own, pool[int(j)]
-
-
 def run_cot(cfg: CoTConfig, values_hash: str = "") -> dict[str, Any]:
     """`taosr1 cot`: read the pairs, build the data, write cot.parquet and the stage marker."""
     from pathlib import Path
 
-    from taosr1.engines import make_engine
-    from taosr1.io import read_table
-    from taosr1.resources import sample_path
+    from taosr1.core.resources import sample_path
+    from taosr1.core.validate import check_columns
+    from taosr1.labeling.engines import make_engine
+    from taosr1.storage.bundled import read_pairs
     from taosr1.training.common import COT_FILE, serving_setup, write_stage
     from taosr1.training.rules import load_rules
-    from taosr1.validate import check_columns
 
     if not cfg.output_dir:
         raise ConfigError("output_dir is not set; give --output DIR or output_dir in the config")
     serving = serving_setup(cfg.label_config, cfg.labels, "post_cot")
     src = cfg.input or str(sample_path())
-    df = read_table(src)
+    df = read_pairs(src)
     check_columns(df, serving.label_config.columns, source=src)
     index = RuleIndex(load_rules(cfg.rules))
     engine = make_engine(dataclasses.replace(cfg.teacher, model=cfg.teacher.model or "base")) if cfg.attempts > 0 else None
@@ -403,6 +388,6 @@ def run_cot(cfg: CoTConfig, values_hash: str = "") -> dict[str, Any]:
 
 
 def _tokenizer(model: str):
-    from taosr1.models import load_tokenizer, resolve_model
+    from taosr1.labeling.models import load_tokenizer, resolve_model
 
     return load_tokenizer(resolve_model(model or "base"))

@@ -37,12 +37,14 @@ def _fold_scores(cfg, model: Path, held: pd.DataFrame, cache: Path) -> pd.DataFr
 
 
 def crossfit_calibration(cfg, out: Path, train_input: str, trained: dict[str, str],
-                         log: Callable[[str], None]) -> dict[str, Any]:
-    """Fit and record each trained model's beta on out-of-fold scores; returns {stage: beta, macro_f1, n}."""
-    from taosr1.io import read_table
+                         log: Callable[[str], None], run: Callable[..., Any]) -> dict[str, Any]:
+    """Fit and record each trained model's beta on out-of-fold scores; returns {stage: beta, macro_f1, n}.
+
+    `run(cfg, folder, log=...)` runs the stages on a fold's training queries (the pipeline's own runner)."""
+    from taosr1.core.split import query_fold_ids
+    from taosr1.storage.tables import read_table
+    from taosr1.training.calibrate import fit_beta
     from taosr1.training.common import read_stage, serving_setup
-    from taosr1.training.pipeline import fit_beta, run_pipeline
-    from taosr1.training.split import query_fold_ids
 
     serving = serving_setup(cfg.label_config, cfg.labels)
     train = read_table(train_input)
@@ -61,7 +63,7 @@ def crossfit_calibration(cfg, out: Path, train_input: str, trained: dict[str, st
             part.to_parquet(fold_train, index=False)
         sub = replace(cfg, input=str(fold_train), test_size=0.0, test_folds=0, calib_size=0.0, calib_folds=0,
                       train_rows=0, evaluate=False, export_rank=0, ship_to="")
-        run_pipeline(sub, d, log=lambda m, k=k: log(f"crossfit fold {k + 1}/{cfg.calib_folds}: {m}"))
+        run(sub, d, log=lambda m, k=k: log(f"crossfit fold {k + 1}/{cfg.calib_folds}: {m}"))
         held = train[fold == k].reset_index(drop=True)
         for stage in trained:
             if read_stage(d / stage) is not None:

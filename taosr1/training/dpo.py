@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from trl import DPOConfig
 
-from taosr1.config import ConfigError
-from taosr1.labels import LabelScheme
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import LabelScheme
 from taosr1.training.common import TrainStage, bf16_autocast
 
 PAIR_KINDS = ("right_vs_wrong", "reference_vs_sample")
@@ -135,9 +135,17 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     from datasets import Dataset
     from trl import DPOTrainer
 
-    from taosr1.prompts import PromptBuilder
-    from taosr1.training.common import (field_rows, load_for_training, lora_config, save_model, serving_setup,
-                                        train_metrics, with_lora, write_stage)
+    from taosr1.core.prompts import PromptBuilder
+    from taosr1.training.common import (
+        field_rows,
+        load_for_training,
+        lora_config,
+        save_model,
+        serving_setup,
+        train_metrics,
+        with_lora,
+        write_stage,
+    )
     from taosr1.training.sft import read_cot
 
     serving = serving_setup(cfg.label_config, cfg.labels, cfg.format)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from taosr1.labels import LabelScheme
+from taosr1.core.labels import LabelScheme
 
 
 def classification_metrics(gold: Sequence[str], pred: Sequence[str | None], scheme: LabelScheme) -> dict[str, Any]:
@@ -47,9 +47,9 @@ def _gold(df: pd.DataFrame, gold_col: str, scheme: LabelScheme) -> list[str]:
 def evaluate_scoring(model: str, df: pd.DataFrame, *, gold_col: str, label_config: str = "", labels: str = "",
                      threads: int = 0, beta: float | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Grade `df` as `taosr1 label --model MODEL` does (post-CoT scoring, CumPT), then score against gold."""
-    from taosr1 import config as cfgmod
-    from taosr1.labeling import LabelConfig, Labeler, label_frame
-    from taosr1.resources import conf_dir
+    from taosr1.core import config as cfgmod
+    from taosr1.core.resources import conf_dir
+    from taosr1.labeling.labeler import LabelConfig, Labeler, label_frame
 
     cfg = cfgmod.load(LabelConfig, label_config or conf_dir() / "label.yaml",
                       {"labels": labels or None, "beta": beta, "engine.model": model, "engine.threads": threads or None,
@@ -72,10 +72,10 @@ def evaluate_generation(model: str, df: pd.DataFrame, *, gold_col: str, fmt: str
     generation batches than the CPU-sized defaults."""
     from tqdm import tqdm
 
-    from taosr1.engines import EngineConfig, make_engine
-    from taosr1.prompts import PromptBuilder, parse_response
+    from taosr1.core.prompts import PromptBuilder, parse_response
+    from taosr1.core.validate import validate_rows
+    from taosr1.labeling.engines import EngineConfig, make_engine
     from taosr1.training.common import serving_setup
-    from taosr1.validate import validate_rows
 
     serving = serving_setup(label_config, labels, fmt)
     cols = serving.label_config.columns

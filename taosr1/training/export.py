@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from taosr1.config import ConfigError
+from taosr1.core.config import ConfigError
 
 
 def weight_deltas(tuned: str, base: str) -> tuple[dict[str, Any], list[str]]:
@@ -108,7 +108,7 @@ def agreement(tuned: str, merged: Any, tokenizer: Any, prompts: Sequence[Sequenc
     import torch
     from transformers import AutoModelForCausalLM
 
-    from taosr1.training.label_loss import label_logits, shared_prefix_len
+    from taosr1.training.label_forward import label_logits, shared_prefix_len
 
     ref = AutoModelForCausalLM.from_pretrained(tuned, dtype=torch.float32).eval()
     shared = shared_prefix_len(prompts)

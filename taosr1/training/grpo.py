@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from trl import GRPOConfig
 
-from taosr1.config import ConfigError
+from taosr1.core.config import ConfigError
 from taosr1.training.common import TrainStage, bf16_autocast
 
 
@@ -189,9 +189,17 @@ def run_grpo(cfg: GRPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     """Select the prompts, train GRPO, save the (merged) model and the stage marker."""
     from datasets import Dataset
 
-    from taosr1.prompts import PromptBuilder
-    from taosr1.training.common import (field_rows, load_for_training, lora_config, save_model, serving_setup,
-                                        train_metrics, with_lora, write_stage)
+    from taosr1.core.prompts import PromptBuilder
+    from taosr1.training.common import (
+        field_rows,
+        load_for_training,
+        lora_config,
+        save_model,
+        serving_setup,
+        train_metrics,
+        with_lora,
+        write_stage,
+    )
     from taosr1.training.dpo import read_samples
     from taosr1.training.rewards import make_rewards
     from taosr1.training.sft import read_cot

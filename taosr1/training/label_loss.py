@@ -1,64 +1,16 @@
 """The label loss: the scorer's own computation, with gradients.
 
 Serving reads one thing from the model: the logits of the label tokens at the last prompt
-position (taosr1/engines/hf.py). Training on the whole response makes the label one token in
+position (taosr1/labeling/engines/hf.py). Training on the whole response makes the label one token in
 ~90, and the model learns the template and the label prior. This module trains exactly what
-serving reads: the prefix every prompt shares (the system prompt, ~75% of a prompt's tokens)
-runs once per batch, each row's own tokens run after it, and a class-weighted cross-entropy
-over the label tokens' logits at the last position is the loss.
+serving reads (taosr1/training/label_forward.py computes it: the shared prefix once per batch, the
+frozen lower blocks once per prompt): a class-weighted cross-entropy over the label tokens' logits
+at the last position is the loss. `fit` is the loop every label-position stage shares.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
-
-
-def shared_prefix_len(prompts: Sequence[Sequence[int]], keep: int = 1) -> int:
-    """Tokens every prompt starts with, leaving each at least `keep` of its own."""
-    first = prompts[0]
-    n = min(len(p) for p in prompts) - keep
-    for p in prompts[1:]:
-        k = 0
-        while k < n and p[k] == first[k]:
-            k += 1
-        n = k
-    return max(n, 0)
-
-
-def label_logits(model, prompts: Sequence[Sequence[int]], label_ids: Sequence[int], pad_id: int, shared: int = 0):
-    """(rows, labels) logits of the label tokens at each prompt's last position.
-
-    `shared` leading tokens are the same in every prompt: they run once, and their KV cache
-    is repeated for the batch (gradients flow through it), as the engine's prefix reuse does.
-    """
-    import torch
-
-    if hasattr(model, "get_base_model"):  # a peft model: its adapters live inside the base model's layers
-        model = model.get_base_model()
-    body = getattr(model, model.base_model_prefix)
-    head = model.get_output_embeddings()
-    device = head.weight.device
-    past = None
-    if shared:
-        past = body(input_ids=torch.tensor([list(prompts[0][:shared])], device=device), use_cache=True).past_key_values
-        past.batch_repeat_interleave(len(prompts))
-    lengths = [len(p) - shared for p in prompts]
-    width = max(lengths)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), shared + width), dtype=torch.long)
-    mask[:, :shared] = 1
-    for r, p in enumerate(prompts):  # right padding, as the engine scores
-        ids[r, : lengths[r]] = torch.tensor(list(p[shared:]))
-        mask[r, shared : shared + lengths[r]] = 1
-    hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=past,
-                  use_cache=past is not None).last_hidden_state
-    last = torch.tensor([n - 1 for n in lengths], device=device)
-    h = hidden[torch.arange(len(prompts), device=device), last]
-    w = head.weight.index_select(0, torch.tensor(list(label_ids), device=device))
-    logits = h.float() @ w.float().T
-    if getattr(head, "bias", None) is not None:
-        logits = logits + head.bias.index_select(0, torch.tensor(list(label_ids), device=device)).float()
-    return logits
 
 
 def class_weights(gold: Sequence[int], n_labels: int, power: float = 1.0) -> list[float]:
@@ -129,13 +81,15 @@ def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], l
     """
     import torch
 
+    from taosr1.training.label_forward import LabelForward
+
     device = next(p for p in model.parameters() if p.requires_grad).device
     weights = torch.tensor(class_weights(gold, len(label_ids), class_weight_power), device=device)
-    shared = shared_prefix_len(prompts)
+    forward = LabelForward(model, prompts, label_ids, pad_id, bf16=bf16)
     targets = None if soft is None else torch.tensor(soft, dtype=torch.float32, device=device)
 
     def step_loss(batch):
-        logits = label_logits(model, [prompts[i] for i in batch], label_ids, pad_id, shared)
+        logits = forward(batch)
         y = torch.tensor([gold[i] for i in batch], device=device)
         t = None if targets is None else targets[torch.tensor(batch, device=device)]
         return label_objective(logits, y, weights, loss, t, soft_weight), {}

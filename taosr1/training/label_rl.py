@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from taosr1.training.label_loss import fit, label_logits, shared_prefix_len
+from taosr1.training.label_forward import LabelForward
+from taosr1.training.label_loss import fit
 
 LABEL_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "sft")
 
@@ -42,17 +43,22 @@ def dpo_losses(lp, ref, chosen, rejected, *, beta: float, loss_type: Sequence[st
 
 
 def reference_logprobs(model, prompts: Sequence[Sequence[int]], label_ids: Sequence[int], pad_id: int,
-                       batch_size: int = 16):
+                       batch_size: int = 16, bf16: bool = False):
     """(rows, labels) log-probabilities of the frozen starting model, computed once."""
+    return logprobs(LabelForward(model, prompts, label_ids, pad_id, bf16=bf16), batch_size)
+
+
+def logprobs(forward: LabelForward, batch_size: int = 16):
+    """(rows, labels) label log-probabilities of every prompt of `forward`, without gradients."""
     import torch
 
-    shared = shared_prefix_len(prompts)
-    model.eval()
+    was = forward.model.training
+    forward.model.eval()
     out = []
-    with torch.no_grad():
-        for s in range(0, len(prompts), batch_size):
-            batch = prompts[s: s + batch_size]
-            out.append(torch.log_softmax(label_logits(model, batch, label_ids, pad_id, shared).float(), -1))
+    with torch.no_grad(), torch.autocast(forward.device.type, dtype=torch.bfloat16, enabled=forward.bf16):
+        for s in range(0, len(forward.prompts), batch_size):
+            out.append(torch.log_softmax(forward(list(range(s, min(s + batch_size, len(forward.prompts))))).float(), -1))
+    forward.model.train(was)
     return torch.cat(out)
 
 
@@ -71,14 +77,14 @@ def train_label_dpo(model, prompts: Sequence[Sequence[int]], chosen: Sequence[in
     mix = torch.tensor(list(loss_weights) if loss_weights else [1.0] * len(loss_type))
     if len(mix) != len(loss_type):
         raise ValueError(f"loss_weights {list(mix.tolist())} must give one weight per loss_type {list(loss_type)}")
-    ref = reference_logprobs(model, prompts, label_ids, pad_id, batch_size)
-    shared = shared_prefix_len(prompts)
+    forward = LabelForward(model, prompts, label_ids, pad_id, bf16=bf16)
+    ref = logprobs(forward, batch_size)  # the starting model's, its frozen blocks' output kept for the steps
     c_idx, r_idx = torch.tensor(list(chosen)), torch.tensor(list(rejected))
     w = torch.tensor(list(row_weights) if row_weights is not None else [1.0] * len(prompts))
 
     def step_loss(batch):
         b = torch.tensor(batch)
-        lp = torch.log_softmax(label_logits(model, [prompts[i] for i in batch], label_ids, pad_id, shared).float(), -1)
+        lp = torch.log_softmax(forward(batch).float(), -1)
         losses, margin = dpo_losses(lp, ref[b].to(lp.device), c_idx[b], r_idx[b], beta=beta, loss_type=loss_type)
         loss = ((losses * mix.to(lp.device)).sum(1) * w[b].to(lp.device)).mean()
         return loss, {"reward_accuracy": (margin > 0).float().mean().item(), "reward_margin": margin.mean().item()}
@@ -98,13 +104,13 @@ def train_label_grpo(model, prompts: Sequence[Sequence[int]], gold: Sequence[int
     reward scale would cancel)."""
     import torch
 
-    shared = shared_prefix_len(prompts)
+    forward = LabelForward(model, prompts, label_ids, pad_id, bf16=bf16)
     gen = torch.Generator().manual_seed(seed)
     gold_t = torch.tensor(list(gold))
     w = torch.tensor(list(row_weights) if row_weights is not None else [1.0] * len(prompts))
 
     def step_loss(batch):
-        logits = label_logits(model, [prompts[i] for i in batch], label_ids, pad_id, shared).float()
+        logits = forward(batch).float()
         logp = torch.log_softmax(logits / temperature, -1)
         draws = torch.multinomial(logp.detach().exp().cpu(), num_generations, replacement=True, generator=gen)
         rewards = (draws == gold_t[torch.tensor(batch)].unsqueeze(1)).float()

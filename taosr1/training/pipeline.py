@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from taosr1.config import ConfigError
-from taosr1.cumpt import MIN_SUPPORT
+from taosr1.core.config import ConfigError
+from taosr1.core.cumpt import MIN_SUPPORT
+from taosr1.training.calibrate import calibrate_model, scheme_of
 
 STAGES = ("cot", "sft", "sample", "dpo", "grpo")
 # Keys the pipeline sets in each stage section (a section may not set them itself).
@@ -52,7 +53,7 @@ class PipelineConfig:
             split (taosr1/training/crossfit.py): every training pair is scored once by a model that
             did not train on it, and the models train on every training query (0 = off; needs calib_size 0).
         calib_min_support: beta maximises macro-F1 over the grades with at least this many calibration
-            pairs (taosr1.cumpt.MIN_SUPPORT): a grade seen once or twice there is noise, not signal.
+            pairs (taosr1.core.cumpt.MIN_SUPPORT): a grade seen once or twice there is noise, not signal.
         seed: split seed.
         model: the model SFT starts from ("base" = the untrained embedded base); also the zero-shot baseline.
         label_config, labels, format: the serving setup every stage trains for (see TrainStage).
@@ -180,7 +181,7 @@ def _stage_values(cfg: PipelineConfig, name: str, out: Path, train_input: str) -
 
 def stage_config(name: str, values: dict[str, Any], source: str = "pipeline"):
     """Build stage `name`'s config dataclass from values (unknown keys rejected)."""
-    from taosr1 import config as cfgmod
+    from taosr1.core import config as cfgmod
 
     if name == "cot":
         from taosr1.training.cot import CoTConfig as cls
@@ -214,11 +215,11 @@ def run_stage(name: str, cfg: Any, h: str = "") -> dict[str, Any]:
 def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[str, str | None, dict[str, Any]]:
     """The training input, and the test file (None without a split); OUTPUT/split/calib.parquet
     holds the calibration slice when `calib_size` > 0."""
-    from taosr1.fingerprint import content_fingerprint
-    from taosr1.io import read_table
-    from taosr1.resources import sample_path
+    from taosr1.core.resources import sample_path
+    from taosr1.core.split import held_out, query_keys, split_by_query
+    from taosr1.labeling.fingerprint import content_fingerprint
+    from taosr1.storage.bundled import read_pairs
     from taosr1.training.common import read_stage, write_stage
-    from taosr1.training.split import fold_by_query, query_keys, split_by_query
 
     src = cfg.input or str(sample_path())
     tested = bool(cfg.test_size or cfg.test_folds)
@@ -234,14 +235,8 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
         from taosr1.training.common import serving_setup
 
         qcol = serving_setup(cfg.label_config, cfg.labels).label_config.columns.query
-        df = read_table(src)
-        if cfg.test_folds:
-            train, test = fold_by_query(df, qcol, cfg.test_folds, cfg.test_fold, cfg.seed)
-        else:
-            train, test = split_by_query(df, qcol, cfg.test_size, cfg.seed) if cfg.test_size else (df, df.head(0))
-        # shuffled, so that train_rows / test_rows caps take many queries, not the first few
-        train = train.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
-        test = test.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+        df = read_pairs(src)
+        train, test = held_out(df, qcol, cfg.test_size, cfg.test_folds, cfg.test_fold, cfg.seed)
         if cfg.test_rows:
             test = test.head(cfg.test_rows)
         d.mkdir(parents=True, exist_ok=True)
@@ -262,48 +257,6 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
         log(f"split: {marker['train_rows']} train / {marker['calib_rows']} calibration / {marker['test_rows']} test rows, "
             f"no query in two{fold}")
     return str(d / "train.parquet"), str(d / "test.parquet") if tested else None, marker or {}
-
-
-def calibrate_model(cfg: PipelineConfig, model: str, calib_file: str, log: Callable[[str], None]) -> dict[str, Any]:
-    """Fit CumPT beta for `model` on the calibration slice (macro-F1, as `taosr1 calibrate`) and record it beside it."""
-    import pandas as pd
-
-    from taosr1.training.evaluate import evaluate_scoring
-
-    _, graded = evaluate_scoring(model, pd.read_parquet(calib_file), gold_col=cfg.gold, label_config=cfg.label_config,
-                                 labels=cfg.labels, threads=cfg.eval_threads, beta=0.5)
-    return fit_beta(cfg, model, graded, "pipeline calibration slice", "calibration pairs", log)
-
-
-def fit_beta(cfg: PipelineConfig, model: str, graded, source: str, what: str,
-             log: Callable[[str], None]) -> dict[str, Any]:
-    """The beta of best macro-F1 on `graded` (scored pairs with gold), written beside `model`."""
-    from taosr1.labeling import write_calibration
-
-    scheme = _scheme(cfg)
-    beta, f1 = slice_beta(graded, cfg.gold, scheme, cfg.calib_min_support)
-    write_calibration(model, scheme.name, beta, macro_f1=f1, n=len(graded), source=source)
-    log(f"calibrate {Path(model).name}: beta {beta} (macro-F1 {f1:.4f} on {len(graded)} {what})")
-    return {"beta": beta, "macro_f1": f1, "n": len(graded)}
-
-
-def slice_beta(graded, gold_col: str, scheme, min_support: int = MIN_SUPPORT) -> tuple[float, float]:
-    """(beta, macro-F1): the CumPT beta of best macro-F1 on scored pairs with gold, over the grades
-    with at least `min_support` pairs there."""
-    import numpy as np
-
-    from taosr1.cumpt import best_beta, beta_curve
-
-    gold = np.array([scheme.labels.index(scheme.parse(v)) for v in graded[gold_col]])
-    curve = beta_curve(graded[scheme.prob_columns].to_numpy(dtype=float), gold, scheme, min_support=min_support)
-    beta = best_beta(curve)
-    return beta, next(r[1] for r in curve if r[0] == beta)
-
-
-def _scheme(cfg: PipelineConfig):
-    from taosr1.training.common import serving_setup
-
-    return serving_setup(cfg.label_config, cfg.labels).scheme
 
 
 def evaluate_models(cfg: PipelineConfig, out: Path, test_file: str, models: dict[str, str],
@@ -334,7 +287,7 @@ def evaluate_models(cfg: PipelineConfig, out: Path, test_file: str, models: dict
         if fmt == "post_cot":
             m, pred = evaluate_scoring(model, test, gold_col=cfg.gold, label_config=cfg.label_config,
                                        labels=cfg.labels, threads=cfg.eval_threads)
-            scheme = _scheme(cfg)
+            scheme = scheme_of(cfg)
             arg = pred.assign(label=[scheme.labels[i].name for i in pred[scheme.prob_columns].to_numpy().argmax(1)])
             gold = [scheme.parse(v).name for v in arg[cfg.gold]]
             found[f"{name}_argmax"] = ({**classification_metrics(gold, arg["label"].tolist(), scheme), "mode": "argmax"}, arg)
@@ -354,7 +307,7 @@ def evaluate_models(cfg: PipelineConfig, out: Path, test_file: str, models: dict
 
 def _calibration_record(model: str) -> str:
     """The model's calibration file as text: a new beta changes the eval cache key."""
-    from taosr1.labeling import CALIBRATION_FILE
+    from taosr1.core.names import CALIBRATION_FILE
 
     f = Path(model) / CALIBRATION_FILE
     return f.read_text() if f.is_file() else ""
@@ -371,8 +324,8 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
     """Run the configured stages into `output`, skipping the ones already complete; return the summary.
 
     `output_name`: the output as the user named it, when `output` is a local copy of it (an object store)."""
-    from taosr1.fingerprint import content_fingerprint
-    from taosr1.models import resolve_model
+    from taosr1.labeling.fingerprint import content_fingerprint
+    from taosr1.labeling.models import resolve_model
     from taosr1.training.common import read_stage
 
     out = Path(output)
@@ -404,7 +357,7 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
     if cfg.calib_folds and trained and cfg.format == "post_cot":
         from taosr1.training.crossfit import crossfit_calibration
 
-        summary["calibration"] = crossfit_calibration(cfg, out, train_input, trained, log)
+        summary["calibration"] = crossfit_calibration(cfg, out, train_input, trained, log, run=run_pipeline)
     elif cfg.calib_size and calib.is_file() and cfg.format == "post_cot":
         summary["calibration"] = {s: calibrate_model(cfg, m, str(calib), log) for s, m in trained.items()}
     if cfg.evaluate and test_file:
@@ -431,9 +384,9 @@ def export_last(cfg: PipelineConfig, out: Path, model: str, summary: dict[str, A
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from taosr1.labeling import read_calibration
-    from taosr1.models import ADAPTER_CARD, ADAPTER_CONFIG, ADAPTER_FILE, load_tokenizer, resolve_model
-    from taosr1.prompts import PromptBuilder
+    from taosr1.core.prompts import PromptBuilder
+    from taosr1.labeling.calibration import read_calibration
+    from taosr1.labeling.models import ADAPTER_CARD, ADAPTER_CONFIG, ADAPTER_FILE, load_tokenizer, resolve_model
     from taosr1.training.common import COT_FILE, field_rows, serving_setup
     from taosr1.training.export import agreement, export_adapter, write_card
 

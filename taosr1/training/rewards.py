@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from taosr1.labels import LabelScheme
-from taosr1.prompts import parse_response
+from taosr1.core.labels import LabelScheme
+from taosr1.core.prompts import parse_response
 
 Reward = Callable[..., list]
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from taosr1.config import ConfigError, read_yaml
-from taosr1.resources import conf_dir
+from taosr1.core.config import ConfigError, read_yaml
+from taosr1.core.resources import conf_dir
 
 _WORD = re.compile(r"[a-z0-9]+")
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import shutil
 import sys
@@ -35,16 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import click
-
-from taosr1.config import ConfigError
+from taosr1.core.config import ConfigError
 
 # Hidden columns of the prepared rows (none reaches an output file).
 POS, DUP, REASON, NTOK = "_taosr1_pos", "_taosr1_dup", "_taosr1_reason", "_taosr1_prompt_tokens"
 STAGING = "_staging"  # OUTPUT/_staging/part-<partition>.parquet while the job runs
 QUARANTINE_FILE = "quarantine.parquet"
 DUPLICATE_REASON = "duplicate_pair_id: this pair_id appeared earlier in the CoT data; the first occurrence is sampled"
-# cot.parquet columns the job reads, beside the prompt fields (taosr1.prompts.FIELDS)
+# cot.parquet columns the job reads, beside the prompt fields (taosr1.core.prompts.FIELDS)
 KEEP = ("pair_id", "query_id", "product_id", "gold")
 
 
@@ -64,8 +61,8 @@ def check_inputs(cfg) -> Inputs:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from taosr1.models import resolve_model
-    from taosr1.prompts import FIELDS
+    from taosr1.core.prompts import FIELDS
+    from taosr1.labeling.models import resolve_model
     from taosr1.training.common import COT_FILE, require_stage, serving_setup
 
     if not cfg.output_dir:
@@ -127,7 +124,7 @@ def prepare_fn(spec: SampleSpec):
 def _prepare(spec: SampleSpec, batches: Iterator[Any]) -> Iterator[Any]:
     import pyarrow as pa
 
-    from taosr1.labeling import prompt_too_long
+    from taosr1.labeling.labeler import prompt_too_long
     from taosr1.spark import dispatch as D
     from taosr1.training.common import field_rows
 
@@ -164,8 +161,8 @@ def _sample(spec: SampleSpec, folder: str, stats, batches: Iterator[Any]) -> Ite
     import pyarrow.parquet as pq
     from pyspark import TaskContext
 
-    from taosr1.labels import load_scheme
-    from taosr1.prompts import PromptBuilder
+    from taosr1.core.labels import load_scheme
+    from taosr1.core.prompts import PromptBuilder
     from taosr1.spark import dispatch as D
     from taosr1.training.sampling import sample_batch
 
@@ -238,8 +235,8 @@ def run_job(spark, cfg, *, partitions: int = 0, values_hash: str = "", log=None,
     from pyspark.sql import functions as F
     from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
+    from taosr1.core.names import STAGE_FILE
     from taosr1.spark import dispatch as D
-    from taosr1.training.common import STAGE_FILE
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     inputs = inputs or check_inputs(cfg)
@@ -348,59 +345,3 @@ def _write_stage(out: Path, summary: dict[str, Any], values_hash: str) -> None:
     from taosr1.training.common import write_stage
 
     write_stage(out, "sample", summary, values_hash)
-
-
-# ---------------------------------------------------------------- command
-
-@click.command("sample-job")
-@click.option("--config", type=click.Path(dir_okay=False), help="SampleConfig YAML (default conf/train/sample.yaml).")
-@click.option("--output", help="Output folder (the config's output_dir).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key, e.g. n=8 or engine.engine=vllm.")
-@click.option("--master", default="",
-              help="Spark master (local[4], yarn, ...); wins over spark-submit's and the profile's.")
-@click.option("--spark-profile", default="local", show_default=True,
-              help="conf/spark profile: local, gpu, or a YAML path.")
-@click.option("--partitions", type=int, default=0, help="Sampling partitions (0: the cluster's parallelism).")
-def sample_job(config, output, overrides, master, spark_profile, partitions):
-    """pass@N sampling on Spark: N responses per CoT prompt, each parsed; per-prompt pass rates.
-
-    Writes samples.parquet, difficulty.parquet, quarantine.parquet and taosr1_stage.json into
-    OUTPUT, as `taosr1 sample` does; the summary is printed as JSON.
-    """
-    from taosr1.clitools import fail
-    from taosr1.config import merge, parse_overrides, read_yaml
-    from taosr1.resources import conf_dir
-    from taosr1.spark.session import SparkProfile, load_profile
-    from taosr1.training.pipeline import stage_config, values_hash
-
-    try:
-        path = config or str(conf_dir() / "train" / "sample.yaml")
-        extra = parse_overrides(overrides)
-        if output:
-            extra["output_dir"] = output
-        values = merge(read_yaml(path), extra)  # as `taosr1 sample`: the same values give the same marker hash
-        cfg = stage_config("sample", values, source=path)
-        if partitions < 0:
-            raise ConfigError(f"--partitions must be >= 0 (0: the cluster's parallelism), got {partitions}")
-        inputs = check_inputs(cfg)  # before any Spark work
-        profile = load_profile(spark_profile)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        fail(str(e))
-    if profile.app_name == SparkProfile.app_name:
-        profile.app_name = "taosr1-sample"
-
-    from pyspark.sql import SparkSession
-
-    from taosr1.spark.session import get_session
-
-    ours = SparkSession.getActiveSession() is None
-    spark = get_session(profile, master=master)
-    try:
-        summary = run_job(spark, cfg, partitions=partitions, values_hash=values_hash(values), inputs=inputs)
-    except (ConfigError, FileNotFoundError) as e:
-        fail(str(e))
-    finally:
-        if ours:
-            spark.stop()
-    click.echo(json.dumps(summary, default=str))

@@ -21,10 +21,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from taosr1.config import ConfigError
-from taosr1.engines.base import EngineConfig, prompt_seed
-from taosr1.labels import LabelScheme
-from taosr1.prompts import PromptBuilder, parse_response
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import LabelScheme
+from taosr1.core.prompts import PromptBuilder, parse_response
+from taosr1.labeling.engines.base import EngineConfig, prompt_seed
 
 # One row per sample (the table `sample_batch` returns; a Spark job's output schema).
 SAMPLE_COLUMNS = {"pair_id": "int64", "sample": "int64", "gold": "string", "response": "string",
@@ -173,7 +173,7 @@ def run_sampling(cfg: SampleConfig, values_hash: str = "") -> dict[str, Any]:
     """Sample every training prompt, write samples.parquet, difficulty.parquet and the stage marker."""
     from tqdm import tqdm
 
-    from taosr1.engines import make_engine
+    from taosr1.labeling.engines import make_engine
     from taosr1.training.common import DIFFICULTY_FILE, SAMPLES_FILE, serving_setup, write_stage
     from taosr1.training.sft import read_cot
 

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 from trl import SFTConfig
 
-from taosr1.config import ConfigError
+from taosr1.core.config import ConfigError
 from taosr1.training.common import TrainStage, bf16_autocast
 
 
@@ -135,8 +135,15 @@ def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
     """Label phase, CoT phase; save the (merged) model and tokenizer into cfg.output_dir; write the marker."""
     from datasets import Dataset
 
-    from taosr1.prompts import PromptBuilder
-    from taosr1.training.common import load_for_training, save_model, serving_setup, train_metrics, with_lora, write_stage
+    from taosr1.core.prompts import PromptBuilder
+    from taosr1.training.common import (
+        load_for_training,
+        save_model,
+        serving_setup,
+        train_metrics,
+        with_lora,
+        write_stage,
+    )
 
     serving = serving_setup(cfg.label_config, cfg.labels, cfg.format)
     cot = read_cot(cfg.data, cfg.max_examples)

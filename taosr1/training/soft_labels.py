@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from taosr1.config import ConfigError
-from taosr1.labels import LabelScheme
+from taosr1.core.config import ConfigError
+from taosr1.core.labels import LabelScheme
 
 SOURCES = ("cosine",)
 
@@ -26,10 +26,10 @@ def cosine_soft_labels(frame: pd.DataFrame, scheme: LabelScheme) -> tuple[np.nda
     """(rows, labels) P(grade | cosine) for each cot row (scheme order), and what was fitted."""
     from sklearn.linear_model import LogisticRegression
 
-    from taosr1.evaluation.baselines import Cosine, MissingExtra
+    from taosr1.labeling.sentence import MissingExtra, SentenceCosine
 
     try:
-        cos = Cosine(scheme=scheme, query_col="query", title_col="title").score(frame)
+        cos = SentenceCosine().cosine(frame["query"].astype(str).tolist(), frame["title"].astype(str).tolist())
     except MissingExtra as e:
         raise ConfigError(f"cot.soft_labels: cosine: {e}") from e
     x = np.stack([cos, cos * cos], 1)
