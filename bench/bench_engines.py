@@ -6,7 +6,7 @@ Each (engine, dtype) runs in its own process (vLLM in-process on a CPU binds Ope
 and seeds the global RNG; a fresh process keeps the runs independent), on the same rows,
 once, after a warm-up call on 8 prompts that is not timed. Rows: the first `--rows` of the
 sample (256 by default, a fixed subset: all 1,263 take five times as long; `--rows 0` for
-all). Needs vLLM installed (see the README, vLLM engine); without it only the transformers
+all). Needs vLLM installed (see docs/labeling.md, the vLLM engine); without it only the transformers
 rows are measured. Prints a table and writes bench/results/bench_engines.json, with the
 label-probability agreement of the two engines at each dtype.
 """

@@ -188,7 +188,7 @@ def test_emulator_settings_map_to_the_fsspec_clients(monkeypatch):
 ], ids=["azure", "gcs"])
 def test_unreachable_endpoint_is_named_before_the_clients_retry(uri, options, setting, monkeypatch):
     """Nothing listens on the port: the check names the endpoint and the setting, without the
-    clients' own retries (adlfs ~85 s, gcsfs ~35 s; timed in the README, not here)."""
+    clients' own retries (adlfs ~85 s, gcsfs ~35 s; timed in docs/storage.md, not here)."""
     from taosr1.storage import stores
 
     monkeypatch.setattr(stores, "filesystem", lambda *a, **k: pytest.fail("a client was built: its retries run first"))

@@ -201,7 +201,7 @@ def revoke_cmd(tasks_path, raters, ids, admin, everyone, listing, access_file):
 @click.argument("tasks_path", metavar="TASKS")
 @click.option("--db", type=click.Path(dir_okay=False), help="SQLite answer file (default: answers.sqlite beside TASKS).")
 @click.option("--access", "access_file", type=click.Path(dir_okay=False), help="Access file (default: access.json beside TASKS).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind. Over a network, bind to 127.0.0.1 behind an HTTPS reverse proxy (README).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind. Over a network, bind to 127.0.0.1 behind an HTTPS reverse proxy (docs/sbs.md).")
 @click.option("--port", default=5000, show_default=True, type=int, help="Port; 0 picks a free one.")
 @click.option("--secure-cookies", is_flag=True, help="Send the session cookie over HTTPS only (behind a TLS proxy).")
 @click.option("--proxies", default=0, show_default=True, type=int, help="Reverse proxies in front whose X-Forwarded-* headers to trust.")

@@ -10,7 +10,7 @@ Every page needs a valid link: a missing, wrong or revoked one gets the same bar
 rater's link opens only that rater's queue (nothing in a URL or form names a rater); admin
 links open /admin. Every POST carries the session's CSRF token; without it (a forged form
 from another page, a replay outside the session) it is refused with 403. Over a network, run
-behind an HTTPS reverse proxy with `secure_cookies` (README).
+behind an HTTPS reverse proxy with `secure_cookies` (docs/sbs.md).
 """
 
 from __future__ import annotations

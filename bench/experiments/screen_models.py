@@ -5,7 +5,7 @@ queries in one pass, as `taosr1 label` does. Beta is fitted on the slice over th
 least 10 pairs there (the pipeline's rule), never on test; served = CumPT at that beta. Nothing is
 written beside the models. Prints a table and writes JSON.
 
-    python bench/screen_models.py --split runs/cpu_timing/split \\
+    python bench/experiments/screen_models.py --split runs/cpu_timing/split \\
         --model recipe=runs/cpu_timing/sft --model cot_phase=runs/cotphase_s0/sft \\
         --out bench/results/cot_phase_cpu.json
 """
@@ -19,7 +19,7 @@ import platform
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # bench/experiments/ -> the repository root
 sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
