@@ -133,6 +133,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--folds", type=int, default=0, metavar="K",
                     help="K query folds instead of random splits: fold k is split k's test side, --seeds one "
                          "shuffle seed, {fold} in patterns; each row's K files are also scored pooled.")
+    ap.add_argument("--only-folds", default="", metavar="LIST",
+                    help="With --folds K: run these folds only (comma-separated); pooling needs all K.")
     ap.add_argument("--input", default="", help="Labelled pairs (default: the bundled ESCI sample; "
                                                 "bundled:union is the sample and the judged lists with texts).")
     ap.add_argument("--gold-col", default="esci_label")
@@ -157,6 +159,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         sys.exit(f"--folds {a.folds}: expected K >= 2 and one --seeds value (the folds' shuffle seed), got {a.seeds}")
     a.key = "fold" if a.folds else "seed"
     a.splits = list(range(a.folds)) if a.folds else a.seeds
+    if a.only_folds:
+        only = [int(k) for k in a.only_folds.split(",") if k.strip()]
+        if not a.folds or not all(0 <= k < a.folds for k in only):
+            sys.exit(f"--only-folds {a.only_folds}: expected folds of --folds {a.folds} (0..{a.folds - 1})")
+        a.splits = only
     pairs = [tuple(p.split(":")) for p in a.paired]
     if any(len(p) != 2 or not all(p) for p in pairs):
         sys.exit(f"--paired {a.paired}: expected A:B, two row names, e.g. recipe/sft:recipe/grpo")
@@ -314,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(q.paired_table(paired, a.splits, a.key))
         if a.macro_over:
             print("\n" + q.paired_table(paired, a.splits, a.key, "macro_f1_over"))
-    pool = pooled(rows, a, labels) if a.folds else {}
+    pool = pooled(rows, a, labels) if a.folds and len(a.splits) == a.folds else {}
     if pool:
         _print_pooled(pool, a, labels)
     result = {**setup, "labels": labels, "rows": rows, "table": table, "paired": paired,

@@ -12,6 +12,7 @@ from taosr1.core.config import ConfigError
 from taosr1.core.labels import load_scheme
 from taosr1.core.prompts import PromptBuilder, PromptConfig
 from taosr1.training.dpo import build_pairs, reference_responses
+from taosr1.training.label_loop import LoopConfig
 from taosr1.training.sampling import SampleConfig, draw_labels, sample_batch
 
 SCHEME = load_scheme("taosr1")
@@ -96,8 +97,8 @@ def test_label_dpo_moves_the_label_distribution_toward_the_chosen_label(tiny_mod
     label_ids = SCHEME.token_ids(tok)
     chosen, rejected = [0, 3, 1, 2], [3, 0, 2, 1]
     before = reference_logprobs(model, ids, label_ids, tok.pad_token_id)
-    out = train_label_dpo(model, ids, chosen, rejected, label_ids, pad_id=tok.pad_token_id, beta=0.5, epochs=8,
-                          learning_rate=1e-2, batch_size=4, log=lambda m: None)
+    out = train_label_dpo(model, ids, chosen, rejected, label_ids, pad_id=tok.pad_token_id, beta=0.5,
+                          loop=LoopConfig(epochs=8, learning_rate=1e-2, batch_size=4), log=lambda m: None)
     with torch.no_grad():
         after = torch.log_softmax(label_logits(model, ids, label_ids, tok.pad_token_id).float(), -1)
     rows = torch.arange(4)
@@ -119,7 +120,7 @@ def test_label_grpo_raises_the_gold_labels_probability(tiny_model):
     gold = [0, 3, 1, 2]
     before = reference_logprobs(model, ids, label_ids, tok.pad_token_id)
     out = train_label_grpo(model, ids, gold, label_ids, pad_id=tok.pad_token_id, num_generations=8,
-                           prompts_per_step=4, max_steps=30, learning_rate=1e-2, log=lambda m: None)
+                           loop=LoopConfig(batch_size=4, max_steps=30, learning_rate=1e-2), log=lambda m: None)
     after = reference_logprobs(model, ids, label_ids, tok.pad_token_id)
     rows = torch.arange(4)
     # the tiny model's prompts share nearly one hidden state, so they compete: the mean moves, not each row
@@ -159,14 +160,15 @@ def test_row_weights_reach_the_label_rl_losses(tiny_model, stage):
     ids = [tok(t)["input_ids"] for t in ("red shoes for men", "blue lamp", "usb cable 2m", "oak desk")]
     label_ids = SCHEME.token_ids(tok)
     before = reference_logprobs(model, ids, label_ids, tok.pad_token_id)
-    common = {"pad_id": tok.pad_token_id, "learning_rate": 1e-2, "log": lambda m: None}
+    common = {"pad_id": tok.pad_token_id, "log": lambda m: None}
     for weights, moved in (([0.0] * 4, False), ([0.0, 0.0, 0.0, 4.0], True)):
         if stage == "dpo":
-            train_label_dpo(model, ids, [0, 3, 1, 2], [3, 0, 2, 1], label_ids, beta=0.5, epochs=3, batch_size=4,
+            train_label_dpo(model, ids, [0, 3, 1, 2], [3, 0, 2, 1], label_ids, beta=0.5,
+                            loop=LoopConfig(epochs=3, batch_size=4, learning_rate=1e-2),
                             loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5], row_weights=weights, **common)
         else:
-            train_label_grpo(model, ids, [0, 3, 1, 2], label_ids, num_generations=8, prompts_per_step=4, max_steps=3,
-                             row_weights=weights, **common)
+            train_label_grpo(model, ids, [0, 3, 1, 2], label_ids, num_generations=8,
+                             loop=LoopConfig(batch_size=4, max_steps=3, learning_rate=1e-2), row_weights=weights, **common)
         after = reference_logprobs(model, ids, label_ids, tok.pad_token_id)
         assert (not torch.allclose(after, before, atol=1e-6)) == moved
 
@@ -178,8 +180,8 @@ def test_label_dpo_refuses_a_loss_it_does_not_compute(tiny_model):
     model, tok, _ = load_for_training(tiny_model)
     ids = [tok("red shoes")["input_ids"]]
     with pytest.raises(ValueError, match="label DPO takes loss_type from"):
-        train_label_dpo(model, ids, [0], [1], SCHEME.token_ids(tok), pad_id=tok.pad_token_id, beta=0.1, epochs=1,
-                        learning_rate=1e-3, loss_type=["robust"])
+        train_label_dpo(model, ids, [0], [1], SCHEME.token_ids(tok), pad_id=tok.pad_token_id, beta=0.1,
+                        loop=LoopConfig(learning_rate=1e-3), loss_type=["robust"])
     with pytest.raises(ValueError, match="one weight per loss_type"):
-        train_label_dpo(model, ids, [0], [1], SCHEME.token_ids(tok), pad_id=tok.pad_token_id, beta=0.1, epochs=1,
-                        learning_rate=1e-3, loss_type=["sigmoid", "sft"], loss_weights=[1.0])
+        train_label_dpo(model, ids, [0], [1], SCHEME.token_ids(tok), pad_id=tok.pad_token_id, beta=0.1,
+                        loop=LoopConfig(learning_rate=1e-3), loss_type=["sigmoid", "sft"], loss_weights=[1.0])

@@ -251,6 +251,32 @@ def test_storage_problems_stop_before_model_work(spark, s3, monkeypatch):
         assert "testing" not in str(err.value)  # no secret in the message
 
 
+def test_outputs_in_a_bucket_that_does_not_exist_stop_before_model_work(s3_env, spark, tmp_path):
+    """`taosr1 label`, `eval --out` and the nightly job name the output and the missing bucket in one
+    line, before any model work (the model given does not exist: it would fail next)."""
+    from taosr1.storage.location import NotWritable
+
+    missing = "bucket 'no-such-bucket' does not exist"
+    t0 = time.monotonic()
+    res = CliRunner().invoke(main, ["label", "s3://lake/in/pairs.csv", "s3://no-such-bucket/grades.parquet",
+                                    "--model", str(tmp_path / "no-model")])
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
+        f"error: cannot write s3://no-such-bucket/grades.parquet: {missing} (or is not visible to these "
+        "credentials); create it or fix the path"], res.output
+    res = CliRunner().invoke(main, ["label", "s3://lake/in/pairs.csv", "s3://lake/label/g.parquet",
+                                    "--quarantine", "s3://no-such-bucket/q.parquet", "--model", str(tmp_path / "no")])
+    assert res.exit_code == 2 and "cannot write s3://no-such-bucket/q.parquet (quarantine): " + missing in res.stderr
+    res = CliRunner().invoke(main, ["eval", "s3://lake/no/pred.parquet", "--gold-col", "g",
+                                    "--out", "s3://no-such-bucket/reports/eval"])
+    assert res.exit_code == 2 and "cannot write s3://no-such-bucket/reports/eval (report folder): " + missing in res.stderr
+    assert time.monotonic() - t0 < 30
+    cfg = cfgmod.load(NightlyConfig, conf_dir() / "nightly.yaml",
+                      {"label.engine.model": "/nonexistent/model", "storage_options": dict(s3_env)})
+    with pytest.raises(NotWritable) as err:
+        run(spark, cfg, input="s3://lake/in/pairs.csv", output="s3://no-such-bucket/tables/grades", run_date=D1)
+    assert str(err.value).startswith("cannot write s3://no-such-bucket/tables/grades (grades table): " + missing)
+
+
 def test_incremental_nightly_on_s3_equals_a_full_run(spark, tiny_model, s3, sample_df):
     """reuse: previous with every table in the bucket: the fingerprint table read by the executors,
     reused rows staged beside the graded ones, the new fingerprints appended in one commit."""
@@ -297,6 +323,7 @@ def test_resume_on_s3_grades_only_what_the_dead_run_did_not_stage(spark, tiny_mo
 
     from taosr1.core.config import ConfigError
     from taosr1.spark.remote import staged_partitions
+    from taosr1.storage.location import resolve
 
     fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": s3["AWS_ENDPOINT_URL"]})
     with fs.open("lake/resume/in.parquet", "wb") as f:
@@ -306,7 +333,7 @@ def test_resume_on_s3_grades_only_what_the_dead_run_did_not_stage(spark, tiny_mo
         run(spark, job(tiny_model, s3, partitions=3, **{"fault.fail_partition": 1}), input=src, output=out,
             run_date=D2, run_id="dies")
     assert not fs.exists("lake/tables/resumed/_delta_log")  # nothing committed
-    done = staged_partitions(f"{out}/_staging/dies", {**s3})
+    done = staged_partitions(resolve(f"{out}/_staging/dies", s3))
     assert sorted(done) == [0, 2] and sum(done.values()) > 0
 
     with pytest.raises(ConfigError, match="cannot resume run dies"):  # another config: refused, nothing graded

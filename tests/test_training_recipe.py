@@ -277,6 +277,7 @@ def test_label_phase_fits_the_labels_it_is_given(tiny_model, tiny_engine, sample
 
     from taosr1.core.prompts import PromptBuilder, PromptConfig
     from taosr1.training.label_forward import label_logits
+    from taosr1.training.label_loop import LoopConfig
     from taosr1.training.label_loss import train_labels
 
     tok = tiny_engine.tokenizer
@@ -286,8 +287,9 @@ def test_label_phase_fits_the_labels_it_is_given(tiny_model, tiny_engine, sample
     label_ids = [tok(lab.token, add_special_tokens=False)["input_ids"][0] for lab in SCHEME.labels]
     gold = [i % 4 for i in range(len(ids))]
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    info = train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id, epochs=30, learning_rate=3e-3,
-                        batch_size=8, class_weight_power=0.0, log=lambda s: None)
+    info = train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id,
+                        loop=LoopConfig(epochs=30, learning_rate=3e-3, batch_size=8), class_weight_power=0.0,
+                        log=lambda s: None)
     assert info["label_losses"][-1] < info["label_losses"][0]
     with torch.no_grad():
         pred = label_logits(model, ids, label_ids, tok.pad_token_id).argmax(-1).tolist()
@@ -466,7 +468,7 @@ def test_cpu_recipe_runs_end_to_end_calibrates_off_test_and_ships_an_adapter(tin
     summary = json.loads((out / "pipeline_summary.json").read_text())
     assert summary["stages"]["sft"]["label_steps"] > 0 and summary["stages"]["sft"]["steps"] > 0
     assert summary["stages"]["cot"]["built_negatives"] > 0
-    assert set(summary["eval"]) == {"zero_shot", "zero_shot_argmax", "sft", "sft_argmax"}
+    assert set(summary["eval"]) == {"sft", "sft_argmax"}  # cpu.yaml grades the trained models only (evaluate_base)
     assert summary["eval"]["sft"]["beta"] == summary["calibration"]["sft"]["beta"]
     assert summary["calibration"]["sft"]["n"] == summary["split"]["calib_rows"] > 0
     card = check_default_adapter(ship)  # whole: its sha256 matches

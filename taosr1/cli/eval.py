@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from taosr1.cli.tools import fail as _fail
-from taosr1.cli.tools import option_values
+from taosr1.cli.tools import option_values, writable
 from taosr1.core.config import ConfigError
 from taosr1.evaluation.inputs import read_labelled, read_run
 from taosr1.storage.local_copy import write_folder
@@ -72,6 +72,7 @@ def eval_cmd(predictions, out_dir, gold_col, gold, segment, drop_unparsed, fmt, 
     from taosr1.evaluation.evaluate import eval_report
     from taosr1.evaluation.report import write_report
 
+    out = writable(out_dir, "report folder", folder=True)
     try:
         cfg = _config(config, overrides, keys=list(key_col) or None, bootstrap=bootstrap, seed=seed)
         lab = read_labelled(predictions, fmt, gold_col, gold, gold_format, cfg, labels, drop_unparsed, run_date)
@@ -83,7 +84,7 @@ def eval_cmd(predictions, out_dir, gold_col, gold, segment, drop_unparsed, fmt, 
     from taosr1.evaluation.evaluate import CAPTIONS
 
     title = title or f"Evaluation of {Path(predictions).name}"
-    paths = write_folder(out_dir, write_report, title, metrics, figures, tables, summary=summary, notes=notes,
+    paths = write_folder(out, write_report, title, metrics, figures, tables, summary=summary, notes=notes,
                          captions=CAPTIONS)
     line = {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "ndcg_at_10", "spearman", "ordinal_mae", "ece")}
     line["macro_f1_ci"] = metrics["ci"].get("macro_f1")
@@ -119,6 +120,7 @@ def compare_cmd(a, b, out_dir, gold_col, gold, name_a, name_b, drop_unparsed, fm
     from taosr1.evaluation.compare import compare_report
     from taosr1.evaluation.report import write_report
 
+    out = writable(out_dir, "report folder", folder=True)
     name_a, name_b = name_a or Path(a).name, name_b or Path(b).name
     if name_a == name_b:
         name_a, name_b = f"A: {name_a}", f"B: {name_b}"
@@ -133,7 +135,7 @@ def compare_cmd(a, b, out_dir, gold_col, gold, name_a, name_b, drop_unparsed, fm
     except _ERRORS as e:
         _fail(str(e))
     metrics, figures, tables, summary, notes = result
-    paths = write_folder(out_dir, write_report, f"{name_b} against {name_a}", metrics, figures, tables, summary=summary,
+    paths = write_folder(out, write_report, f"{name_b} against {name_a}", metrics, figures, tables, summary=summary,
                          notes=notes, max_rows=cfg.max_disagreements)
     mc = metrics["mcnemar"]
     click.echo(json.dumps({"n": metrics["n"], "macro_f1_difference": metrics["differences"]["macro_f1"],
@@ -164,6 +166,7 @@ def drift_cmd(table, run_date, previous, out_dir, fail_on_drift, config, overrid
     """
     from taosr1.evaluation import drift as dr
 
+    out = writable(out_dir, "report folder", folder=True) if out_dir else None
     try:
         cfg = _config(config, overrides, keys=list(key_col) or None)
         dates = dr.run_dates(table)
@@ -188,10 +191,10 @@ def drift_cmd(table, run_date, previous, out_dir, fail_on_drift, config, overrid
         click.echo(f"no drift in {table}: run {run_date} against {prev_date} (grade PSI {result['grade_psi']:.3f}, "
                    f"tier PSI {result['tier_psi']:.3f}, changed share "
                    f"{(result['changed_share'] or 0):.1%}: all within thresholds)")
-    if out_dir:
+    if out is not None:
         from taosr1.evaluation.report import write_report
 
-        write_folder(out_dir, write_report, f"Drift: {run_date} against {prev_date}", result,
+        write_folder(out, write_report, f"Drift: {run_date} against {prev_date}", result,
                      **dr.drift_report_parts(result, scheme))
     click.echo(json.dumps({k: v for k, v in result.items() if k not in ("labels", "tiers", "transitions")}))
     if result["drifted"] and fail_on_drift:

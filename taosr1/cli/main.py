@@ -10,6 +10,7 @@ import json
 import click
 
 from taosr1.cli.tools import fail as _fail
+from taosr1.cli.tools import writable
 from taosr1.core.config import ConfigError, parse_overrides
 
 START_HERE = """Label query-product relevance with a reasoning LLM (TaoSR1-style).
@@ -43,6 +44,7 @@ def _label_config(config, overrides, **opts):
         "engine.threads": opts.get("threads"),
         "engine.max_batch_tokens": opts.get("max_batch_tokens"),
         "prompt.format": opts.get("prompt_format"),
+        "encoding": opts.get("encoding"),
         "columns.query": opts.get("query_col"),
         "columns.title": opts.get("title_col"),
         "columns.keys": list(opts["key_col"]) if opts.get("key_col") else None,
@@ -89,12 +91,14 @@ def default_quarantine_path(output: str, fmt: str) -> str:
 @click.option("--format", "in_fmt", type=click.Choice(["csv", "parquet", "jsonl", "delta"]), help="Input format (default: from the name).")
 @click.option("--output-format", "out_fmt", type=click.Choice(["csv", "parquet", "jsonl", "delta"]), help="Output format (default: from the name).")
 @click.option("--limit", type=int, help="Grade only the first N rows.")
+@click.option("--encoding", help="Text encoding of a CSV or JSON lines INPUT, e.g. latin-1 or cp1252 (default utf-8).")
 @label_options
 def label(input_path, output_path, quarantine_path, in_fmt, out_fmt, limit, config, overrides, **opts):
     """Grade query-product pairs in INPUT; write grades to OUTPUT.
 
     Every input row ends in OUTPUT (with grade, label, tier, score and one p_<label>
-    column per label) or in the quarantine output with a reason.
+    column per label) or in the quarantine output with a reason. OUTPUT and the quarantine
+    output are checked before any work: one that cannot be written stops the command at once.
     """
     from tqdm import tqdm
 
@@ -105,7 +109,12 @@ def label(input_path, output_path, quarantine_path, in_fmt, out_fmt, limit, conf
     try:
         cfg = _label_config(config, overrides, **opts)
         out_fmt = detect_format(output_path, out_fmt)
-        df = read_table(input_path, in_fmt)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    out = writable(output_path, "output", fmt=out_fmt)
+    qout = writable(quarantine_path or default_quarantine_path(output_path, out_fmt), "quarantine", fmt=out_fmt)
+    try:
+        df = read_table(input_path, in_fmt, encoding=cfg.encoding)
         if limit is not None:
             df = df.head(limit)
         check_columns(df, cfg.columns, source=input_path)
@@ -114,11 +123,10 @@ def label(input_path, output_path, quarantine_path, in_fmt, out_fmt, limit, conf
         _fail(str(e))
     with tqdm(total=len(df), desc="grading", unit="row", disable=None) as bar:
         result = label_frame(df, labeler, cfg.columns, progress=bar.update, chunk_rows=cfg.chunk_rows)
-    write_table(result.graded, output_path, out_fmt)
-    qpath = quarantine_path or default_quarantine_path(output_path, out_fmt)
-    write_table(result.quarantine, qpath, out_fmt)
+    write_table(result.graded, out)
+    write_table(result.quarantine, qout)
     summary = {**result.summary(), "model": labeler.model_name, "labels": labeler.scheme.name,
-               "beta": labeler.beta, "output": output_path, "quarantine": qpath}
+               "beta": labeler.beta, "output": output_path, "quarantine": qout.uri}
     click.echo(json.dumps(summary))
     if len(result.quarantine):
         top = result.quarantine["reason"].str.split(":").str[0].value_counts().to_dict()
@@ -143,26 +151,13 @@ def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir, min_sup
     """
     import numpy as np
 
-    from taosr1.core.cumpt import MIN_SUPPORT, best_beta, beta_curve, supported_classes
-    from taosr1.core.labels import load_scheme
-    from taosr1.labeling.calibration import write_calibration
-    from taosr1.labeling.models import resolve_model
-    from taosr1.storage.local_copy import put
-    from taosr1.storage.stores import is_remote, join
-    from taosr1.storage.tables import read_table
+    from taosr1.core.cumpt import MIN_SUPPORT, best_beta, beta_curve
 
+    out = writable(out_dir, "report folder", folder=True) if out_dir else None
+    if write and model:
+        writable(model, "the model folder, where the calibration goes", folder=True)
     try:
-        df = read_table(predictions, fmt)
-        name = labels or (df["label_scheme"].iloc[0] if "label_scheme" in df.columns and len(df) else "taosr1")
-        scheme = load_scheme(name)
-        missing = [c for c in [gold_col, *scheme.prob_columns] if c not in df.columns]
-        if missing:
-            raise ValueError(f"{predictions}: missing column(s) {missing}; found {list(df.columns)}")
-        gold = [scheme.parse(v) for v in df[gold_col]]
-        bad = [v for v, g in zip(df[gold_col], gold) if g is None]
-        if bad:
-            raise ValueError(f"{predictions}: {len(bad)} gold value(s) in {gold_col} are not labels of {scheme.name}, "
-                             f"e.g. {sorted(set(map(str, bad)))[:5]}")
+        df, scheme, gold = _calibration_input(predictions, fmt, gold_col, labels)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
     gold_idx = np.array([scheme.labels.index(g) for g in gold])
@@ -170,6 +165,42 @@ def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir, min_sup
     min_support = MIN_SUPPORT if min_support is None else min_support
     curve = beta_curve(probs, gold_idx, scheme, min_support=min_support)
     beta = best_beta(curve)
+    best = _echo_curve(curve, beta, gold_idx, scheme, min_support)
+    path = _record_beta(model, scheme, beta, best, len(df)) if write else None
+    if out is not None:
+        from taosr1.evaluation.config import EvalConfig
+        from taosr1.evaluation.evaluate import write_calibration_report
+        from taosr1.storage.local_copy import write_folder
+
+        paths = write_folder(out, write_calibration_report, probs, gold_idx, scheme, predictions=predictions,
+                             cfg=EvalConfig(min_support=min_support), written_to=str(path) if path else None)
+        click.echo(f"calibration report: {paths['html']}")
+    click.echo(json.dumps({"beta": beta, "macro_f1": best[1], "accuracy": best[2], "n": len(df)}))
+
+
+def _calibration_input(predictions, fmt, gold_col, labels):
+    """(the predictions, their label scheme, each row's gold label), every gold value checked."""
+    from taosr1.core.labels import load_scheme
+    from taosr1.storage.tables import read_table
+
+    df = read_table(predictions, fmt)
+    name = labels or (df["label_scheme"].iloc[0] if "label_scheme" in df.columns and len(df) else "taosr1")
+    scheme = load_scheme(name)
+    missing = [c for c in [gold_col, *scheme.prob_columns] if c not in df.columns]
+    if missing:
+        raise ValueError(f"{predictions}: missing column(s) {missing}; found {list(df.columns)}")
+    gold = [scheme.parse(v) for v in df[gold_col]]
+    bad = [v for v, g in zip(df[gold_col], gold) if g is None]
+    if bad:
+        raise ValueError(f"{predictions}: {len(bad)} gold value(s) in {gold_col} are not labels of {scheme.name}, "
+                         f"e.g. {sorted(set(map(str, bad)))[:5]}")
+    return df, scheme, gold
+
+
+def _echo_curve(curve, beta, gold_idx, scheme, min_support):
+    """Print the beta curve (and the grades the macro-F1 leaves out); the chosen beta's row."""
+    from taosr1.core.cumpt import supported_classes
+
     left_out = [lab.name for i, lab in enumerate(scheme.labels)
                 if i not in supported_classes(gold_idx, len(scheme.labels), min_support)]
     if left_out:
@@ -178,22 +209,21 @@ def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir, min_sup
     click.echo(f"{'beta':>6} {'macro_f1':>9} {'accuracy':>9}")
     for b, f1, acc in curve:
         click.echo(f"{b:6.2f} {f1:9.4f} {acc:9.4f}{'  <- chosen' if b == beta else ''}")
-    best = next(r for r in curve if r[0] == beta)
-    path = None
-    if write:
-        path = write_calibration(resolve_model(model), scheme.name, beta, macro_f1=best[1], n=len(df))
-        if model and is_remote(model):  # written in the local copy, then beside the model in the store
-            path = put(path, join(model, path.name))
-        click.echo(f"beta {beta} written to {path}")
-    if out_dir:
-        from taosr1.evaluation.config import EvalConfig
-        from taosr1.evaluation.evaluate import write_calibration_report
-        from taosr1.storage.local_copy import write_folder
+    return next(r for r in curve if r[0] == beta)
 
-        paths = write_folder(out_dir, write_calibration_report, probs, gold_idx, scheme, predictions=predictions,
-                             cfg=EvalConfig(min_support=min_support), written_to=str(path) if path else None)
-        click.echo(f"calibration report: {paths['html']}")
-    click.echo(json.dumps({"beta": beta, "macro_f1": best[1], "accuracy": best[2], "n": len(df)}))
+
+def _record_beta(model, scheme, beta, best, n):
+    """Write the chosen beta beside the model (in its local copy, then beside it in the store)."""
+    from taosr1.labeling.calibration import write_calibration
+    from taosr1.labeling.models import resolve_model
+    from taosr1.storage.local_copy import put
+    from taosr1.storage.stores import is_remote, join
+
+    path = write_calibration(resolve_model(model), scheme.name, beta, macro_f1=best[1], n=n)
+    if model and is_remote(model):  # written in the local copy, then beside the model in the store
+        path = put(path, join(model, path.name))
+    click.echo(f"beta {beta} written to {path}")
+    return path
 
 
 @main.command()
@@ -203,8 +233,12 @@ def calibrate(predictions, gold_col, labels, model, write, fmt, out_dir, min_sup
 @click.option("--format", "in_fmt", type=click.Choice(["csv", "parquet", "jsonl", "delta"]))
 @label_options
 def explain(input_path, rows, max_new_tokens, in_fmt, config, overrides, **opts):
-    """Generate the model's reasoning for the first few rows of INPUT."""
-    from taosr1.core.prompts import parse_response
+    """The model's grade for the first few rows of INPUT, then the five reasoning steps.
+
+    The steps are the model's own continuation when it gives them cleanly (it names the graded label
+    and all five steps); a continuation that loops, does not parse or names another label is cut and
+    reported, and the rule teacher's steps, read off the pair's own fields, are shown instead, marked so.
+    """
     from taosr1.core.validate import check_columns, validate_rows
     from taosr1.labeling.labeler import Labeler
     from taosr1.storage.tables import read_table
@@ -219,19 +253,37 @@ def explain(input_path, rows, max_new_tokens, in_fmt, config, overrides, **opts)
     fields, reasons = validate_rows(df, cfg.columns)
     ok = fields[[r is None for r in reasons]]
     graded, _ = labeler.grade_fields(ok)
-    built = labeler.builder.build(ok.to_dict("records"))
+    records = ok.to_dict("records")
+    built = labeler.builder.build(records)
     texts = labeler.engine.generate(built.ids, n=1, temperature=0.0, max_new_tokens=max_new_tokens)
-    for (i, row), (_, g), gen in zip(ok.iterrows(), graded.iterrows(), texts):
-        parsed = parse_response(gen[0], labeler.scheme, cfg.prompt.format)
-        probs = ", ".join(f"{c[2:]}={g[c]:.3f}" for c in labeler.scheme.prob_columns)
-        click.echo(f"--- row {i}: {row['query']!r} / {row['title'][:80]!r}")
-        click.echo(f"grade {g['grade']} ({g['label']}, {g['tier']}), P: {probs}")
-        click.echo(gen[0].strip() or "(empty response)")
-        click.echo(f"[parsed label: {parsed.label.name if parsed.label else None}"
-                   f"{'; ' + parsed.error if parsed.error else ''}]")
+    cut, _ = labeler.builder.cut_fields(records)
+    for (i, row), (_, g), gen, f in zip(ok.iterrows(), graded.iterrows(), texts, cut):
+        _explain_row(i, row, g, gen[0], f, labeler.scheme, cfg.prompt.format)
     for i, r in zip(df.index, reasons):
         if r is not None:
             click.echo(f"--- row {i}: quarantined: {r}")
+
+
+def _explain_row(i, row, g, text, fields, scheme, fmt):
+    """One row of `explain`: grade and P, then the model's steps or, cut and said so, the rule teacher's."""
+    from taosr1.core.prompts import STEPS, parse_response
+    from taosr1.core.reasoning import check_reasoning
+    from taosr1.training.cot import template_steps
+
+    probs = ", ".join(f"{c[2:]}={g[c]:.3f}" for c in scheme.prob_columns)
+    click.echo(f"--- row {i}: {row['query']!r} / {row['title'][:80]!r}")
+    click.echo(f"grade {g['grade']} ({g['label']}, {g['tier']}), P: {probs}")
+    found = check_reasoning(text, parse_response(text, scheme, fmt), g["label"])
+    if found.problem is None:
+        click.echo("reasoning (the model's own continuation):")
+        steps = found.steps
+    else:
+        click.echo(f"[the model's continuation is cut: {found.problem}]")
+        click.echo(f"evidence (rule-based, read off the pair's fields by the rule teacher, not generated by the "
+                   f"model; it ends in the model's grade {g['label']}):")
+        steps = template_steps(fields, scheme.by_grade(int(g["grade"])), scheme, [])
+    for n, (name, step) in enumerate(zip(STEPS, steps), 1):
+        click.echo(f"{n}. {name}: {step}")
 
 
 @main.command("prepare-model")

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from taosr1.cli.tools import fail
 from taosr1.core.config import ConfigError, parse_overrides
 
 
@@ -42,44 +43,17 @@ def nightly(input_path, output, run_date, quarantine, runs, config, overrides, m
     to the runs table. Over an alert threshold the run stays committed, its runs row says
     `alerted`, and the job exits 3 with one line saying why.
     """
-    from taosr1.core import config as cfgmod
-    from taosr1.core.resources import conf_dir
     from taosr1.nightly.alerts import ALERT_EXIT, alert_line
-    from taosr1.nightly.job import NightlyConfig, parse_run_date, record_json, run
-    from taosr1.storage.contracts import ContractError
-    from taosr1.storage.delta import TableSchemaError
+    from taosr1.nightly.job import record_json, run
 
-    try:
-        values = {"label.engine.model": model, "label.engine.engine": engine, "label.labels": labels,
-                  "label.beta": beta, "spark_profile": spark_profile, "partitions": partitions,
-                  "input_format": input_format, "alert.max_quarantine_share": max_quarantine_share,
-                  "alert.max_psi": max_psi, "reuse": reuse, "fingerprints": fingerprints}
-        values.update(parse_overrides(overrides))
-        cfg = cfgmod.load(NightlyConfig, config or conf_dir() / "nightly.yaml", values)
-        parse_run_date(run_date)
-    except (ConfigError, FileNotFoundError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-
-    from pyspark.sql import SparkSession
-
-    from taosr1.spark.session import get_session
-
-    ours = SparkSession.getActiveSession() is None
-    try:  # writer: spark gets a delta-spark session (profile delta_jars: pip or cluster)
-        spark = get_session(cfg.spark_profile, delta=cfg.writer == "spark")
-    except ConfigError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    try:
-        record = run(spark, cfg, input=input_path, output=output, run_date=run_date, quarantine=quarantine, runs=runs,
-                     run_id=resume_id, resume=bool(resume_id))
-    except (ContractError, TableSchemaError, ConfigError, FileNotFoundError, ValueError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    finally:
-        if ours:
-            spark.stop()
+    values = {"label.engine.model": model, "label.engine.engine": engine, "label.labels": labels,
+              "label.beta": beta, "spark_profile": spark_profile, "partitions": partitions,
+              "input_format": input_format, "alert.max_quarantine_share": max_quarantine_share,
+              "alert.max_psi": max_psi, "reuse": reuse, "fingerprints": fingerprints}
+    cfg, where = _checked(config, values, overrides, input=input_path, output=output, run_date=run_date,
+                          quarantine=quarantine, runs=runs)
+    record = _run_on_spark(run, cfg, input=where["input"], output=where["output"], run_date=run_date,
+                           quarantine=where["quarantine"], runs=where["runs"], run_id=resume_id, resume=bool(resume_id))
     click.echo(record_json(record))
     click.echo(f"graded {record['graded']} + quarantined {record['quarantined']} = {record['rows_in']} rows in "
                f"{record['seconds']:.1f} s ({record['items_per_s']:.1f} items/s); {output} version "
@@ -88,3 +62,42 @@ def nightly(input_path, output, run_date, quarantine, runs, config, overrides, m
     if line:
         click.echo(line, err=True)
         sys.exit(ALERT_EXIT)
+
+
+def _checked(config, values, overrides, *, input, output, run_date, quarantine, runs):
+    """The job config and its locations (nightly.night.locations: resolved, the tables proven writable),
+    before Spark starts; a problem is one `error:` line and exit 2."""
+    from taosr1.core import config as cfgmod
+    from taosr1.core.resources import conf_dir
+    from taosr1.nightly.job import NightlyConfig, parse_run_date
+    from taosr1.nightly.night import locations
+
+    try:
+        values.update(parse_overrides(overrides))
+        cfg = cfgmod.load(NightlyConfig, config or conf_dir() / "nightly.yaml", values)
+        parse_run_date(run_date)
+        return cfg, locations(cfg, input=input, output=output, quarantine=quarantine, runs=runs)
+    except (ConfigError, FileNotFoundError, ValueError) as e:  # StorageError is a ValueError
+        fail(str(e))
+
+
+def _run_on_spark(run, cfg, **kwargs):
+    """`run(spark, cfg, **kwargs)` on the active session or one of the profile's (stopped after)."""
+    from pyspark.sql import SparkSession
+
+    from taosr1.spark.session import get_session
+    from taosr1.storage.contracts import ContractError
+    from taosr1.storage.delta import TableSchemaError
+
+    ours = SparkSession.getActiveSession() is None
+    try:  # writer: spark gets a delta-spark session (profile delta_jars: pip or cluster)
+        spark = get_session(cfg.spark_profile, delta=cfg.writer == "spark")
+    except ConfigError as e:
+        fail(str(e))
+    try:
+        return run(spark, cfg, **kwargs)
+    except (ContractError, TableSchemaError, ConfigError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    finally:
+        if ours:
+            spark.stop()

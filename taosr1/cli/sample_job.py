@@ -7,7 +7,7 @@ import json
 
 import click
 
-from taosr1.cli.tools import fail
+from taosr1.cli.tools import fail, writable
 from taosr1.core.config import ConfigError
 from taosr1.training.sample_job import check_inputs, run_job
 
@@ -46,6 +46,7 @@ def sample_job(config, output, overrides, master, spark_profile, partitions):
         profile = load_profile(spark_profile)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         fail(str(e))
+    writable(cfg.output_dir, "sample output folder", folder=True)  # before Spark starts (check_inputs: it is set)
     if profile.app_name == SparkProfile.app_name:
         profile.app_name = "taosr1-sample"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from taosr1.cli.tools import fail as _fail
-from taosr1.cli.tools import option_values
+from taosr1.cli.tools import option_values, writable
 from taosr1.core.config import ConfigError
 
 _ERRORS = (ConfigError, ValueError, FileNotFoundError, KeyError)
@@ -107,6 +107,7 @@ def make_cmd(a, b, out_dir, raters, k, size, seed, segment, disagree_share, gold
     if (out / "answers.sqlite").exists():
         _fail(f"{out} already holds answers (answers.sqlite) to a task set; making new tasks there would orphan "
               f"them. Use another --out folder")
+    writable(out_dir, "task folder", folder=True)
     name_a, name_b = name_a or Path(a).name, name_b or Path(b).name
     if name_a == name_b:
         name_a, name_b = f"A: {name_a}", f"B: {name_b}"
@@ -276,6 +277,7 @@ def report_cmd(tasks_path, out_dir, db, key_path, adjudication, title, config, o
     from taosr1.sbs.tasks import load_key
     from taosr1.storage.tables import read_table
 
+    writable(out_dir, "report folder", folder=True)
     try:
         cfg = _config(config, overrides)
         tasks, db_path = _tasks_and_db(tasks_path, db)

@@ -1,4 +1,5 @@
-"""What every click command of the project shares: one way to fail, one way to merge options."""
+"""What every click command of the project shares: one way to fail, one way to merge options, one way
+to check an output before any work."""
 
 from __future__ import annotations
 
@@ -21,3 +22,17 @@ def option_values(values: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     merged = {k: v for k, v in values.items() if v is not None and v != ()}
     merged.update(parse_overrides(overrides))
     return merged
+
+
+def writable(uri: Any, what: str = "output", *, fmt: str | None = None, folder: bool | None = None,
+             options: dict[str, Any] | None = None):
+    """`uri` resolved (a storage Location) and proven writable, before any model or Spark work; else one
+    line, `error: cannot write URI: why`, and exit 2. `folder`: default, a Delta table or no format."""
+    from taosr1.storage.location import check_writable, resolve
+
+    try:
+        loc = resolve(uri, options, fmt)
+        check_writable(loc, what, folder)
+    except ValueError as e:  # NotWritable and StorageError are ValueErrors
+        fail(str(e))
+    return loc

@@ -12,6 +12,15 @@ import json
 import click
 
 from taosr1.cli.tools import fail as _fail
+from taosr1.cli.tools import writable
+
+
+def processes_options(f):
+    f = click.option("--accelerate-config", default="", type=click.Path(dir_okay=False),
+                     help="accelerate config file for --processes (conf/train/accelerate/: cpu, ddp, fsdp, zero3).")(f)
+    f = click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Train on this many processes of this machine (accelerate launch: gloo on CPUs, NCCL on GPUs).")(f)
+    return f
 
 
 def config_options(f):
@@ -22,11 +31,13 @@ def config_options(f):
     return f
 
 
-def _run(stage: str, config: str | None, overrides: tuple[str, ...], output: str | None) -> None:
+def _run(stage: str, config: str | None, overrides: tuple[str, ...], output: str | None, processes: int = 1,
+         accelerate_config: str = "") -> None:
     from taosr1.core.config import ConfigError, merge, parse_overrides, read_yaml
     from taosr1.core.resources import conf_dir
     from taosr1.storage.local_copy import localized, published
     from taosr1.storage.stores import StorageError
+    from taosr1.training.launch import StageFailed, launch_stage, launched, stage_hash
     from taosr1.training.pipeline import run_stage, stage_config, values_hash
 
     try:
@@ -38,12 +49,20 @@ def _run(stage: str, config: str | None, overrides: tuple[str, ...], output: str
         cfg = stage_config(stage, values, source=path)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
+    where = writable(cfg.output_dir, f"{stage} output", folder=True) if cfg.output_dir else cfg.output_dir
     try:
-        with localized(cfg) as cfg, published(cfg.output_dir) as out:
+        with localized(cfg) as cfg, published(where) as out:
             cfg.output_dir = out  # set, not dataclasses.replace: TRL configs' __post_init__ runs once
-            summary = run_stage(stage, cfg, values_hash(values))
+            h = stage_hash(values_hash(values))
+            if processes > 1 and not launched():
+                summary = launch_stage(stage, values, h, out, processes, accelerate_config,
+                                       log=lambda m: click.echo(m, err=True))
+            else:
+                summary = run_stage(stage, cfg, h)
     except (ConfigError, FileNotFoundError, StorageError) as e:  # missing inputs found once the stage looks
         _fail(str(e))
+    except StageFailed as e:
+        _fail(str(e), code=1)
     click.echo(json.dumps(summary, default=str))
 
 
@@ -69,43 +88,54 @@ def train():
 
 @train.command()
 @config_options
-def sft(config, overrides, output):
+@processes_options
+def sft(config, overrides, output, processes, accelerate_config):
     """Supervised fine-tuning on the CoT responses (loss on the response only)."""
-    _run("sft", config, overrides, output)
+    _run("sft", config, overrides, output, processes, accelerate_config)
 
 
 @train.command()
 @config_options
-def dpo(config, overrides, output):
+@processes_options
+def dpo(config, overrides, output, processes, accelerate_config):
     """DPO on preference pairs from the pass@N samples."""
-    _run("dpo", config, overrides, output)
+    _run("dpo", config, overrides, output, processes, accelerate_config)
 
 
 @train.command()
 @config_options
-def grpo(config, overrides, output):
+@processes_options
+def grpo(config, overrides, output, processes, accelerate_config):
     """GRPO on the prompts the difficulty filter and class balancing keep."""
-    _run("grpo", config, overrides, output)
+    _run("grpo", config, overrides, output, processes, accelerate_config)
 
 
 @click.command()
 @click.option("--config", type=click.Path(dir_okay=False), required=True, help="Pipeline YAML, e.g. conf/train/smoke.yaml.")
 @click.option("--output", required=True, help="Folder for every stage's output (OUTPUT/<stage>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key, e.g. sft.max_steps=4.")
-def pipeline(config, output, overrides):
+@processes_options
+def pipeline(config, output, overrides, processes, accelerate_config):
     """Run the training stages in order (split, cot, sft, sample, dpo, grpo, eval), skipping complete ones."""
     from taosr1.core import config as cfgmod
     from taosr1.core.config import ConfigError, parse_overrides
     from taosr1.storage.local_copy import localized, published
+    from taosr1.training.launch import StageFailed
     from taosr1.training.pipeline import PipelineConfig, run_pipeline
 
     try:
         cfg = cfgmod.load(PipelineConfig, config, parse_overrides(overrides))
-        with localized(cfg) as cfg, published(output, resume=True) as out:  # an s3:// output resumes from the store
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    where = writable(output, "pipeline output", folder=True)  # before any stage runs
+    try:
+        with localized(cfg) as cfg, published(where, resume=True) as out:  # an s3:// output resumes from the store
             summary = run_pipeline(cfg, out, log=lambda m: click.echo(m, err=True), source=config,
-                                   output_name=output)
+                                   output_name=output, processes=processes, accelerate_config=accelerate_config)
     except (ConfigError, ValueError, FileNotFoundError) as e:  # StorageError is a ValueError
         _fail(str(e))
+    except StageFailed as e:
+        _fail(str(e), code=1)
     click.echo(json.dumps({k: summary[k] for k in ("output", "split", "stages", "eval") if k in summary}, default=str))
 
 

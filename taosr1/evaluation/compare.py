@@ -132,25 +132,15 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
                    gold_source: str = "", name_a: str = "A", name_b: str = "B", macro_over: list[str] | None = None):
     """Metrics, figures, tables, headline and notes comparing A and B (for `write_report`);
     `macro_over`: grade names whose mean F1 is compared too."""
-    from taosr1.evaluation import plots
-    from taosr1.evaluation.data import common_scheme, labelled, parse_labels
+    from taosr1.evaluation.data import common_scheme, labelled
 
     scheme = common_scheme(a, b, labels, source_a, source_b)
     over = label_indices(scheme, macro_over or [])
     a = a.reset_index(drop=True)
     b = align(a, b, cfg.keys, source_a, source_b)
-    col_b = "label" if "label" in b.columns else "grade" if "grade" in b.columns else None
-    if col_b is None:
-        raise ValueError(f"{source_b}: no `label` (or `grade`) column of predictions (columns: {list(b.columns)})")
-    pred_b = parse_labels(b[col_b], scheme)
-    if (pred_b < 0).any():
-        raise ValueError(f"{source_b}: {int((pred_b < 0).sum())} predicted value(s) in column {col_b} are not labels "
-                         f"of scheme {scheme.name} {scheme.names}")
-    if gold is None and gold_col in b.columns and gold_col in a.columns:
-        ga, gb = parse_labels(a[gold_col], scheme), parse_labels(b[gold_col], scheme)
-        if (ga != gb).any():
-            raise ValueError(f"{source_a} and {source_b} disagree on the gold label ({gold_col}) of "
-                             f"{int((ga != gb).sum())} pair(s); give one gold table with --gold")
+    pred_b = _predictions(b, scheme, source_b)
+    if gold is None:
+        _same_gold(a, b, gold_col, scheme, source_a, source_b)
     # B's predictions ride along as columns of A, so rows left out for A (--drop-unparsed) leave B too.
     extra = {"_pred_b": pred_b}
     if "score" in b.columns:
@@ -177,26 +167,63 @@ def compare_report(a: pd.DataFrame, b: pd.DataFrame, cfg, *, gold_col: str, gold
                "agreement": r["agreement"], "cohen_kappa_a_b": r["cohen_kappa_a_b"], "disagreements": len(dis),
                "bootstrap": {"resamples": cfg.bootstrap, "level": cfg.ci_level, "seed": cfg.seed, "unit": unit},
                "metrics_a": r["a"], "metrics_b": r["b"], "a_vs_b": r["a_vs_b"], "macro_over": list(macro_over or [])}
-    d = r["differences"]
+    summary = _summary(r, name_a, name_b, macro_over)
+    notes = [f"A = {source_a}; B = {source_b}; {r['n']} pairs in both.",
+             f"Intervals: paired {cfg.ci_level:.0%} percentile bootstrap of B - A ({cfg.bootstrap} resamples of "
+             f"{unit}, seed {cfg.seed}). An interval that excludes 0 says the difference is unlikely to be resampling noise.",
+             "McNemar: exact two-sided binomial test on the pairs exactly one side gets right."]
+    figures = _figures(r, diffs, scheme, name_a, name_b)
+    tables = {"differences": diffs, "per_class_f1": per_class, "disagreements": dis}
+    return metrics, figures, tables, summary, notes
+
+
+def _predictions(b: pd.DataFrame, scheme, source_b: str):
+    """B's predicted label indices, from its `label` (or `grade`) column; every value must be a label."""
+    from taosr1.evaluation.data import parse_labels
+
+    col_b = "label" if "label" in b.columns else "grade" if "grade" in b.columns else None
+    if col_b is None:
+        raise ValueError(f"{source_b}: no `label` (or `grade`) column of predictions (columns: {list(b.columns)})")
+    pred_b = parse_labels(b[col_b], scheme)
+    if (pred_b < 0).any():
+        raise ValueError(f"{source_b}: {int((pred_b < 0).sum())} predicted value(s) in column {col_b} are not labels "
+                         f"of scheme {scheme.name} {scheme.names}")
+    return pred_b
+
+
+def _same_gold(a: pd.DataFrame, b: pd.DataFrame, gold_col: str, scheme, source_a: str, source_b: str) -> None:
+    """Two files that both carry the gold column must agree on it (else one --gold table is needed)."""
+    from taosr1.evaluation.data import parse_labels
+
+    if gold_col in b.columns and gold_col in a.columns:
+        ga, gb = parse_labels(a[gold_col], scheme), parse_labels(b[gold_col], scheme)
+        if (ga != gb).any():
+            raise ValueError(f"{source_a} and {source_b} disagree on the gold label ({gold_col}) of "
+                             f"{int((ga != gb).sum())} pair(s); give one gold table with --gold")
+
+
+def _summary(r: dict, name_a: str, name_b: str, macro_over: list[str] | None) -> dict:
+    """The headline: A / B / B - A [interval] of each metric, McNemar and the label agreement."""
+    d, mc = r["differences"], r["mcnemar"]
     summary = {"pairs": r["n"], "A": name_a, "B": name_b}
     for k in ("accuracy", "macro_f1", "ordinal_mae", "macro_f1_over", "ndcg_at_10", "spearman"):
         if k not in d or d[k]["difference"] is None:
             continue
         v = d[k]
         ci = "" if v["low"] is None else f" [{v['low']:+.4f}, {v['high']:+.4f}]"
-        key = f"macro-F1 over {', '.join(macro_over)}" if k == "macro_f1_over" else k
+        key = f"macro-F1 over {', '.join(macro_over or [])}" if k == "macro_f1_over" else k
         summary[f"{key}: A / B / B - A"] = f"{v['a']:.4f} / {v['b']:.4f} / {v['difference']:+.4f}{ci}"
     summary["McNemar: only A right / only B right / p"] = (
         f"{mc['only_a_correct']} / {mc['only_b_correct']} / {mc['p_value']:.4g}")
     summary["label agreement (Cohen's kappa)"] = f"{r['agreement']:.1%} ({r['cohen_kappa_a_b']:.3f})"
-    notes = [f"A = {source_a}; B = {source_b}; {r['n']} pairs in both.",
-             f"Intervals: paired {cfg.ci_level:.0%} percentile bootstrap of B - A ({cfg.bootstrap} resamples of "
-             f"{unit}, seed {cfg.seed}). An interval that excludes 0 says the difference is unlikely to be resampling noise.",
-             "McNemar: exact two-sided binomial test on the pairs exactly one side gets right."]
-    figures = {"differences": plots.difference_figure(diffs, name_a, name_b),
-               "a_vs_b": plots.confusion_figure(r["a_vs_b"], scheme.names, f"Labels: {name_a} (rows) and {name_b} (columns)",
-                                                ylabel=f"label by {name_a}", xlabel=f"label by {name_b}"),
-               "confusion_a": plots.confusion_figure(r["a"]["confusion"]["matrix"], scheme.names, f"Confusion: {name_a}"),
-               "confusion_b": plots.confusion_figure(r["b"]["confusion"]["matrix"], scheme.names, f"Confusion: {name_b}")}
-    tables = {"differences": diffs, "per_class_f1": per_class, "disagreements": dis}
-    return metrics, figures, tables, summary, notes
+    return summary
+
+
+def _figures(r: dict, diffs: pd.DataFrame, scheme, name_a: str, name_b: str) -> dict:
+    from taosr1.evaluation import plots
+
+    return {"differences": plots.difference_figure(diffs, name_a, name_b),
+            "a_vs_b": plots.confusion_figure(r["a_vs_b"], scheme.names, f"Labels: {name_a} (rows) and {name_b} (columns)",
+                                             ylabel=f"label by {name_a}", xlabel=f"label by {name_b}"),
+            "confusion_a": plots.confusion_figure(r["a"]["confusion"]["matrix"], scheme.names, f"Confusion: {name_a}"),
+            "confusion_b": plots.confusion_figure(r["b"]["confusion"]["matrix"], scheme.names, f"Confusion: {name_b}")}

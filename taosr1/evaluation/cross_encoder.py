@@ -58,11 +58,11 @@ class CrossEncoder(Baseline):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from taosr1.core.split import split_by_query
+        from taosr1.core.split import held_out_slice
 
         self._columns(train, f"baseline {self.name}: training frame")
         self._gold_ranks(train, gold_col)  # a bad gold value is named by its row of `train`, before any work
-        fit_part, val = split_by_query(train, self.query_col, self.val_size, self.seed)
+        fit_part, val = held_out_slice(train, self.query_col, gold_col, self.val_size, self.seed)
         k = len(self.scheme.labels)
         data = self._examples(fit_part, gold_col, negatives=True)
         held = self._examples(val, gold_col, negatives=False)

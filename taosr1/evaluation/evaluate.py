@@ -141,36 +141,53 @@ def eval_report(lab: Labelled, cfg: EvalConfig, segments: list[str] | tuple[str,
         notes.append(f"{lab.excluded_unparsed} row(s) left out because their gold value is not a label (--drop-unparsed).")
     if lab.gold_without_prediction:
         notes.append(f"{lab.gold_without_prediction} gold row(s) have no prediction (quarantined or not graded).")
+    _add_ranking(lab, cfg, metrics, summary, notes)
+    _add_calibration(lab, cfg, metrics, summary, notes, figures, tables)
+    _add_segments(lab, cfg, segments, clusters, metrics, figures, tables)
+    return metrics, figures, tables, summary, notes
+
+
+def _add_ranking(lab: Labelled, cfg: EvalConfig, metrics: dict, summary: dict, notes: list) -> None:
+    """NDCG@10 and Spearman of `score` per query, when the predictions have a score and queries."""
     rank, why = ranking_section(lab, cfg)
-    if rank is not None:
-        metrics["ranking"] = rank
-        metrics["ndcg_at_10"], metrics["spearman"] = rank["ndcg_at_10"], rank["spearman"]
-        summary["NDCG@10 (per query)"] = with_interval(rank["ndcg_at_10"], rank["ci"].get("ndcg_at_10")) \
-            if rank["ndcg_at_10"] is not None else None
-        summary["Spearman(score, grade)"] = None if rank["spearman"] is None else round(rank["spearman"], 4)
-        notes.append(f"Ranking: `score` orders each {rank['query_column']}'s items; NDCG@10 with gains grade - worst "
-                     f"grade over the {rank['queries']} queries with a relevant item ({rank['queries_without_gain']} "
-                     f"without one left out).")
-    else:
+    if rank is None:
         notes.append(f"No ranking metrics: {why}.")
-    if lab.probs is not None:
-        cal, f, t = calibration_section(lab.probs, lab.gold, scheme, cfg, metrics["beta"])
-        metrics["ece"] = cal["ece"]
-        metrics["calibration"] = cal
-        summary["ECE (top-label)"] = round(cal["ece"], 4)
-        summary["best CumPT beta (in-sample)"] = cal["cumpt"]["best_beta"]
-        figures.update(f)
-        tables.update(t)
-    else:
-        notes.append(f"No calibration: the predictions lack the columns {scheme.prob_columns}.")
+        return
+    metrics["ranking"] = rank
+    metrics["ndcg_at_10"], metrics["spearman"] = rank["ndcg_at_10"], rank["spearman"]
+    summary["NDCG@10 (per query)"] = with_interval(rank["ndcg_at_10"], rank["ci"].get("ndcg_at_10")) \
+        if rank["ndcg_at_10"] is not None else None
+    summary["Spearman(score, grade)"] = None if rank["spearman"] is None else round(rank["spearman"], 4)
+    notes.append(f"Ranking: `score` orders each {rank['query_column']}'s items; NDCG@10 with gains grade - worst "
+                 f"grade over the {rank['queries']} queries with a relevant item ({rank['queries_without_gain']} "
+                 f"without one left out).")
+
+
+def _add_calibration(lab: Labelled, cfg: EvalConfig, metrics: dict, summary: dict, notes: list,
+                     figures: dict, tables: dict) -> None:
+    """ECE and the in-sample CumPT sweep, when the predictions carry P(label) columns."""
+    if lab.probs is None:
+        notes.append(f"No calibration: the predictions lack the columns {lab.scheme.prob_columns}.")
+        return
+    cal, f, t = calibration_section(lab.probs, lab.gold, lab.scheme, cfg, metrics["beta"])
+    metrics["ece"] = cal["ece"]
+    metrics["calibration"] = cal
+    summary["ECE (top-label)"] = round(cal["ece"], 4)
+    summary["best CumPT beta (in-sample)"] = cal["cumpt"]["best_beta"]
+    figures.update(f)
+    tables.update(t)
+
+
+def _add_segments(lab: Labelled, cfg: EvalConfig, segments, clusters, metrics: dict, figures: dict,
+                  tables: dict) -> None:
+    """The metrics per value of each segment column."""
     metrics["segments"] = {}
     for col in segments:
-        seg = by_segment(lab.gold, lab.pred, lab.frame[col], scheme, n_boot=cfg.bootstrap, level=cfg.ci_level,
+        seg = by_segment(lab.gold, lab.pred, lab.frame[col], lab.scheme, n_boot=cfg.bootstrap, level=cfg.ci_level,
                          seed=cfg.seed, clusters=clusters)
         metrics["segments"][col] = seg.to_dict("records")
         figures[f"by_{col}"] = plots.segment_figure(seg, col)
         tables[f"by_{col}"] = seg
-    return metrics, figures, tables, summary, notes
 
 
 def write_calibration_report(out_dir, probs: np.ndarray, gold: np.ndarray, scheme: LabelScheme, *,

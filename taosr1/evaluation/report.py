@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,37 +110,55 @@ def write_report(out_dir: str | Path, title: str, metrics: dict[str, Any], figur
         df.to_csv(paths["tables"][name], index=False)
     top = headline(metrics) if summary is None else summary
     kv = pd.DataFrame({"metric": list(top), "value": [_fmt(v) for v in top.values()]})
-
-    def shown(name: str, df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-        more = f"first {max_rows} of {len(df)} rows; all in tables/{name}.csv" if len(df) > max_rows else ""
-        return df.head(max_rows), more
-
-    md = [f"# {title}", "", _md_table(kv), ""]
-    md += [f"- {n}" for n in notes] + ([""] if notes else [])
-    for name in figures:
-        md += [f"## {name.replace('_', ' ')}", "", f"![{name}](figures/{name}.png)", ""]
-        md += [captions[name], ""] if name in captions else []
-    for name, df in tables.items():
-        part, more = shown(name, df)
-        md += [f"## {name.replace('_', ' ')}", ""] + ([captions[name], ""] if name in captions else [])
-        md += [_md_table(part), ""] + ([f"_{more}_", ""] if more else [])
-    paths["markdown"].write_text("\n".join(md))
-
-    h = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>",
-         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-         kv.to_html(index=False, border=0, classes="t kv", escape=True)]
-    h += [f"<p class=note>{html.escape(n)}</p>" for n in notes]
-    for name, data in png.items():
-        b64 = base64.b64encode(data).decode()
-        cap = f"<figcaption>{html.escape(captions[name])}</figcaption>" if name in captions else ""
-        h.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2><figure><img alt='{html.escape(name)}' "
-                 f"src='data:image/png;base64,{b64}'>{cap}</figure>")
-    for name, df in tables.items():
-        part, more = shown(name, df)
-        cap = f"<p class=note>{html.escape(captions[name])}</p>" if name in captions else ""
-        h.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>{cap}{_html_table(part)}")
-        if more:
-            h.append(f"<p class=note>{html.escape(more)}</p>")
-    h.append("<p class=note>metrics.json holds every number; tables/ holds every table as CSV.</p></body></html>")
-    paths["html"].write_text("\n".join(h))
+    page = _Page(title, kv, list(notes), captions, max_rows)
+    paths["markdown"].write_text(page.markdown(list(figures), tables))
+    paths["html"].write_text(page.html(png, tables))
     return paths
+
+
+@dataclass
+class _Page:
+    """One report's text: the headline table, the notes, then each figure and table with its caption."""
+
+    title: str
+    kv: pd.DataFrame
+    notes: list[str]
+    captions: dict[str, str]
+    max_rows: int
+
+    def shown(self, name: str, df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+        more = f"first {self.max_rows} of {len(df)} rows; all in tables/{name}.csv" if len(df) > self.max_rows else ""
+        return df.head(self.max_rows), more
+
+    def markdown(self, figures: list[str], tables: dict[str, pd.DataFrame]) -> str:
+        captions = self.captions
+        md = [f"# {self.title}", "", _md_table(self.kv), ""]
+        md += [f"- {n}" for n in self.notes] + ([""] if self.notes else [])
+        for name in figures:
+            md += [f"## {name.replace('_', ' ')}", "", f"![{name}](figures/{name}.png)", ""]
+            md += [captions[name], ""] if name in captions else []
+        for name, df in tables.items():
+            part, more = self.shown(name, df)
+            md += [f"## {name.replace('_', ' ')}", ""] + ([captions[name], ""] if name in captions else [])
+            md += [_md_table(part), ""] + ([f"_{more}_", ""] if more else [])
+        return "\n".join(md)
+
+    def html(self, png: dict[str, bytes], tables: dict[str, pd.DataFrame]) -> str:
+        captions, title = self.captions, html.escape(self.title)
+        h = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>",
+             f"<style>{_CSS}</style></head><body><h1>{title}</h1>",
+             self.kv.to_html(index=False, border=0, classes="t kv", escape=True)]
+        h += [f"<p class=note>{html.escape(n)}</p>" for n in self.notes]
+        for name, data in png.items():
+            b64 = base64.b64encode(data).decode()
+            cap = f"<figcaption>{html.escape(captions[name])}</figcaption>" if name in captions else ""
+            h.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2><figure><img alt='{html.escape(name)}' "
+                     f"src='data:image/png;base64,{b64}'>{cap}</figure>")
+        for name, df in tables.items():
+            part, more = self.shown(name, df)
+            cap = f"<p class=note>{html.escape(captions[name])}</p>" if name in captions else ""
+            h.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>{cap}{_html_table(part)}")
+            if more:
+                h.append(f"<p class=note>{html.escape(more)}</p>")
+        h.append("<p class=note>metrics.json holds every number; tables/ holds every table as CSV.</p></body></html>")
+        return "\n".join(h)

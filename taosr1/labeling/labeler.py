@@ -5,6 +5,7 @@ Used as is by `taosr1 label`, and batch by batch by the Spark job's executors.
 
 from __future__ import annotations
 
+import codecs
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +33,15 @@ class LabelConfig:
         labels: label scheme name under conf/labels, or a YAML path.
         beta: CumPT beta in (0, 1]; None takes the model's calibrated beta, else 0.5.
         chunk_rows: rows scored per call to the engine (progress and memory granularity).
+        encoding: the text encoding of a CSV or JSON lines input (a Python codec name: utf-8,
+            latin-1, cp1252, utf-16, ...).
         columns, prompt, engine: sections, see ColumnConfig, PromptConfig, EngineConfig.
     """
 
     labels: str = "taosr1"
     beta: float | None = None
     chunk_rows: int = 2048
+    encoding: str = "utf-8"
     columns: ColumnConfig = field(default_factory=ColumnConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -47,6 +51,11 @@ class LabelConfig:
             check_beta(self.beta)
         if self.chunk_rows < 1:
             raise ConfigError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+        try:
+            codecs.lookup(self.encoding)
+        except (LookupError, TypeError):
+            raise ConfigError(f"encoding {self.encoding!r} is not a text encoding Python knows "
+                              "(e.g. utf-8, latin-1, cp1252, utf-16)") from None
 
 
 @dataclass

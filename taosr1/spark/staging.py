@@ -24,7 +24,7 @@ REUSED_FOLDER = "reused"  # under the grades staging folder: rows carried from e
 
 @dataclass
 class Stage:
-    """What durable per-partition staging of the grades needs (see dispatch.stage_fn)."""
+    """What durable per-partition staging of a night's tables needs (see dispatch.stage_fn)."""
 
     to_grade: Any  # the rows to grade, partitioned and sorted
     spec: Any
@@ -34,6 +34,40 @@ class Stage:
     fault: Any  # nightly.FaultConfig
     resume: bool
     manifest: dict[str, Any]
+    run_id: str = ""
+    rows_in: int = 0  # what the staged rows must add up to
+    quarantined: Any = None  # the quarantine rows (a Spark frame)
+    reused: Any = None  # rows carried from earlier runs, as grades rows (a Spark frame), or None
+    grades_schema: Any = None  # the tables' Arrow schemas, partition column included
+    quarantine_schema: Any = None
+
+
+@dataclass
+class Staged:
+    """Both tables' rows staged and counted (the counts add up): what the commits make the date's partitions."""
+
+    stage: Stage
+    grades: list  # staged files (local Paths, or paths in the object store), reused rows' included
+    quarantine: list
+    graded: int  # rows in `grades`
+    quarantined: int
+    resumed: int = 0  # rows staged by the run this one resumes
+    reused: int = 0  # rows carried from earlier runs
+    folders: tuple = ()  # the staging folders, removed after the commits
+
+    def counts(self, grades, quarantine) -> dict[str, int]:
+        """The run's counts once `grades` and `quarantine` (delta.Commit) are committed."""
+        return {"graded": grades.rows, "quarantined": quarantine.rows, "grades_version": grades.version,
+                "quarantine_version": quarantine.version, "resumed_rows": self.resumed, "reused": self.reused}
+
+
+def file_schema(table_schema):
+    """A staged file's Arrow schema: the table's columns without the partition column."""
+    import pyarrow as pa
+
+    from taosr1.core.names import PARTITION
+
+    return pa.schema([f for f in table_schema if f.name != PARTITION])
 
 
 def check_counts(rows_in: int, graded: int, quarantined: int, where: str) -> None:
@@ -64,10 +98,8 @@ def _stage_grades(stage: Stage, folder: Path, run_id: str, arrow_schema, log) ->
     """Grade into `folder`, one Parquet file per partition; returns the rows reused from a resumed run."""
     import shutil
 
-    import pyarrow as pa
     from pyspark.sql.types import BooleanType, IntegerType, LongType, StructField, StructType
 
-    from taosr1.core.names import PARTITION
     from taosr1.spark import dispatch as D
 
     manifest_file = folder / MANIFEST
@@ -82,11 +114,9 @@ def _stage_grades(stage: Stage, folder: Path, run_id: str, arrow_schema, log) ->
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         D._write_json(manifest_file, stage.manifest)
-    # the file schema: the grades table's columns without the partition column
-    file_schema = pa.schema([f for f in arrow_schema if f.name != PARTITION])
     result = StructType([StructField("partition", IntegerType()), StructField("rows", LongType()),
                          StructField("skipped", BooleanType())])
-    fn = D.stage_fn(stage.spec, stage.out_columns, file_schema, str(folder), done, run_id, stage.stats,
+    fn = D.stage_fn(stage.spec, stage.out_columns, file_schema(arrow_schema), str(folder), done, run_id, stage.stats,
                     stage.fault.fail_batch, stage.fault.fail_partition, stage.partitions)
     stage.to_grade.mapInArrow(fn, result).collect()
     return sum(done.values())
@@ -106,28 +136,35 @@ def stage_reused(frame, grades_staging: Path) -> list[Path]:
     return delta.staged_files(folder)
 
 
-def write_tables(stage: Stage, quarantined, output: str, quarantine: str, run_id: str, date, rows_in: int,
-                 grades_schema, quarantine_schema, keep_staging: bool, log, reused=None) -> dict[str, int]:
-    """Executors stage Parquet files in each table's staging folder; the driver commits each table once."""
+def stage_tables(stage: Stage, output, quarantine, log) -> Staged:
+    """Executors grade and stage Parquet files in each table's staging folder; counted, nothing committed."""
+    from taosr1.storage import delta
+
+    g_stage, q_stage = delta.staging_dir(output, stage.run_id), delta.staging_dir(quarantine, stage.run_id)
+    resumed = _stage_grades(stage, g_stage, stage.run_id, stage.grades_schema, log)
+    r_files = stage_reused(stage.reused, g_stage)  # rows carried from earlier runs, beside the graded
+    stage.quarantined.write.mode("overwrite").parquet(str(q_stage))
+    log(f"run {stage.run_id}: graded and staged under {g_stage.parent}")
+    g_files, q_files = delta.staged_files(g_stage) + r_files, delta.staged_files(q_stage)
+    staged = Staged(stage, g_files, q_files, graded=delta.count_rows(g_files), quarantined=delta.count_rows(q_files),
+                    resumed=resumed, reused=delta.count_rows(r_files), folders=(output, quarantine))
+    check_counts(stage.rows_in, staged.graded, staged.quarantined, f"staged files kept in {g_stage} and {q_stage}")
+    return staged
+
+
+def commit_tables(staged: Staged, output, quarantine, date, keep_staging: bool, log) -> dict[str, int]:
+    """Replace the date's partition of the quarantine table, then of the grades table, one commit each."""
     from taosr1.core.names import PARTITION
     from taosr1.storage import delta
 
-    g_stage, q_stage = delta.staging_dir(output, run_id), delta.staging_dir(quarantine, run_id)
-    resumed = _stage_grades(stage, g_stage, run_id, grades_schema, log)
-    r_files = stage_reused(reused, g_stage)  # rows carried from earlier runs, beside the graded
-    quarantined.write.mode("overwrite").parquet(str(q_stage))
-    log(f"run {run_id}: graded and staged under {g_stage.parent}")
-    g_files, q_files = delta.staged_files(g_stage) + r_files, delta.staged_files(q_stage)
-    n_graded, n_quarantined, n_reused = delta.count_rows(g_files), delta.count_rows(q_files), delta.count_rows(r_files)
-    check_counts(rows_in, n_graded, n_quarantined, f"staged files kept in {g_stage} and {q_stage}")
-    die_if(stage.fault.die_before_commit, run_id, "before the commit", log)
-    value = date.isoformat()
+    stage, value = staged.stage, date.isoformat()
+    die_if(stage.fault.die_before_commit, stage.run_id, "before the commit", log)
     # Quarantine first: once the grades commit is visible, the run's quarantine is too.
-    q = delta.replace_partition(quarantine, q_files, quarantine_schema, PARTITION, value, run_id=run_id)
-    die_if(stage.fault.die_between_commits, run_id, "between the quarantine and the grades commit", log)
-    g = delta.replace_partition(output, g_files, grades_schema, PARTITION, value, run_id=run_id)
+    q = delta.replace_partition(quarantine, staged.quarantine, stage.quarantine_schema, PARTITION, value,
+                                run_id=stage.run_id)
+    die_if(stage.fault.die_between_commits, stage.run_id, "between the quarantine and the grades commit", log)
+    g = delta.replace_partition(output, staged.grades, stage.grades_schema, PARTITION, value, run_id=stage.run_id)
     if not keep_staging:
-        delta.remove_staging(output, run_id)
-        delta.remove_staging(quarantine, run_id)
-    return {"graded": g.rows, "quarantined": q.rows, "grades_version": g.version, "quarantine_version": q.version,
-            "resumed_rows": resumed, "reused": n_reused}
+        delta.remove_staging(output, stage.run_id)
+        delta.remove_staging(quarantine, stage.run_id)
+    return staged.counts(g, q)

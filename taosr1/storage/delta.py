@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from taosr1.storage.location import Location
+
 STAGING = "_staging"  # under the table root: same filesystem (rename is atomic), hidden from readers and vacuum
 
 
@@ -32,8 +34,13 @@ class Commit:
     rows: int
 
 
-def local_path(uri: str) -> Path:
+def local_path(uri: str | Path | Location) -> Path:
     """A table location as a local path; other schemes need the delta-spark writer."""
+    if isinstance(uri, Location):
+        if not uri.is_remote:
+            return Path(uri.path)
+        uri = uri.uri
+    uri = str(uri)
     if uri.startswith("file://"):
         return Path(uri[len("file://"):])
     if "://" in uri:
@@ -44,8 +51,8 @@ def local_path(uri: str) -> Path:
     return Path(uri).absolute()
 
 
-def staging_dir(table: str | Path, run_id: str) -> Path:
-    return local_path(str(table)) / STAGING / run_id
+def staging_dir(table: str | Path | Location, run_id: str) -> Path:
+    return local_path(table) / STAGING / run_id
 
 
 def staged_files(folder: Path) -> list[Path]:
@@ -106,14 +113,22 @@ def _fields(schema) -> list[tuple[str, Any]]:
     return [(f["name"], f["type"]) for f in json.loads(schema.to_json())["fields"]]
 
 
-def schema_problems(table: str | Path, arrow_schema, storage_options: dict[str, str] | None = None) -> list[str]:
+def _table(table: str | Path | Location, storage_options: dict[str, str] | None) -> tuple[str, dict | None]:
+    """(the URI delta-rs opens, its storage options): a Location's own, or `table` as an object-store
+    URI with `storage_options`, or a local path."""
+    if isinstance(table, Location):
+        return (table.path if table.is_remote else str(local_path(table))), table.delta_options
+    return (str(table) if storage_options is not None else str(local_path(str(table)))), storage_options or None
+
+
+def schema_problems(table: str | Path | Location, arrow_schema,
+                    storage_options: dict[str, str] | None = None) -> list[str]:
     """How `arrow_schema` differs from the existing table's schema ([] if equal or no table).
 
-    `table` may be an object-store URI (taosr1.storage.stores) when `storage_options` are given."""
+    `table`: a Location, or an object-store URI when `storage_options` are given, or a local path."""
     from deltalake import DeltaTable, Schema
 
-    uri = str(table) if storage_options is not None else str(local_path(str(table)))
-    opts = storage_options or None
+    uri, opts = _table(table, storage_options)
     if not DeltaTable.is_deltatable(uri, storage_options=opts):
         return []
     have = _fields(DeltaTable(uri, storage_options=opts).schema())
@@ -130,7 +145,7 @@ def schema_problems(table: str | Path, arrow_schema, storage_options: dict[str, 
     return problems
 
 
-def check_schema(table: str | Path, arrow_schema, storage_options: dict[str, str] | None = None) -> None:
+def check_schema(table: str | Path | Location, arrow_schema, storage_options: dict[str, str] | None = None) -> None:
     """Raise TableSchemaError, listing every difference, when `arrow_schema` is not the table's."""
     problems = schema_problems(table, arrow_schema, storage_options)
     if problems:
@@ -147,7 +162,7 @@ def replace_partition(table: str | Path, staged: list[Path], arrow_schema, parti
     from deltalake import CommitProperties, DeltaTable, Schema
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
-    root = local_path(str(table))
+    root = local_path(table)
     check_schema(root, arrow_schema)
     part_dir = root / f"{partition_col}={value}"
     part_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +201,7 @@ def commit_version(table: str | Path, run_id: str) -> int:
     The table's current version may already be another writer's; delta-rs's history()
     numbers entries from the version it loaded, which races with concurrent writers.
     """
-    log = local_path(str(table)) / "_delta_log"
+    log = local_path(table) / "_delta_log"
     for f in sorted(log.glob("[0-9]*.json"), reverse=True):
         for line in f.read_text().splitlines():
             info = json.loads(line).get("commitInfo")
@@ -229,14 +244,13 @@ def with_conflict_retry(commit, what: str, retries: int = COMMIT_RETRIES) -> Non
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
 
 
-def append_rows(table: str | Path, arrow_table, storage_options: dict[str, str] | None = None) -> int:
+def append_rows(table: str | Path | Location, arrow_table, storage_options: dict[str, str] | None = None) -> int:
     """Append rows (the runs table) in one commit; returns the new version.
 
-    `table` may be an object-store URI (taosr1.storage.stores) when `storage_options` are given."""
+    `table`: a Location, or an object-store URI when `storage_options` are given, or a local path."""
     from deltalake import DeltaTable, write_deltalake
 
-    root = str(table) if storage_options is not None else str(local_path(str(table)))
-    opts = storage_options or None
+    root, opts = _table(table, storage_options)
     # merge: a runs table written before the contract grew a column gets it (older rows null)
     with_conflict_retry(lambda: write_deltalake(root, arrow_table, mode="append", schema_mode="merge",
                                                 storage_options=opts), f"{root} append")

@@ -26,43 +26,46 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from taosr1.storage import stores
+from taosr1.storage.location import Location, check_readable, resolve
 
 # config fields that name inputs (files or folders) in the training stages' configs
 INPUT_FIELDS = ("input", "data", "samples", "model", "label_config", "rules")
 
 
 @contextlib.contextmanager
-def fetched(uri: str, options: dict[str, Any] | None = None) -> Iterator[str]:
+def fetched(uri: str | Location, options: dict[str, Any] | None = None) -> Iterator[str]:
     """A local path holding `uri`'s file or folder for the block; `uri` itself when it is local."""
-    if not stores.is_remote(uri):
-        yield uri
+    if not _remote(uri):
+        yield str(uri) if isinstance(uri, Location) else uri
         return
-    fs, path = _fs(uri, options)
-    with _scratch("in", uri) as tmp:
+    loc = resolve(uri, options)
+    fs, path = loc.fs, loc.fs_path
+    with _scratch("in", loc.uri) as tmp:
         dest = os.path.join(tmp, posixpath.basename(path) or "data")
         if fs.isdir(path):
             _download(fs, path, dest)
         elif fs.isfile(path):
             fs.get_file(path, dest)
         else:
-            raise FileNotFoundError(f"{uri}: no such file or folder in the store")
+            raise FileNotFoundError(f"{loc.uri}: no such file or folder in the store")
         yield dest
 
 
-def cached(uri: str, options: dict[str, Any] | None = None) -> str:
+def cached(uri: str | Location, options: dict[str, Any] | None = None) -> str:
     """A local copy of the remote folder `uri` that stays, fetched again only when the store's listing
     (names, sizes, ETags) changed. Safe for several processes at once (executors on one machine):
     each downloads into a folder of its own and renames it into place (storage.cache.build_folder)."""
     from taosr1.storage.cache import build_folder, cache_dir
 
-    fs, path = _fs(uri, options)
+    loc = resolve(uri, options)
+    fs, path = loc.fs, loc.fs_path
     fs.invalidate_cache(path)  # a long-lived worker must see today's folder, not a listing it cached
     listing = {posixpath.relpath(p, path): [info.get("size"), str(info.get("ETag") or info.get("etag") or
                                                                    info.get("LastModified") or info.get("mtime") or "")]
                for p, info in fs.find(path, detail=True).items()}
     if not listing:
-        raise FileNotFoundError(f"{uri}: no such folder in the store (or it is empty)")
-    root = Path(cache_dir()) / "remote" / "models" / _digest(uri)
+        raise FileNotFoundError(f"{loc.uri}: no such folder in the store (or it is empty)")
+    root = Path(cache_dir()) / "remote" / "models" / _digest(loc.uri)
     version = root / _digest(json.dumps(listing, sort_keys=True))
     dest = version / (posixpath.basename(path) or "model")
     if not dest.is_dir():
@@ -73,17 +76,15 @@ def cached(uri: str, options: dict[str, Any] | None = None) -> str:
     return str(dest)
 
 
-def put(local_file: str | Path, uri: str, options: dict[str, Any] | None = None) -> str:
-    """Upload one file to `uri` (e.g. a calibration written beside a remote model); returns `uri`."""
-    fs, path = _fs(uri, options)
-    fs.put_file(str(local_file), path)
-    return uri
+def put(local_file: str | Path, uri: str | Location, options: dict[str, Any] | None = None) -> str:
+    """Upload one file to `uri` (e.g. a calibration written beside a remote model); returns the URI."""
+    loc = resolve(uri, options)
+    loc.fs.put_file(str(local_file), loc.fs_path)
+    return loc.uri
 
 
-def _fs(uri: str, options: dict[str, Any] | None) -> tuple[Any, str]:
-    """(fsspec filesystem, path without a trailing slash) for `uri`, with its storage options."""
-    fs, path = stores.filesystem(uri, stores.options_for(uri, options))
-    return fs, path.rstrip("/")
+def _remote(uri: Any) -> bool:
+    return uri.is_remote if isinstance(uri, Location) else stores.is_remote(uri)
 
 
 def _digest(text: str) -> str:
@@ -91,16 +92,17 @@ def _digest(text: str) -> str:
 
 
 @contextlib.contextmanager
-def published(uri: str, options: dict[str, Any] | None = None, resume: bool = False) -> Iterator[str]:
+def published(uri: str | Location, options: dict[str, Any] | None = None, resume: bool = False) -> Iterator[str]:
     """A local folder whose files are uploaded under `uri` when the block ends (also on failure).
 
     `resume`: start from what `uri` already holds (a pipeline's completed stages)."""
-    if not stores.is_remote(uri):
-        yield uri
+    if not _remote(uri):
+        yield str(uri) if isinstance(uri, Location) else uri
         return
-    stores.check_location(uri, options, "output")
-    fs, path = _fs(uri, options)
-    with _scratch("out", uri) as tmp:
+    loc = resolve(uri, options)
+    check_readable(loc, "output")
+    fs, path = loc.fs, loc.fs_path
+    with _scratch("out", loc.uri) as tmp:
         local = os.path.join(tmp, posixpath.basename(path) or "out")
         unchanged = _download(fs, path, local) if resume and fs.isdir(path) else {}
         os.makedirs(local, exist_ok=True)
@@ -178,15 +180,16 @@ def _upload(fs, local: str, path: str, skip: dict[str, tuple[int, int]]) -> None
         fs.put_file(os.path.join(local, rel), f"{path}/{rel}")
 
 
-def write_folder(uri: str, write, *args, **kwargs) -> dict[str, Any]:
+def write_folder(uri: str | Location, write, *args, **kwargs) -> dict[str, Any]:
     """`write(folder, *args, **kwargs)` (a report writer returning {kind: path or {name: path}}) into
     `uri`, local or remote; the returned paths as they are named under `uri`."""
-    with published(uri) as local:
+    loc = resolve(uri)
+    with published(loc) as local:
         paths = write(local, *args, **kwargs)
 
     def named(v):
         if isinstance(v, dict):
             return {k: named(x) for k, x in v.items()}
-        return stores.join(uri, Path(v).relative_to(local).as_posix()) if stores.is_remote(uri) else str(v)
+        return stores.join(loc.uri, Path(v).relative_to(local).as_posix()) if loc.is_remote else str(v)
 
     return named(paths)

@@ -185,16 +185,22 @@ def check_location(uri: str, options: dict[str, Any] | None = None, what: str = 
     """Fail now, naming `uri` and what to set, when its store cannot be reached or its bucket is unknown.
 
     Called before any model work; a table that does not exist yet is fine (its bucket must).
+    (taosr1.storage.location.check_readable / check_writable: the same check for a resolved Location.)
     """
     if not is_remote(uri):
         return
-    opts = options_for(uri, options)
+    why = store_problem(uri, options_for(uri, options))
+    if why:
+        raise StorageError(f"{what} {uri}: {why}")
+
+
+def store_problem(uri: str, opts: dict[str, str]) -> str | None:
+    """Why the store of `uri` cannot be used with the resolved options `opts` (options_for), or None."""
     url = _store_url(uri, opts)
     why = _unreachable(url) if url else None
     if why:
         setting, _ = _endpoint(uri, opts)
-        raise StorageError(f"{what} {uri}: cannot reach {url} ({why}); check {setting} / the network, "
-                           f"or set storage_options.{setting}")
+        return f"cannot reach {url} ({why}); check {setting} / the network, or set storage_options.{setting}"
     extra = {}
     if protocol(uri) in ("s3", "s3a"):  # one quick attempt, not botocore's minutes of retries
         extra = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 1}}}
@@ -203,16 +209,19 @@ def check_location(uri: str, options: dict[str, Any] | None = None, what: str = 
     try:
         fs.ls(bucket, detail=False, refresh=True)
     except FileNotFoundError:
-        raise StorageError(f"{what} {uri}: bucket {bucket!r} does not exist (or is not visible to these "
-                           "credentials); create it or fix the path") from None
+        return (f"bucket {bucket!r} does not exist (or is not visible to these credentials); create it or fix "
+                "the path")
     except PermissionError as e:
-        raise StorageError(f"{what} {uri}: access denied to bucket {bucket!r} ({e}); {_what_to_set(uri)}") from None
+        return f"access denied to bucket {bucket!r} ({e}); {_what_to_set(uri)}"
     except Exception as e:  # noqa: BLE001 - botocore/aiohttp/azure errors have no common base
-        text = f"{type(e).__name__}: {e}"
-        if "credential" in text.lower() or "NoCredentials" in text:
-            raise StorageError(f"{what} {uri}: no credentials for {protocol(uri)}://; {_what_to_set(uri)}") from None
-        if any(s in text.lower() for s in ("connect", "endpoint", "timeout", "resolve", "unreachable")):
-            setting, endpoint = _endpoint(uri, opts)
-            raise StorageError(f"{what} {uri}: cannot reach {endpoint} ({text}); check {setting} / the network, "
-                               f"or set storage_options.{setting}") from None
-        raise StorageError(f"{what} {uri}: {text}; {_what_to_set(uri)}") from None
+        return _client_problem(uri, opts, f"{type(e).__name__}: {e}")
+    return None
+
+
+def _client_problem(uri: str, opts: dict[str, str], text: str) -> str:
+    if "credential" in text.lower() or "NoCredentials" in text:
+        return f"no credentials for {protocol(uri)}://; {_what_to_set(uri)}"
+    if any(s in text.lower() for s in ("connect", "endpoint", "timeout", "resolve", "unreachable")):
+        setting, endpoint = _endpoint(uri, opts)
+        return f"cannot reach {endpoint} ({text}); check {setting} / the network, or set storage_options.{setting}"
+    return f"{text}; {_what_to_set(uri)}"

@@ -8,6 +8,23 @@ from typing import Any, Callable
 from taosr1.core.cumpt import MIN_SUPPORT
 
 
+def eval_forward(cfg) -> tuple[int, bool] | None:
+    """(frozen blocks, bf16) when the pipeline grades with the training forward (`eval_forward`), else None:
+    the blocks below every stage's LoRA layers are the start model's in every model of the run."""
+    if not cfg.eval_forward:
+        return None
+    from transformers import AutoConfig
+
+    from taosr1.labeling.models import resolve_model
+    from taosr1.training.common import bf16_autocast
+
+    n = AutoConfig.from_pretrained(resolve_model(cfg.model)).num_hidden_layers
+    sections = [getattr(cfg, s) for s in ("sft", "dpo", "grpo") if s in cfg.stages]
+    trained = [int(s.get("lora_layers", 0)) if int(s.get("lora_r", 0)) > 0 else 0 for s in sections]
+    frozen = 0 if not trained or 0 in trained else max(n - max(trained), 0)
+    return frozen, bool(cfg.sft.get("bf16", bf16_autocast()))
+
+
 def calibrate_model(cfg, model: str, calib_file: str, log: Callable[[str], None]) -> dict[str, Any]:
     """Fit CumPT beta for `model` on the calibration slice (macro-F1, as `taosr1 calibrate`) and record it beside it."""
     import pandas as pd
@@ -15,6 +32,7 @@ def calibrate_model(cfg, model: str, calib_file: str, log: Callable[[str], None]
     from taosr1.training.evaluate import evaluate_scoring
 
     _, graded = evaluate_scoring(model, pd.read_parquet(calib_file), gold_col=cfg.gold, label_config=cfg.label_config,
+                                 forward=eval_forward(cfg),
                                  labels=cfg.labels, threads=cfg.eval_threads, beta=0.5)
     return fit_beta(cfg, model, graded, "pipeline calibration slice", "calibration pairs", log)
 

@@ -126,6 +126,20 @@ def bf16_autocast() -> bool:
     return native_bf16()
 
 
+def loop_config(cfg: Any, phase: str, *, epochs: float, batch_size: int, learning_rate: float, max_steps: int = 0,
+                key: str = ""):
+    """The label-position loop's settings (taosr1/training/label_loop.py) from a stage config: its seed,
+    bf16 where the machine has it, and checkpoints every `save_steps` when `save_strategy` is steps,
+    under OUTPUT/checkpoints/<phase>, resumed only by a run of the same settings (`key`)."""
+    from taosr1.training.label_loop import LoopConfig, checkpoint_dir
+
+    save = int(cfg.save_steps) if str(getattr(cfg.save_strategy, "value", cfg.save_strategy)) == "steps" else 0
+    return LoopConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_steps=max_steps,
+                      bf16=bool(cfg.bf16), seed=cfg.seed, save_steps=max(save, 0),
+                      checkpoint_dir=checkpoint_dir(cfg.output_dir, phase) if cfg.output_dir else "",
+                      checkpoint_key=f"{key}:{phase}")
+
+
 # --- models --------------------------------------------------------------------------------
 
 
@@ -206,6 +220,65 @@ def save_model(model: Any, tokenizer: Any, out: str | Path) -> Path:
     return out
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process in a launched run (`accelerate launch`, torchrun), else (0, 1)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def finish_stage(model: Any, tokenizer: Any, cfg: Any, stage: str, summary: dict[str, Any], values_hash: str) -> None:
+    """A stage's end, on the main process only (the others return): the model folder, the marker
+    last, and the checkpoints gone. The summary records how many processes trained."""
+    from taosr1.training.label_loop import clear_checkpoints
+
+    rank, size = world()
+    summary.setdefault("world_size", size)
+    if rank:
+        return
+    save_model(model, tokenizer, cfg.output_dir)
+    write_stage(cfg.output_dir, stage, summary, values_hash)
+    clear_checkpoints(cfg.output_dir)
+
+
+def start_stage(cfg: Any, values_hash: str) -> None:
+    """Before a stage trains: checkpoints in its folder made with other settings go (taosr1 pipeline
+    and `taosr1 train --processes N` do it once before the processes start; a lone process here)."""
+    from taosr1.training.label_loop import prepare_checkpoints
+
+    if world()[1] > 1:
+        die_with_launcher()
+    elif cfg.output_dir:
+        prepare_checkpoints(cfg.output_dir, values_hash)
+
+
+def die_with_launcher() -> None:
+    """A launched process ends when its launcher does (Linux PR_SET_PDEATHSIG). torchrun starts each
+    process in its own session, so a launcher killed by SIGKILL (OOM killer, a scheduler's kill)
+    would leave them training on, writing the checkpoints a rerun resumes from."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the launcher died before the call: nothing would signal us
+        os._exit(1)
+
+
+def last_checkpoint(cfg: Any, values_hash: str) -> str | None:
+    """The newest checkpoint a TRL trainer left in the stage's folder, when it was made with these
+    settings (a killed run resumes from it), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from taosr1.training.label_loop import checkpoints_key
+
+    out = cfg.output_dir
+    if not out or not Path(out).is_dir() or checkpoints_key(out) != values_hash:
+        return None
+    return get_last_checkpoint(out)
+
+
 def train_metrics(trainer: Any) -> dict[str, Any]:
     """Steps, the last logged loss and the train summary from a finished TRL trainer."""
     hist = trainer.state.log_history
@@ -247,7 +320,9 @@ class TrainStage:
         lora_layers: adapters on the last N transformer blocks only (0 = every block).
 
     Changed TRL defaults: no gradient checkpointing (small models; set it for big ones), report_to
-    none, no intermediate checkpoints, log every step; on a machine without CUDA, use_cpu, with
+    none, a checkpoint every 50 steps (`save_steps`; the newest kept; `save_strategy: "no"` for none),
+    from which a rerun of a killed stage resumes, in the TRL trainers and the label-position loops
+    alike (taosr1/training/label_loop.py), log every step; on a machine without CUDA, use_cpu, with
     bf16 autocast where the CPU has native bf16 (AMX / AVX512-bf16: the CoT phase runs 1.6x
     faster) and fp32 elsewhere (TRL's bf16 default fails there).
     """
@@ -266,7 +341,9 @@ class TrainStage:
     # TrainingArguments fields with defaults changed for this project
     gradient_checkpointing: bool = False
     report_to: Any = "none"
-    save_strategy: Any = "no"
+    save_strategy: Any = "steps"
+    save_steps: float = 50
+    save_total_limit: int | None = 1
     logging_steps: float = 1
     bf16: bool | None = None
 
@@ -274,6 +351,8 @@ class TrainStage:
         import torch
 
         coerce_floats(self)
+        if self.save_strategy is False:  # YAML 1.1 reads a bare `no` as false
+            self.save_strategy = "no"
         check_format(self.format)
         if self.max_examples < 0:
             raise ConfigError(f"max_examples must be >= 0, got {self.max_examples}")

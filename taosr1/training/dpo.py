@@ -20,7 +20,7 @@ from trl import DPOConfig
 
 from taosr1.core.config import ConfigError
 from taosr1.core.labels import LabelScheme
-from taosr1.training.common import TrainStage, bf16_autocast
+from taosr1.training.common import TrainStage
 
 PAIR_KINDS = ("right_vs_wrong", "reference_vs_sample")
 
@@ -100,9 +100,10 @@ class DPOStageConfig(TrainStage, DPOConfig):
         super().__post_init__()
 
 
-def label_dpo(model, tok, builder, cot: pd.DataFrame, pairs: pd.DataFrame, cfg: DPOStageConfig) -> dict[str, Any]:
+def label_dpo(model, tok, builder, cot: pd.DataFrame, pairs: pd.DataFrame, cfg: DPOStageConfig,
+              key: str = "") -> dict[str, Any]:
     """DPO on the label position (taosr1/training/label_rl.py) of `model` (its LoRA adapters, if any)."""
-    from taosr1.training.common import field_rows
+    from taosr1.training.common import field_rows, loop_config
     from taosr1.training.label_loss import class_weights
     from taosr1.training.label_rl import train_label_dpo
 
@@ -115,8 +116,9 @@ def label_dpo(model, tok, builder, cot: pd.DataFrame, pairs: pd.DataFrame, cfg: 
         out = train_label_dpo(model, [ids[int(p)] for p in pairs["pair_id"]], chosen, [index[r] for r in pairs["rejected"]],
                               scheme.token_ids(tok), pad_id=tok.pad_token_id, beta=cfg.beta, loss_type=cfg.loss_type,
                               loss_weights=cfg.loss_weights, row_weights=[weights[c] for c in chosen],
-                              epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
-                              batch_size=cfg.per_device_train_batch_size, bf16=bf16_autocast(), seed=cfg.seed)
+                              loop=loop_config(cfg, "label_dpo", epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+                                               batch_size=cfg.per_device_train_batch_size,
+                                               learning_rate=cfg.learning_rate, key=key))
     except ValueError as e:
         raise ConfigError(f"dpo: {e}") from e
     return {"trainer": "label position", "pairs_trained": len(pairs), "loss_type": list(cfg.loss_type),
@@ -138,13 +140,14 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     from taosr1.core.prompts import PromptBuilder
     from taosr1.training.common import (
         field_rows,
+        finish_stage,
+        last_checkpoint,
         load_for_training,
         lora_config,
-        save_model,
         serving_setup,
+        start_stage,
         train_metrics,
         with_lora,
-        write_stage,
     )
     from taosr1.training.sft import read_cot
 
@@ -160,25 +163,24 @@ def run_dpo(cfg: DPOStageConfig, values_hash: str = "") -> dict[str, Any]:
         pairs = pairs.head(cfg.max_examples)
     if pairs.empty:
         raise ConfigError(f"no preference pairs from {cfg.samples}: {counts} (every prompt was always solved?)")
+    start_stage(cfg, values_hash)
     model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
     summary = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name, "pair_counts": counts,
                "lora_r": cfg.lora_r}
     if label_only:  # DPO on the label position
         model = with_lora(model, cfg)
-        summary.update(label_dpo(model, tok, builder, cot, pairs, cfg))
-        save_model(model, tok, cfg.output_dir)
-        write_stage(cfg.output_dir, "dpo", summary, values_hash)
+        summary.update(label_dpo(model, tok, builder, cot, pairs, cfg, values_hash))
+        finish_stage(model, tok, cfg, "dpo", summary, values_hash)
         return summary
     prompts = dict(zip(cot["pair_id"].astype(int), builder.texts(field_rows(cot))))
     data = pd.DataFrame({"prompt": [prompts[int(p)] for p in pairs["pair_id"]],
                          "chosen": pairs["chosen"].tolist(), "rejected": pairs["rejected"].tolist()})
     trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_pandas(data), processing_class=tok,
                          peft_config=lora_config(cfg, model.config.num_hidden_layers))
-    trainer.train()
-    save_model(trainer.model, tok, cfg.output_dir)
+    trainer.train(resume_from_checkpoint=last_checkpoint(cfg, values_hash))
     trained = pairs.head(len(data))
     summary.update({"pairs_trained": len(data), "pairs_trained_by_kind": trained["kind"].value_counts().to_dict(),
                     **train_metrics(trainer)})
-    write_stage(cfg.output_dir, "dpo", summary, values_hash)
+    finish_stage(trainer.model, tok, cfg, "dpo", summary, values_hash)
     return summary

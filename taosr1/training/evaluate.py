@@ -45,16 +45,30 @@ def _gold(df: pd.DataFrame, gold_col: str, scheme: LabelScheme) -> list[str]:
 
 
 def evaluate_scoring(model: str, df: pd.DataFrame, *, gold_col: str, label_config: str = "", labels: str = "",
-                     threads: int = 0, beta: float | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Grade `df` as `taosr1 label --model MODEL` does (post-CoT scoring, CumPT), then score against gold."""
+                     threads: int = 0, beta: float | None = None,
+                     forward: tuple[int, bool] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Grade `df` as `taosr1 label --model MODEL` does (post-CoT scoring, CumPT), then score against gold.
+
+    `forward` (frozen blocks, bf16): score with the training forward instead of the transformers engine
+    (taosr1/training/forward_engine.py): the same rows, prompts and CumPT, the lower blocks' output shared
+    by every model graded in the process."""
     from taosr1.core import config as cfgmod
     from taosr1.core.resources import conf_dir
+    from taosr1.labeling.calibration import resolve_beta
     from taosr1.labeling.labeler import LabelConfig, Labeler, label_frame
 
     cfg = cfgmod.load(LabelConfig, label_config or conf_dir() / "label.yaml",
                       {"labels": labels or None, "beta": beta, "engine.model": model, "engine.threads": threads or None,
                        "prompt.format": "post_cot"})
-    labeler = Labeler.from_config(cfg)
+    if forward is None:
+        labeler = Labeler.from_config(cfg)
+    else:
+        from taosr1.core.labels import load_scheme
+        from taosr1.training.forward_engine import ForwardEngine
+
+        engine = ForwardEngine(model, frozen=forward[0], bf16=forward[1])
+        scheme = load_scheme(cfg.labels)
+        labeler = Labeler(engine, scheme, cfg.prompt, resolve_beta(cfg.beta, model, scheme))
     result = label_frame(df, labeler, cfg.columns, chunk_rows=cfg.chunk_rows)
     graded = result.graded
     gold = _gold(graded, gold_col, labeler.scheme)

@@ -31,7 +31,7 @@ import pandas as pd
 from trl import GRPOConfig
 
 from taosr1.core.config import ConfigError
-from taosr1.training.common import TrainStage, bf16_autocast
+from taosr1.training.common import TrainStage
 
 
 def coefficient_of_variation(counts: Sequence[int] | dict[str, int]) -> float:
@@ -150,9 +150,9 @@ def group_filter_trainer():
     return GroupFilterGRPOTrainer
 
 
-def label_grpo(model, tok, builder, rows: pd.DataFrame, cfg: GRPOStageConfig) -> dict[str, Any]:
+def label_grpo(model, tok, builder, rows: pd.DataFrame, cfg: GRPOStageConfig, key: str = "") -> dict[str, Any]:
     """GRPO on the label position (taosr1/training/label_rl.py) of `model` (its LoRA adapters, if any)."""
-    from taosr1.training.common import field_rows
+    from taosr1.training.common import field_rows, loop_config
     from taosr1.training.label_loss import class_weights
     from taosr1.training.label_rl import train_label_grpo
 
@@ -165,9 +165,10 @@ def label_grpo(model, tok, builder, rows: pd.DataFrame, cfg: GRPOStageConfig) ->
     gold = [scheme.names.index(g) for g in rows["gold"]]
     weights = class_weights(gold, len(scheme.names), cfg.class_weight_power)
     out = train_label_grpo(model, builder.build(field_rows(rows)).ids, gold, scheme.token_ids(tok), pad_id=tok.pad_token_id,
-                           num_generations=cfg.num_generations, prompts_per_step=per_step, max_steps=steps,
-                           learning_rate=cfg.learning_rate, temperature=cfg.temperature, row_weights=[weights[g] for g in gold],
-                           bf16=bf16_autocast(), seed=cfg.seed)
+                           num_generations=cfg.num_generations, temperature=cfg.temperature,
+                           row_weights=[weights[g] for g in gold],
+                           loop=loop_config(cfg, "label_grpo", epochs=0, max_steps=steps, batch_size=per_step,
+                                            learning_rate=cfg.learning_rate, key=key))
     return {"class_weights": [round(w, 3) for w in weights], **out}
 
 
@@ -192,13 +193,14 @@ def run_grpo(cfg: GRPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     from taosr1.core.prompts import PromptBuilder
     from taosr1.training.common import (
         field_rows,
+        finish_stage,
+        last_checkpoint,
         load_for_training,
         lora_config,
-        save_model,
         serving_setup,
+        start_stage,
         train_metrics,
         with_lora,
-        write_stage,
     )
     from taosr1.training.dpo import read_samples
     from taosr1.training.rewards import make_rewards
@@ -215,26 +217,25 @@ def run_grpo(cfg: GRPOStageConfig, values_hash: str = "") -> dict[str, Any]:
     if rows.empty:
         raise ConfigError(f"no prompt left for GRPO after the data rules: {info}; sample with a larger n, "
                           "raise gamma, or start from a model that solves some prompts")
+    start_stage(cfg, values_hash)
     model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
     if cfg.draw == "label":  # one label token per completion: GRPO on the label position
         model = with_lora(model, cfg)
         summary = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name, "prompts": len(rows),
                    **info, "draw": cfg.draw, "trainer": "label position", "num_generations": cfg.num_generations,
-                   "lora_r": cfg.lora_r, **label_grpo(model, tok, builder, rows, cfg)}
-        save_model(model, tok, cfg.output_dir)
-        write_stage(cfg.output_dir, "grpo", summary, values_hash)
+                   "lora_r": cfg.lora_r, **label_grpo(model, tok, builder, rows, cfg, values_hash)}
+        finish_stage(model, tok, cfg, "grpo", summary, values_hash)
         return summary
     data = pd.DataFrame({"prompt": builder.texts(field_rows(rows)), "gold": rows["gold"].tolist()})
     trainer_cls = group_filter_trainer()
     trainer = trainer_cls(model=model, reward_funcs=make_rewards(serving.scheme, cfg.format), args=cfg,
                           train_dataset=Dataset.from_pandas(data), processing_class=tok, peft_config=lora_config(cfg, model.config.num_hidden_layers))
-    trainer.train()
-    save_model(trainer.model, tok, cfg.output_dir)
+    trainer.train(resume_from_checkpoint=last_checkpoint(cfg, values_hash))
     dropped = [h["dropped_equal_reward_groups"] for h in trainer.state.log_history if "dropped_equal_reward_groups" in h]
     summary = {"start_model": start, "format": cfg.format, "labels": serving.scheme.name, "prompts": len(data),
                **info, "draw": cfg.draw, "use_vllm": cfg.use_vllm, "num_generations": cfg.num_generations, "lora_r": cfg.lora_r,
                "mean_dropped_equal_reward_groups": round(float(np.mean(dropped)), 4) if dropped else None,
                **train_metrics(trainer)}
-    write_stage(cfg.output_dir, "grpo", summary, values_hash)
+    finish_stage(trainer.model, tok, cfg, "grpo", summary, values_hash)
     return summary

@@ -94,6 +94,8 @@ class LabelForward:
         cache_frozen: keep the frozen lower blocks' output per prompt (computed on the first call);
             False runs every block every time.
         bf16: compute that output under bf16 autocast, as the training steps run.
+        frozen: how many leading blocks to keep the output of (default: those with no trainable weight);
+            grading a trained model names the blocks its training left as the base's.
 
     The kept output is shared within the process: a later stage whose model has the same frozen
     blocks (SFT, then label sampling, DPO and GRPO from the same base) reuses it for the prompts it
@@ -101,12 +103,12 @@ class LabelForward:
     """
 
     def __init__(self, model, prompts: Sequence[Sequence[int]], label_ids: Sequence[int], pad_id: int,
-                 cache_frozen: bool = True, bf16: bool = False):
+                 cache_frozen: bool = True, bf16: bool = False, frozen: int | None = None):
         self.model, self.prompts, self.pad_id, self.bf16 = model, prompts, pad_id, bf16
         self.label_ids = list(label_ids)
         self.shared = shared_prefix_len(prompts)
         self.causal, self.body = decoder(model)
-        self.frozen = frozen_blocks(model) if cache_frozen else 0
+        self.frozen = 0 if not cache_frozen else frozen_blocks(model) if frozen is None else min(frozen, len(self.body.layers))
         self._rows: list | None = None  # the frozen blocks' output per prompt (own tokens)
         self._prefix = None  # ... and the shared prefix's
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from taosr1.training.label_loop import LoopConfig, Term, fit
+
 
 def class_weights(gold: Sequence[int], n_labels: int, power: float = 1.0) -> list[float]:
     """Inverse-frequency weights to the `power` (0 = uniform, 1 = balanced), mean 1 over the rows.
@@ -26,58 +28,77 @@ def class_weights(gold: Sequence[int], n_labels: int, power: float = 1.0) -> lis
     return [r / mean if mean else 0.0 for r in raw]
 
 
-def ordinal_loss(logits, gold, weights):
-    """Class-weighted binary cross-entropy of each cumulative probability P(grade >= g), g over the
-    grade boundaries (labels best first): what CumPT reads to pick a grade. A prediction three
-    grades off crosses three boundaries and costs more than one a grade off, which CE treats alike."""
+def ordinal_rows(logits, gold):
+    """Per-row binary cross-entropy of each cumulative probability P(grade >= g), g over the grade
+    boundaries (labels best first): what CumPT reads to pick a grade. A prediction three grades off
+    crosses three boundaries and costs more than one a grade off, which CE treats alike."""
     import torch
 
     total = torch.logsumexp(logits, dim=1, keepdim=True)
     at_least = torch.logcumsumexp(logits, dim=1)[:, :-1] - total  # log P(grade >= g), g = 0 .. k-2
     below = torch.logcumsumexp(logits.flip(1), dim=1).flip(1)[:, 1:] - total  # log P(grade < g)
     target = (gold[:, None] <= torch.arange(logits.shape[1] - 1, device=logits.device)[None, :]).float()
-    per_row = -(target * at_least + (1 - target) * below).mean(1)
+    return -(target * at_least + (1 - target) * below).mean(1)
+
+
+def ordinal_loss(logits, gold, weights):
+    """Class-weighted mean of `ordinal_rows`."""
     w = weights[gold]
-    return (w * per_row).sum() / w.sum()
+    return (w * ordinal_rows(logits.float(), gold)).sum() / w.sum()
+
+
+def label_terms(logits, gold, weights, loss: str = "ce", soft=None, soft_weight: float = 0.0,
+                queries=None, rank_weight: float = 0.0) -> list[Term]:
+    """The label phase's loss on rows, as terms over their normalisers (taosr1/training/label_loop.py):
+    class-weighted CE (or the ordinal loss) on the gold labels, `soft_weight` of the cross-entropy
+    against soft labels (rows of P(grade)), and `rank_weight` of a pairwise ranking loss: for two rows
+    of one query (`queries`) with different gold grades, softplus of the expected-grade margin by which
+    the worse one is ahead, what NDCG within a query reads."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    w = weights[gold]
+    per_row = ordinal_rows(logits, gold) if loss == "ordinal" else F.cross_entropy(logits, gold, reduction="none")
+    terms = [Term((w * per_row).sum(), float(w.sum()), 1.0 - (soft_weight if soft is not None else 0.0))]
+    if soft is not None and soft_weight:
+        terms.append(Term(-(soft * torch.log_softmax(logits, dim=1)).sum(), float(len(gold)), soft_weight))
+    if queries is not None and rank_weight:
+        terms.append(rank_term(logits, gold, queries, rank_weight))
+    return terms
+
+
+def rank_term(logits, gold, queries, weight: float) -> Term:
+    """softplus(-(s_better - s_worse) / RANK_SCALE) over the same-query pairs of the rows, s the
+    expected grade index (best first: label 0 is the best grade)."""
+    import torch
+    import torch.nn.functional as F
+
+    p = torch.softmax(logits, dim=1)
+    s = -(p * torch.arange(logits.shape[1], device=logits.device, dtype=p.dtype)).sum(1)  # higher = better
+    q = torch.as_tensor(queries, device=logits.device)
+    better = (q[:, None] == q[None, :]) & (gold[:, None] < gold[None, :])
+    i, j = better.nonzero(as_tuple=True)
+    return Term(F.softplus(-(s[i] - s[j]) / RANK_SCALE).sum(), float(len(i)), weight)
+
+
+RANK_SCALE = 0.5  # a margin of half a grade costs softplus(-1); the pair's loss vanishes past ~2 grades
 
 
 def label_objective(logits, gold, weights, loss: str = "ce", soft=None, soft_weight: float = 0.0):
-    """The label phase's loss on a batch: class-weighted CE (or `ordinal_loss`) on the gold labels,
-    mixed with `soft_weight` of the cross-entropy against soft labels (rows of P(grade)), if given."""
-    import torch
-
-    logits = logits.float()
-    hard = ordinal_loss(logits, gold, weights) if loss == "ordinal" else \
-        torch.nn.functional.cross_entropy(logits, gold, weight=weights)
-    if soft is None or not soft_weight:
-        return hard
-    soft_ce = -(soft * torch.log_softmax(logits, dim=1)).sum(1).mean()
-    return (1 - soft_weight) * hard + soft_weight * soft_ce
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, rng) -> list[list[int]]:
-    """Shuffled batches of rows of similar length (little padding), in a shuffled order."""
-    idx = list(range(len(lengths)))
-    rng.shuffle(idx)
-    batches = []
-    for k in range(0, len(idx), batch_size * 8):  # sort within windows of 8 batches: similar lengths, still random
-        window = sorted(idx[k : k + batch_size * 8], key=lambda i: lengths[i])
-        batches += [window[j : j + batch_size] for j in range(0, len(window), batch_size)]
-    rng.shuffle(batches)
-    return batches
+    """`label_terms` of one batch on one process, as one number."""
+    return sum(t.coef * t.numerator / t.normaliser for t in label_terms(logits, gold, weights, loss, soft, soft_weight)
+               if t.normaliser)
 
 
 def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], label_ids: Sequence[int], *,
-                 pad_id: int, epochs: float, learning_rate: float, batch_size: int = 16,
-                 class_weight_power: float = 1.0, warmup_ratio: float = 0.05, max_grad_norm: float = 1.0,
-                 bf16: bool = False, seed: int = 0, loss: str = "ce", soft=None, soft_weight: float = 0.0,
+                 pad_id: int, loop: LoopConfig, class_weight_power: float = 1.0, loss: str = "ce", soft=None,
+                 soft_weight: float = 0.0, queries: Sequence[int] | None = None, rank_weight: float = 0.0,
                  log=print) -> dict:
-    """Fit the label logits serving reads: AdamW, linear warm-up then cosine decay, `label_objective`:
-    class-weighted CE (`loss` "ce") or `ordinal_loss` ("ordinal"), mixed with soft labels (`soft`,
-    one row of P(grade) per prompt) at `soft_weight`.
+    """Fit the label logits serving reads (`label_terms`) with the shared loop (`label_loop.fit`).
 
-    Only parameters with requires_grad train (LoRA adapters, or every weight). Returns the
-    losses per epoch and the seconds taken.
+    Only parameters with requires_grad train (LoRA adapters, or every weight). Returns the losses per
+    epoch, the seconds taken and the number of processes.
     """
     import torch
 
@@ -85,68 +106,20 @@ def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], l
 
     device = next(p for p in model.parameters() if p.requires_grad).device
     weights = torch.tensor(class_weights(gold, len(label_ids), class_weight_power), device=device)
-    forward = LabelForward(model, prompts, label_ids, pad_id, bf16=bf16)
+    forward = LabelForward(model, prompts, label_ids, pad_id, bf16=loop.bf16)
     targets = None if soft is None else torch.tensor(soft, dtype=torch.float32, device=device)
+    gold_t = torch.tensor(list(gold), device=device)
+    qs = None if queries is None else torch.tensor(list(queries), device=device)
 
-    def step_loss(batch):
-        logits = forward(batch)
-        y = torch.tensor([gold[i] for i in batch], device=device)
-        t = None if targets is None else targets[torch.tensor(batch, device=device)]
-        return label_objective(logits, y, weights, loss, t, soft_weight), {}
+    def step_terms(rows, step):
+        r = torch.tensor(rows, device=device)
+        terms = label_terms(forward(rows), gold_t[r], weights, loss, None if targets is None else targets[r],
+                            soft_weight, None if qs is None else qs[r], rank_weight)
+        return terms, {}
 
-    out = fit(model, [len(p) for p in prompts], step_loss, epochs=epochs, batch_size=batch_size,
-              learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm, bf16=bf16,
-              seed=seed, log=log, name="label phase")
+    out = fit(model, [len(p) for p in prompts], step_terms, loop, log=log, name="label phase")
     return {"label_steps": out["steps"], "label_losses": out["losses"], "label_seconds": out["seconds"],
-            "class_weights": [round(float(w), 3) for w in weights],
-            **({"soft_label_weight": soft_weight} if targets is not None and soft_weight else {})}
-
-
-def fit(model, lengths: Sequence[int], step_loss, *, epochs: float, batch_size: int, learning_rate: float,
-        max_steps: int = 0, warmup_ratio: float = 0.05, max_grad_norm: float = 1.0, bf16: bool = False, seed: int = 0,
-        log=print, name: str = "label phase") -> dict:
-    """The training loop the label-position stages share: AdamW, linear warm-up then cosine decay.
-
-    `step_loss(rows)` -> (loss, metrics) for a batch of row indices (batches of like lengths,
-    shuffled each epoch). `max_steps` > 0 sets the steps, else `epochs` does. Returns steps,
-    mean loss and mean metrics per epoch, and seconds.
-    """
-    import math
-    import random
-    import time
-
-    import torch
-
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    per_epoch = math.ceil(len(lengths) / batch_size)
-    total = max_steps if max_steps > 0 else max(1, round(per_epoch * epochs))
-    warm = max(1, round(total * warmup_ratio))
-    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min((i + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(i, total) / total))))
-    autocast = torch.autocast(params[0].device.type, dtype=torch.bfloat16, enabled=bf16)
-    model.train()
-    start, step, losses, metrics = time.perf_counter(), 0, [], []
-    while step < total:
-        run, seen = 0.0, {}
-        batches = length_batches(lengths, batch_size, rng)[: total - step]
-        for batch in batches:
-            with autocast:
-                loss, m = step_loss(batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            run += loss.item()
-            for k, v in m.items():
-                seen[k] = seen.get(k, 0.0) + float(v)
-            step += 1
-        losses.append(round(run / max(len(batches), 1), 4))
-        metrics.append({k: round(v / max(len(batches), 1), 4) for k, v in seen.items()})
-        log(f"{name}: epoch {len(losses)} loss {losses[-1]:.4f} {metrics[-1] or ''} ({step}/{total} steps, "
-            f"{time.perf_counter() - start:.0f} s)")
-    model.eval()
-    return {"steps": step, "losses": losses, "metrics": metrics, "seconds": round(time.perf_counter() - start, 1)}
+            "class_weights": [round(float(w), 3) for w in weights], "world_size": out["world_size"],
+            "label_resumed_from_step": out["resumed_from_step"],
+            **({"soft_label_weight": soft_weight} if targets is not None and soft_weight else {}),
+            **({"rank_weight": rank_weight} if rank_weight and queries is not None else {})}

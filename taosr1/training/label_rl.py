@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from taosr1.training.label_forward import LabelForward
-from taosr1.training.label_loss import fit
+from taosr1.training.label_loop import LoopConfig, Term, fit
 
 LABEL_DPO_LOSSES = ("sigmoid", "hinge", "ipo", "sft")
 
@@ -63,12 +63,12 @@ def logprobs(forward: LabelForward, batch_size: int = 16):
 
 
 def train_label_dpo(model, prompts: Sequence[Sequence[int]], chosen: Sequence[int], rejected: Sequence[int],
-                    label_ids: Sequence[int], *, pad_id: int, beta: float, epochs: float, learning_rate: float,
+                    label_ids: Sequence[int], *, pad_id: int, beta: float, loop: LoopConfig,
                     loss_type: Sequence[str] = ("sigmoid",), loss_weights: Sequence[float] | None = None,
-                    row_weights: Sequence[float] | None = None, max_steps: int = 0, batch_size: int = 16,
-                    bf16: bool = False, seed: int = 0, log=print) -> dict:
-    """DPO over preference pairs (prompt, chosen label index, rejected label index); `max_steps`
-    > 0 sets the steps, else `epochs` does. `row_weights` weigh each pair's loss (mean 1)."""
+                    row_weights: Sequence[float] | None = None, log=print) -> dict:
+    """DPO over preference pairs (prompt, chosen label index, rejected label index), with the shared
+    loop (`loop`: steps or epochs, batch, learning rate, checkpoints). `row_weights` weigh each pair's
+    loss (mean 1)."""
     import torch
 
     unknown = sorted(set(loss_type) - set(LABEL_DPO_LOSSES))
@@ -77,51 +77,62 @@ def train_label_dpo(model, prompts: Sequence[Sequence[int]], chosen: Sequence[in
     mix = torch.tensor(list(loss_weights) if loss_weights else [1.0] * len(loss_type))
     if len(mix) != len(loss_type):
         raise ValueError(f"loss_weights {list(mix.tolist())} must give one weight per loss_type {list(loss_type)}")
-    forward = LabelForward(model, prompts, label_ids, pad_id, bf16=bf16)
-    ref = logprobs(forward, batch_size)  # the starting model's, its frozen blocks' output kept for the steps
+    forward = LabelForward(model, prompts, label_ids, pad_id, bf16=loop.bf16)
+    ref = logprobs(forward, loop.batch_size)  # the starting model's, its frozen blocks' output kept for the steps
     c_idx, r_idx = torch.tensor(list(chosen)), torch.tensor(list(rejected))
     w = torch.tensor(list(row_weights) if row_weights is not None else [1.0] * len(prompts))
 
-    def step_loss(batch):
-        b = torch.tensor(batch)
-        lp = torch.log_softmax(forward(batch).float(), -1)
+    def step_terms(rows, step):
+        b = torch.tensor(rows)
+        lp = torch.log_softmax(forward(rows).float(), -1)
         losses, margin = dpo_losses(lp, ref[b].to(lp.device), c_idx[b], r_idx[b], beta=beta, loss_type=loss_type)
-        loss = ((losses * mix.to(lp.device)).sum(1) * w[b].to(lp.device)).mean()
-        return loss, {"reward_accuracy": (margin > 0).float().mean().item(), "reward_margin": margin.mean().item()}
+        total = ((losses * mix.to(lp.device)).sum(1) * w[b].to(lp.device)).sum()
+        return [Term(total, float(len(rows)))], {"reward_accuracy": (margin > 0).float().mean().item(),
+                                                 "reward_margin": margin.mean().item()}
 
-    out = fit(model, [len(p) for p in prompts], step_loss, epochs=epochs, batch_size=batch_size,
-              learning_rate=learning_rate, max_steps=max_steps, bf16=bf16, seed=seed, log=log, name="label DPO")
-    return {"steps": out["steps"], "losses": out["losses"], "metrics": out["metrics"], "train_seconds": out["seconds"]}
+    out = fit(model, [len(p) for p in prompts], step_terms, loop, log=log, name="label DPO")
+    return {"steps": out["steps"], "losses": out["losses"], "metrics": out["metrics"], "train_seconds": out["seconds"],
+            "world_size": out["world_size"], "resumed_from_step": out["resumed_from_step"]}
 
 
 def train_label_grpo(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], label_ids: Sequence[int], *,
-                     pad_id: int, num_generations: int, prompts_per_step: int, max_steps: int, learning_rate: float,
-                     temperature: float = 1.0, row_weights: Sequence[float] | None = None, bf16: bool = False,
-                     seed: int = 0, log=print) -> dict:
-    """GRPO on the label: `max_steps` steps of `prompts_per_step` prompts x `num_generations` draws.
+                     pad_id: int, num_generations: int, loop: LoopConfig, temperature: float = 1.0,
+                     row_weights: Sequence[float] | None = None, log=print) -> dict:
+    """GRPO on the label: `loop.max_steps` steps of `loop.batch_size` prompts x `num_generations` draws.
 
-    `row_weights` scale each prompt's advantages (after the group normalisation, which a
-    reward scale would cancel)."""
+    `row_weights` scale each prompt's advantages (after the group normalisation, which a reward scale
+    would cancel). Each prompt's draws come from a generator seeded by the seed, the step's position
+    and the prompt, so they do not depend on which process draws them, nor on a resume."""
     import torch
 
-    forward = LabelForward(model, prompts, label_ids, pad_id, bf16=bf16)
-    gen = torch.Generator().manual_seed(seed)
+    forward = LabelForward(model, prompts, label_ids, pad_id, bf16=loop.bf16)
     gold_t = torch.tensor(list(gold))
     w = torch.tensor(list(row_weights) if row_weights is not None else [1.0] * len(prompts))
-
-    def step_loss(batch):
-        logits = forward(batch).float()
+    def step_terms(rows, step):
+        logits = forward(rows).float()
         logp = torch.log_softmax(logits / temperature, -1)
-        draws = torch.multinomial(logp.detach().exp().cpu(), num_generations, replacement=True, generator=gen)
-        rewards = (draws == gold_t[torch.tensor(batch)].unsqueeze(1)).float()
+        draws = _draws(logp.detach().exp().cpu(), rows, num_generations, loop.seed, step)
+        rewards = (draws == gold_t[torch.tensor(rows)].unsqueeze(1)).float()
         std = rewards.std(dim=1, keepdim=True)
-        adv = ((rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-4) * w[torch.tensor(batch)].unsqueeze(1)).to(logp.device)
+        adv = ((rewards - rewards.mean(dim=1, keepdim=True)) / (std + 1e-4) * w[torch.tensor(rows)].unsqueeze(1)).to(logp.device)
         keep = (std.squeeze(1) > 0).to(logp.device)
         taken = logp.gather(1, draws.to(logp.device))
-        kept = keep.sum().item()
-        loss = -(adv * taken)[keep].sum() / (kept * num_generations) if kept else (logp * 0).sum()
-        return loss, {"reward": rewards.mean().item(), "dropped_equal_reward_groups": 1 - kept / len(batch)}
+        kept = int(keep.sum().item())
+        total = -(adv * taken)[keep].sum() if kept else (logp * 0).sum()
+        return [Term(total, float(kept * num_generations))], {"reward": rewards.mean().item(),
+                                                             "dropped_equal_reward_groups": 1 - kept / len(rows)}
 
-    out = fit(model, [len(p) for p in prompts], step_loss, epochs=0, max_steps=max_steps, batch_size=prompts_per_step,
-              learning_rate=learning_rate, bf16=bf16, seed=seed, log=log, name="label GRPO")
-    return {"steps": out["steps"], "losses": out["losses"], "metrics": out["metrics"], "train_seconds": out["seconds"]}
+    out = fit(model, [len(p) for p in prompts], step_terms, loop, log=log, name="label GRPO")
+    return {"steps": out["steps"], "losses": out["losses"], "metrics": out["metrics"], "train_seconds": out["seconds"],
+            "world_size": out["world_size"], "resumed_from_step": out["resumed_from_step"]}
+
+
+def _draws(probs, rows, n: int, seed: int, step: int):
+    """`n` labels per row drawn from `probs`, each row from its own generator (seed, step, row)."""
+    import torch
+
+    out = []
+    for p, r in zip(probs, rows):
+        g = torch.Generator().manual_seed(hash((seed, step, int(r))) & 0x7FFFFFFFFFFFFFFF)
+        out.append(torch.multinomial(p, n, replacement=True, generator=g))
+    return torch.stack(out)

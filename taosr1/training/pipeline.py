@@ -23,14 +23,15 @@ from typing import Any, Callable
 
 from taosr1.core.config import ConfigError
 from taosr1.core.cumpt import MIN_SUPPORT
-from taosr1.training.calibrate import calibrate_model, scheme_of
+from taosr1.training.calibrate import calibrate_model, eval_forward, scheme_of
+from taosr1.training.launch import TRAINED, launch_stage
 
 STAGES = ("cot", "sft", "sample", "dpo", "grpo")
 # Keys the pipeline sets in each stage section (a section may not set them itself).
 WIRED = {
     "cot": {"input", "gold", "output_dir", "label_config", "labels", "limit"},
     "sft": {"model", "data", "output_dir", "label_config", "labels", "format"},
-    "sample": {"data", "output_dir", "label_config", "labels", "format"},
+    "sample": {"data", "output_dir", "label_config", "labels", "format", "training_forward"},
     "dpo": {"model", "data", "samples", "output_dir", "label_config", "labels", "format"},
     "grpo": {"model", "data", "samples", "output_dir", "label_config", "labels", "format"},
 }
@@ -59,6 +60,10 @@ class PipelineConfig:
         label_config, labels, format: the serving setup every stage trains for (see TrainStage).
         stages: the stages to run, in pipeline order.
         evaluate: grade the test split with the start model and each trained model.
+        eval_forward: grade (and calibrate) with the training forward (taosr1/training/forward_engine.py:
+            the same rows, prompts and CumPT as the served engine, the base's lower blocks run once
+            per prompt for every model, in the stages' bf16 autocast) instead of the transformers engine.
+        evaluate_base: grade the start model too (zero-shot); the trained models are always graded.
         eval_threads: torch CPU threads for evaluation (0 = torch's default).
         eval_max_new_tokens: response budget when a think-first model is graded by generation.
         cot, sft, sample, dpo, grpo: each stage's own settings (keys of CoTConfig, SFTStageConfig,
@@ -88,6 +93,8 @@ class PipelineConfig:
     format: str = "post_cot"
     stages: list = field(default_factory=lambda: list(STAGES))
     evaluate: bool = True
+    eval_forward: bool = False
+    evaluate_base: bool = True
     eval_threads: int = 0
     eval_max_new_tokens: int = 160
     cot: dict = field(default_factory=dict)
@@ -167,6 +174,8 @@ def _stage_values(cfg: PipelineConfig, name: str, out: Path, train_input: str) -
         d.update(common, format=cfg.format, model=cfg.model, data=str(out / "cot"))
     elif name == "sample":
         d.update(common, format=cfg.format, data=str(out / "cot"))
+        if cfg.eval_forward:
+            d["training_forward"] = eval_forward(cfg)[0]
         d["engine"] = {**d.get("engine", {}), "model": str(out / "sft")}
     elif name == "dpo":
         d.update(common, format=cfg.format, model=str(out / "sft"), data=str(out / "cot"), samples=str(out / "sample"))
@@ -216,7 +225,7 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
     """The training input, and the test file (None without a split); OUTPUT/split/calib.parquet
     holds the calibration slice when `calib_size` > 0."""
     from taosr1.core.resources import sample_path
-    from taosr1.core.split import held_out, query_keys, split_by_query
+    from taosr1.core.split import held_out, held_out_slice, query_keys
     from taosr1.labeling.fingerprint import content_fingerprint
     from taosr1.storage.bundled import read_pairs
     from taosr1.training.common import read_stage, write_stage
@@ -242,7 +251,7 @@ def _split(cfg: PipelineConfig, out: Path, log: Callable[[str], None]) -> tuple[
         d.mkdir(parents=True, exist_ok=True)
         calib = train.head(0)
         if cfg.calib_size:  # the training split's own queries: never the test queries
-            train, calib = split_by_query(train, qcol, cfg.calib_size, cfg.seed)
+            train, calib = held_out_slice(train, qcol, cfg.gold, cfg.calib_size, cfg.seed)
             calib.to_parquet(d / "calib.parquet", index=False)
         train.to_parquet(d / "train.parquet", index=False)
         test.to_parquet(d / "test.parquet", index=False)
@@ -279,13 +288,15 @@ def evaluate_models(cfg: PipelineConfig, out: Path, test_file: str, models: dict
         # the start model is graded zero-shot with the post-CoT prompt; trained models in their format
         fmt = cfg.format if name != "zero_shot" else "post_cot"
         key = values_hash({"model": model, "marker": _marker_time(model), "rows": len(test), "fmt": fmt,
-                           "max_new_tokens": cfg.eval_max_new_tokens, "calibration": _calibration_record(model)})
+                           "max_new_tokens": cfg.eval_max_new_tokens, "calibration": _calibration_record(model),
+                           "forward": eval_forward(cfg)})
         if f.is_file() and json.loads(f.read_text()).get("key") == key:
             results.update(json.loads(f.read_text())["metrics"])
             continue
         found = {}
         if fmt == "post_cot":
             m, pred = evaluate_scoring(model, test, gold_col=cfg.gold, label_config=cfg.label_config,
+                                       forward=eval_forward(cfg),
                                        labels=cfg.labels, threads=cfg.eval_threads)
             scheme = scheme_of(cfg)
             arg = pred.assign(label=[scheme.labels[i].name for i in pred[scheme.prob_columns].to_numpy().argmax(1)])
@@ -320,10 +331,12 @@ def _marker_time(model: str) -> str:
 
 
 def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], None] = print,
-                 source: str = "pipeline", output_name: str = "") -> dict[str, Any]:
+                 source: str = "pipeline", output_name: str = "", processes: int = 1,
+                 accelerate_config: str = "") -> dict[str, Any]:
     """Run the configured stages into `output`, skipping the ones already complete; return the summary.
 
-    `output_name`: the output as the user named it, when `output` is a local copy of it (an object store)."""
+    `output_name`: the output as the user named it, when `output` is a local copy of it (an object store).
+    `processes` > 1 runs each training stage (sft, dpo, grpo) on that many processes (taosr1/training/launch.py)."""
     from taosr1.labeling.fingerprint import content_fingerprint
     from taosr1.labeling.models import resolve_model
     from taosr1.training.common import read_stage
@@ -338,11 +351,11 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
         values = _stage_values(cfg, name, out, train_input)
         # the split's own hash too: another seed or test_size rewrites split/train.parquet in place,
         # and a stage built from the old file must not be skipped (it may hold test queries now)
-        plan.append((name, stage_config(name, values, source),
+        plan.append((name, values, stage_config(name, values, source),
                      values_hash({**hashed(values, out, inputs), "split": split_info.get("config_hash", "")})))
     summary: dict[str, Any] = {"output": output_name or str(out), "split": split_info, "stages": {}}
     rerun = False
-    for name, scfg, h in plan:
+    for name, values, scfg, h in plan:
         marker = read_stage(out / name)
         if not rerun and marker is not None and marker.get("config_hash") == h and marker.get("stage") == name:
             log(f"{name}: complete in {out / name}, skipped")
@@ -350,7 +363,10 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
             continue
         why = "settings changed" if marker is not None else "no complete output"
         log(f"{name}: running ({why if not rerun else 'an earlier stage ran again'}) -> {out / name}")
-        summary["stages"][name] = run_stage(name, scfg, h)
+        if processes > 1 and name in TRAINED:
+            summary["stages"][name] = launch_stage(name, values, h, str(out / name), processes, accelerate_config, log)
+        else:
+            summary["stages"][name] = run_stage(name, scfg, h)
         rerun = True
     trained = {s: str(out / s) for s in ("sft", "dpo", "grpo") if read_stage(out / s) is not None}
     calib = out / "split" / "calib.parquet"
@@ -361,7 +377,7 @@ def run_pipeline(cfg: PipelineConfig, output: str | Path, log: Callable[[str], N
     elif cfg.calib_size and calib.is_file() and cfg.format == "post_cot":
         summary["calibration"] = {s: calibrate_model(cfg, m, str(calib), log) for s, m in trained.items()}
     if cfg.evaluate and test_file:
-        models = {"zero_shot": resolve_model(cfg.model), **trained}
+        models = {**({"zero_shot": resolve_model(cfg.model)} if cfg.evaluate_base else {}), **trained}
         summary["eval"] = evaluate_models(cfg, out, test_file, models, log)
 
     def save() -> None:

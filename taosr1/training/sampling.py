@@ -54,6 +54,9 @@ class SampleConfig:
         seed: sampling seed; the engines seed each prompt from it and the prompt's tokens, so a
             prompt's samples do not depend on its batch (nor on the Spark job's partitions).
         engine: engine section; `engine.model` is the model sampled (the SFT model).
+        training_forward: >= 0: `draw: label` scores with the training forward instead of the engine
+            (taosr1/training/forward_engine.py), this many lower blocks kept, their output shared with
+            the SFT stage in the same process (the pipeline sets it with `eval_forward`); -1: the engine.
     """
 
     data: str = ""
@@ -69,6 +72,7 @@ class SampleConfig:
     batch_rows: int = 256
     seed: int = 0
     engine: EngineConfig = field(default_factory=EngineConfig)
+    training_forward: int = -1
 
     def __post_init__(self) -> None:
         from taosr1.training.common import check_format, coerce_floats
@@ -169,11 +173,23 @@ def pass_at_k(samples: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def sampler(cfg: SampleConfig):
+    """The engine that samples: the configured one, or the training forward for label draws."""
+    from taosr1.labeling.engines import make_engine
+
+    if cfg.training_forward < 0 or cfg.draw != "label":
+        return make_engine(cfg.engine)
+    from taosr1.labeling.models import resolve_model
+    from taosr1.training.common import bf16_autocast
+    from taosr1.training.forward_engine import ForwardEngine
+
+    return ForwardEngine(resolve_model(cfg.engine.model), frozen=cfg.training_forward, bf16=bf16_autocast())
+
+
 def run_sampling(cfg: SampleConfig, values_hash: str = "") -> dict[str, Any]:
     """Sample every training prompt, write samples.parquet, difficulty.parquet and the stage marker."""
     from tqdm import tqdm
 
-    from taosr1.labeling.engines import make_engine
     from taosr1.training.common import DIFFICULTY_FILE, SAMPLES_FILE, serving_setup, write_stage
     from taosr1.training.sft import read_cot
 
@@ -181,7 +197,7 @@ def run_sampling(cfg: SampleConfig, values_hash: str = "") -> dict[str, Any]:
         raise ConfigError("output_dir is not set; give --output DIR or output_dir in the config")
     serving = serving_setup(cfg.label_config, cfg.labels, cfg.format)
     cot = read_cot(cfg.data, cfg.max_examples)
-    engine = make_engine(cfg.engine)
+    engine = sampler(cfg)
     builder = PromptBuilder(engine.tokenizer, serving.scheme, serving.prompt)
     parts = []
     with tqdm(total=len(cot), desc="sampling", unit="prompt", disable=None) as bar:

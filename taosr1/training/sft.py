@@ -24,7 +24,7 @@ import pandas as pd
 from trl import SFTConfig
 
 from taosr1.core.config import ConfigError
-from taosr1.training.common import TrainStage, bf16_autocast
+from taosr1.training.common import TrainStage
 
 
 @dataclass
@@ -46,6 +46,9 @@ class SFTStageConfig(TrainStage, SFTConfig):
         soft_label_weight: share of the label phase's loss given to the cot data's soft labels
             (`cot.soft_labels`: cross-entropy against P(grade) from the MiniLM cosine); the gold
             label's loss keeps the rest. 0 = gold only.
+        rank_weight: weight of a pairwise ranking term in the label phase: of two rows of one query
+            with different gold grades, the better one's expected grade should lead (what NDCG within
+            a query reads). 0 = off.
     """
 
     max_length: int | None = 768
@@ -58,6 +61,7 @@ class SFTStageConfig(TrainStage, SFTConfig):
     label_weight: float = 1.0
     label_loss: str = "ce"
     soft_label_weight: float = 0.0
+    rank_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.label_loss not in ("ce", "ordinal"):
@@ -115,9 +119,9 @@ def label_weighted_trainer(label_weight: float):
     return LabelWeightedSFTTrainer
 
 
-def label_phase(model, tok, builder, cot: pd.DataFrame, cfg: SFTStageConfig) -> dict[str, Any]:
+def label_phase(model, tok, builder, cot: pd.DataFrame, cfg: SFTStageConfig, key: str = "") -> dict[str, Any]:
     """Train the label logits serving reads on every CoT row's prompt and gold label."""
-    from taosr1.training.common import field_rows
+    from taosr1.training.common import field_rows, loop_config
     from taosr1.training.label_loss import train_labels
 
     scheme = builder.scheme
@@ -125,10 +129,12 @@ def label_phase(model, tok, builder, cot: pd.DataFrame, cfg: SFTStageConfig) -> 
     gold = [scheme.names.index(g) for g in cot["gold"]]
     label_ids = [tok.convert_tokens_to_ids(lab.token) for lab in scheme.labels]
     soft = [list(p) for p in cot["soft_labels"]] if cfg.soft_label_weight else None  # run_sft checked the column
-    return train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id, epochs=cfg.label_epochs,
-                        learning_rate=cfg.label_learning_rate, batch_size=cfg.label_batch_size,
-                        class_weight_power=cfg.class_weight_power, bf16=bf16_autocast(), seed=cfg.seed,
-                        loss=cfg.label_loss, soft=soft, soft_weight=cfg.soft_label_weight)
+    queries = pd.factorize(cot["query"].astype(str).str.strip().str.lower())[0].tolist() if cfg.rank_weight else None
+    loop = loop_config(cfg, "label_phase", epochs=cfg.label_epochs, batch_size=cfg.label_batch_size,
+                       learning_rate=cfg.label_learning_rate, key=key)
+    return train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id, loop=loop,
+                        class_weight_power=cfg.class_weight_power, loss=cfg.label_loss, soft=soft,
+                        soft_weight=cfg.soft_label_weight, queries=queries, rank_weight=cfg.rank_weight)
 
 
 def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
@@ -137,12 +143,13 @@ def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
 
     from taosr1.core.prompts import PromptBuilder
     from taosr1.training.common import (
+        finish_stage,
+        last_checkpoint,
         load_for_training,
-        save_model,
         serving_setup,
+        start_stage,
         train_metrics,
         with_lora,
-        write_stage,
     )
 
     serving = serving_setup(cfg.label_config, cfg.labels, cfg.format)
@@ -150,6 +157,7 @@ def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
     if cfg.soft_label_weight and cfg.label_epochs and "soft_labels" not in cot.columns:
         raise ConfigError(f"soft_label_weight {cfg.soft_label_weight} needs soft labels in the cot data ({cfg.data}): "
                           "build it with soft_labels: cosine (pipeline: --set cot.soft_labels=cosine)")
+    start_stage(cfg, values_hash)
     model, tok, start = load_for_training(cfg.model, lora=cfg.lora_r > 0)
     model = with_lora(model, cfg)
     builder = PromptBuilder(tok, serving.scheme, serving.prompt)
@@ -157,14 +165,13 @@ def run_sft(cfg: SFTStageConfig, values_hash: str = "") -> dict[str, Any]:
                                "examples": len(cot), "sources": cot["source"].value_counts().to_dict(),
                                "lora_r": cfg.lora_r, "lora_layers": cfg.lora_layers}
     if cfg.label_epochs:
-        summary.update(label_phase(model, tok, builder, cot, cfg))
+        summary.update(label_phase(model, tok, builder, cot, cfg, values_hash))
     if cfg.num_train_epochs:
         data = sft_dataset(cot, builder, cfg.format)
         trainer = label_weighted_trainer(cfg.label_weight)(model=model, args=cfg, train_dataset=Dataset.from_pandas(data),
                                                            processing_class=tok)
-        trainer.train()
+        trainer.train(resume_from_checkpoint=last_checkpoint(cfg, values_hash))
         model = trainer.model
         summary.update(train_metrics(trainer))
-    save_model(model, tok, cfg.output_dir)
-    write_stage(cfg.output_dir, "sft", summary, values_hash)
+    finish_stage(model, tok, cfg, "sft", summary, values_hash)
     return summary

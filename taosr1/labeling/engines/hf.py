@@ -14,6 +14,7 @@ samples do not depend on its batch either.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Sequence
 
 import numpy as np
@@ -33,7 +34,10 @@ def pick_device(requested: str) -> str:
     import torch
 
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        local = os.environ.get("LOCAL_RANK")  # one GPU per process under a launcher (accelerate, torchrun)
+        return f"cuda:{local}" if local is not None else "cuda"
     return requested
 
 

@@ -151,10 +151,17 @@ class VLLMEngine:
         previous = VLLMEngine._live() if in_process and VLLMEngine._live is not None else None
         if previous is not None:
             previous.close()
+        self.llm = self._start(LLM, torch, cfg)
+        if in_process:
+            VLLMEngine._live = weakref.ref(self)
+        self.stats = EngineStats()
+
+    def _start(self, LLM, torch, cfg: EngineConfig):
+        """vLLM's `LLM` on this engine's model; an error that says which folder and what it must hold."""
         set_threads = torch.set_num_threads
         try:
             with self._calls(), _without_unbound_proxies():
-                self.llm = LLM(
+                return LLM(
                     model=self.model_path,
                     dtype=self.dtype,
                     max_model_len=self.max_model_len,
@@ -166,16 +173,13 @@ class VLLMEngine:
                 )
         except Exception as e:
             raise RuntimeError(
-                f"vLLM could not start on the model in {model_path}: {type(e).__name__}: {e} "
+                f"vLLM could not start on the model in {self.model_path}: {type(e).__name__}: {e} "
                 "(the folder must hold a complete Hugging Face causal LM of an architecture vLLM supports)"
             ) from e
         finally:
             # vLLM's CPU worker, in-process, replaces torch.set_num_threads for the whole
             # process with a no-op; give it back so other torch code here keeps control.
             torch.set_num_threads = set_threads
-        if in_process:
-            VLLMEngine._live = weakref.ref(self)
-        self.stats = EngineStats()
 
     def _calls(self):
         if not self._no_compile:
