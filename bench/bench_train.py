@@ -60,7 +60,7 @@ def run(args: list[str]) -> str:
     r = subprocess.run([sys.executable, "-m", "taosr1", *args], capture_output=True, text=True, cwd=ROOT)
     if r.returncode:
         sys.exit(f"taosr1 {' '.join(args)} failed:\n{r.stderr[-3000:]}")
-    return r.stderr
+    return r.stdout + r.stderr
 
 
 EPOCH = re.compile(r"label phase: epoch (\d+) loss [\d.]+ .*?\((\d+)/(\d+) steps, (\d+) s")
@@ -72,7 +72,10 @@ def train(work: Path, cot: Path, processes: int, a) -> dict:
             "save_strategy=no", *a.set]
     log = run(["train", "sft", *[x for s in sets for x in ("--set", s)], "--output", str(out),
                "--processes", str(processes)])
-    epochs = [(int(e), int(s), int(t)) for e, s, _, t in EPOCH.findall(log)]
+    (out / "train.log").write_text(log)
+    epochs = sorted({(int(e), int(s), int(t)) for e, s, _, t in EPOCH.findall(log)})  # one per epoch
+    if not epochs:
+        sys.exit(f"no 'label phase: epoch' lines in the log of {out} ({out / 'train.log'})")
     marker = json.loads((out / "taosr1_stage.json").read_text())
     return {"processes": processes, "epochs": epochs, "examples": marker["examples"],
             "world_size": marker["world_size"], "lora_layers": marker["lora_layers"], "folder": str(out)}

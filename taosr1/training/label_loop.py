@@ -160,8 +160,9 @@ def fit(model, lengths: Sequence[int], step_terms: Callable[[list[int], int], tu
             _injected_death(procs.rank, step)
         history["losses"].append(run.loss())
         history["metrics"].append(run.metrics())
-        log(f"{name}: epoch {epoch + 1} loss {run.loss():.4f} {run.metrics() or ''} ({step}/{total} steps, "
-            f"{time.perf_counter() - start:.0f} s{f', {procs.world} processes' if procs.world > 1 else ''})")
+        if procs.main:  # one line per epoch, not one per process
+            log(f"{name}: epoch {epoch + 1} loss {run.loss():.4f} {run.metrics() or ''} ({step}/{total} steps, "
+                f"{time.perf_counter() - start:.0f} s{f', {procs.world} processes' if procs.world > 1 else ''})")
     model.eval()
     return {"steps": step, **history, "seconds": round(time.perf_counter() - start, 1), "world_size": procs.world,
             "resumed_from_step": ckpt.resumed_from, "main_process": procs.main}
