@@ -109,9 +109,8 @@ class LabelForward:
         self.shared = shared_prefix_len(prompts)
         self.causal, self.body = decoder(model)
         self.frozen = 0 if not cache_frozen else frozen_blocks(model) if frozen is None else min(frozen, len(self.body.layers))
-        self._rows: list | None = None  # the frozen blocks' output per prompt (own tokens), once computed
+        self._rows: list | None = None  # the frozen blocks' output per prompt (own tokens)
         self._prefix = None  # ... and the shared prefix's
-        self._kept: dict | None = None  # this model's entry of FROZEN
 
     @property
     def device(self):
@@ -120,8 +119,8 @@ class LabelForward:
     def __call__(self, batch: Sequence[int]):
         import torch
 
-        if self.frozen:
-            self._cache_frozen(batch)
+        if self.frozen and self._rows is None:
+            self._cache_frozen()
         n = len(self.body.layers)
         cache = self._new_cache()
         prefix = self._prefix if self.frozen else self.body.embed_tokens(self._ids([self.prompts[0][: self.shared]]))
@@ -172,32 +171,23 @@ class LabelForward:
 
         return DynamicCache(config=self.body.config)
 
-    def _cache_frozen(self, rows: Sequence[int], batch_tokens: int = 4096) -> None:
-        """Run the frozen blocks over the prefix once and over each prompt of `rows` not yet kept,
-        longest first in token-budget batches. Only the rows a process trains on are computed: in an
-        N-process run each process computes its own share, not every prompt."""
+    def _cache_frozen(self, batch_tokens: int = 4096) -> None:
+        """Run the frozen blocks once over the prefix and every prompt not yet kept, longest first in
+        token-budget batches."""
         import torch
 
-        if self._kept is None:
-            key = (self._frozen_digest(), self.frozen, tuple(self.prompts[0][: self.shared]), self.bf16, str(self.device))
-            if key not in FROZEN:
-                while len(FROZEN) >= KEEP:  # the oldest goes
-                    FROZEN.pop(next(iter(FROZEN)))
-                FROZEN[key] = {"rows": {}}
-            self._kept = FROZEN[key]
-            self._rows = [None] * len(self.prompts)
-        kept = self._kept["rows"]
-        todo = [i for i in dict.fromkeys(rows) if self._rows[i] is None]
-        for i in [i for i in todo if tuple(self.prompts[i]) in kept]:
-            self._rows[i] = kept[tuple(self.prompts[i])]
-        todo = [i for i in todo if self._rows[i] is None]
-        if not todo and self._prefix is not None:
-            return
+        key = (self._frozen_digest(), self.frozen, tuple(self.prompts[0][: self.shared]), self.bf16, str(self.device))
+        if key not in FROZEN:
+            while len(FROZEN) >= KEEP:  # the oldest goes
+                FROZEN.pop(next(iter(FROZEN)))
+            FROZEN[key] = {}
+        kept = FROZEN[key]
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
         with torch.no_grad(), _eval(self.model), autocast:
             cache = self._new_cache()
             prefix = self.body.embed_tokens(self._ids([self.prompts[0][: self.shared]]))
             self._prefix = run_blocks(self.body, prefix, 0, self.frozen, cache) if self.shared else prefix[:, :0]
+            todo = [i for i in range(len(self.prompts)) if tuple(self.prompts[i]) not in kept]
             order = sorted(todo, key=lambda i: -len(self.prompts[i]))
             for batch in _token_batches(order, [len(self.prompts[i]) - self.shared for i in order], batch_tokens):
                 own = [self.prompts[i][self.shared:] for i in batch]
@@ -206,7 +196,8 @@ class LabelForward:
                 h = run_blocks(self.body, self.body.embed_tokens(self._ids(own, pad=True)), 0, self.frozen, past,
                                self._attention(lengths), self.shared)
                 for j, i in enumerate(batch):
-                    kept[tuple(self.prompts[i])] = self._rows[i] = h[j, : lengths[j]].clone()
+                    kept[tuple(self.prompts[i])] = h[j, : lengths[j]].clone()
+        self._rows = [kept[tuple(p)] for p in self.prompts]
 
     def _frozen_digest(self) -> str:
         """The frozen blocks' weights (embeddings included) by content."""
