@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from taosr1.storage.location import Location, name_format, resolve
+from taosr1.storage.location import Location, resolve
 
 ENCODING_HINT = "set its encoding, e.g. --set label.encoding=latin-1 (config key label.encoding)"
 # Python codec names Java spells otherwise (Spark's `encoding` option takes Java charset names)
@@ -35,16 +35,12 @@ def checked_input(spark, cfg, night):
 
 
 def detect_format(source: Location, spark) -> str:
-    p = Path(source.path)
-    if p.exists():
-        if source.is_delta() or source.uri.rstrip("/").endswith(".delta"):
-            return "delta"
-        ext = name_format(source.uri)
-        if ext and ext != "delta":
-            return "json" if ext == "jsonl" else ext
-        if p.is_dir():
-            return "parquet"
-        raise ValueError(f"cannot tell the format of {source.uri}; pass --input-format")
+    """An existing path's format as the object-store reader tells it (a folder named *.delta is one
+    too, before its first commit); a name that is no path, a catalog table."""
+    from taosr1.spark import remote
+
+    if Path(source.path).exists():
+        return "delta" if source.uri.rstrip("/").endswith(".delta") else remote.detect_format(source)
     if spark.catalog.tableExists(source.uri):
         return "table"
     raise FileNotFoundError(f"input {source.uri} is neither an existing path nor a table in the Spark catalog")
