@@ -2,7 +2,6 @@
 a query (as splits normalise it) on one side across both files, a text over its budget is cut and
 marked, and a pair without texts still gets a well-formed prompt."""
 
-import pandas as pd
 import pytest
 
 from taosr1.core.labels import load_scheme
@@ -81,3 +80,22 @@ def test_pairs_without_texts_get_a_well_formed_prompt(builder, sets):
     fields, _ = validate_rows(full, LabelConfig().columns)
     user = builder.tok.decode(builder.build(fields.to_dict("records")).ids[0])
     assert "Brand: " in user and "Description: " in user
+
+
+def test_the_texts_ablation_config_leaves_the_texts_out_and_nothing_else(builder, sets):
+    """bench/experiments/label_title_only.yaml (the issue-35 ablation) is conf/label.yaml but for the
+    four item texts, and a judged pair graded with it gets the title-only prompt."""
+    from pathlib import Path
+
+    from taosr1.core.config import load
+
+    root = Path(__file__).resolve().parent.parent
+    full, titles = load(LabelConfig, root / "conf/label.yaml"), load(LabelConfig, root / "bench/experiments/label_title_only.yaml")
+    texts = {"brand", "color", "bullets", "description"}
+    differ = {f for f in full.columns.field_columns() if getattr(full.columns, f) != getattr(titles.columns, f)}
+    assert differ == texts
+    assert {**vars(full), "columns": None} == {**vars(titles), "columns": None}
+    judged = sets[2][sets[2]["dataset"] == "judged"].head(1)
+    fields, _ = validate_rows(judged, titles.columns)
+    user = builder.tok.decode(builder.build(fields.to_dict("records")).ids[0])
+    assert "Title: " in user and "Brand:" not in user and "Description:" not in user
