@@ -32,6 +32,13 @@ few one random split holds out. Patterns name the fold with {fold}:
     for k in 0 1 2 3 4; do taosr1 pipeline --config conf/train/cpu.yaml --output runs/cv5_f$k \
         --set test_folds=5 --set test_fold=$k; done
     python bench/quality.py --folds 5 --pipeline recipe=runs/cv5_f{fold} --paired cosine:recipe/grpo
+
+Folds run on different days pool too: `--keep DIR` writes every row's graded file of each fold
+run (keys, query and the row's own columns) to DIR, and `--graded DIR` scores them as rows again:
+
+    python bench/quality.py --folds 5 --only-folds 1,2 --pipeline recipe=runs/cv5_f{fold} --keep bench/results/graded
+    python bench/quality.py --folds 5 --only-folds 0,3,4 --pipeline recipe=runs/cv5_f{fold} --keep bench/results/graded
+    python bench/quality.py --folds 5 --baselines none --graded bench/results/graded --paired cosine:recipe/grpo
 """
 
 from __future__ import annotations
@@ -126,6 +133,47 @@ def compare_rows(rows: dict, a: str, b: str, seed: int, test_f: Path, gold_col: 
     return q.taosr1_compare(*files, test_f, gold_col, work / f"{b}-vs-{a}".replace("/", "_"), macro_over)
 
 
+def _kept_index(d: Path, setup: dict, flag: str) -> dict:
+    """DIR/index.json of a --keep folder: the settings it was graded with and each row's kind and files."""
+    f = d / "index.json"
+    if not f.is_file():
+        if flag == "--keep":
+            return {"setup": setup, "rows": {}}
+        sys.exit(f"--graded {d}: no {f}; name a folder an earlier run wrote with --keep")
+    index = json.loads(f.read_text())
+    theirs = index["setup"]
+    differ = {k: (theirs.get(k), setup.get(k)) for k in sorted({*setup, *theirs}) if theirs.get(k) != setup.get(k)}
+    if differ:
+        sys.exit(f"{flag} {d}: its rows were graded with other settings {differ} (theirs, ours); use the same "
+                 f"--input, --folds, --seeds, --test-size and --gold-col, or another folder")
+    return index
+
+
+def kept_rows(dirs: list[str], setup: dict, split: int) -> dict[str, tuple[Path, str]]:
+    """The rows --graded folders hold for this split: name -> (graded file, kind)."""
+    out: dict[str, tuple[Path, str]] = {}
+    for d in map(Path, dirs):
+        for name, r in _kept_index(d, setup, "--graded")["rows"].items():
+            if str(split) in r["files"]:
+                out[name] = (d / r["files"][str(split)], r["kind"])
+    return out
+
+
+def keep_graded(d: Path, setup: dict, split: int, key: str, graded: dict[str, tuple[Path, dict]],
+                test: pd.DataFrame) -> None:
+    """Write this split's graded files to the --keep folder: the keys and query, and the columns the row
+    added to the test pairs (label, score, probabilities), not the pairs' texts; index.json lists them."""
+    index = _kept_index(d, setup, "--keep")
+    ident = ["query_id", "product_id", "query"]
+    for name, (f, info) in graded.items():
+        df = pd.read_parquet(info.get("source", f))  # a model's own file: its unparsed rows are counted again
+        rel = f"{key}{split}/{name.replace('/', '__')}.parquet"
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        df[[c for c in df.columns if c in ident or c not in test.columns]].to_parquet(d / rel, index=False)
+        index["rows"].setdefault(name, {"kind": info["kind"], "files": {}})["files"][str(split)] = rel
+    (d / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
 def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="", help="Split seeds, comma-separated (default 0,1,2; with --folds, 0).")
@@ -146,6 +194,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pipeline", action="append", default=[], metavar="PREFIX=DIR_PATTERN",
                     help="A `taosr1 pipeline` output folder per seed; one row per DIR/eval/<stage>.parquet.")
     ap.add_argument("--include", action="append", default=[], help="Rows of an earlier result JSON to keep.")
+    ap.add_argument("--keep", default="", metavar="DIR",
+                    help="Also write each row's graded file of each split to DIR (the keys, the query and the row's "
+                         "own columns, listed in DIR/index.json), so folds run apart can be pooled later by --graded.")
+    ap.add_argument("--graded", action="append", default=[], metavar="DIR",
+                    help="Rows kept by earlier runs' --keep DIR (same settings): scored as if graded in this run, on "
+                         "the splits DIR holds; a row this run grades itself on a split wins (repeatable).")
     ap.add_argument("--paired", action="append", default=[], metavar="A:B",
                     help="Two rows of this run (or --include'd): B - A per seed by `taosr1 compare` (repeatable).")
     ap.add_argument("--macro-over", default="", metavar="LABELS",
@@ -217,7 +271,8 @@ def _grade_seed(seed: int, a: argparse.Namespace, baselines: dict, rows: dict, l
     train, test = pd.read_parquet(train_f), pd.read_parquet(test_f)
     print(f"{a.key} {seed}: {len(train)} training / {len(test)} test pairs ({test_f})", flush=True)
     files = model_files(a.models, a.pipelines, seed, a.key)
-    known = [*rows, *baselines, *files]
+    kept = {n: v for n, v in kept_rows(a.graded, a.setup, seed).items() if n not in baselines and n not in files}
+    known = [*rows, *baselines, *files, *kept]
     for pa, pb in a.paired:  # before any baseline is fitted: a typo fails in seconds
         if pa not in known or pb not in known:
             sys.exit(f"--paired {pa}:{pb}: no row {pa if pa not in known else pb!r} on {a.key} {seed}; "
@@ -230,6 +285,11 @@ def _grade_seed(seed: int, a: argparse.Namespace, baselines: dict, rows: dict, l
     for n, f in files.items():
         scored, unparsed = q.without_unparsed(f, sdir / "models" / f"{n.replace('/', '_')}.parquet")
         graded[n] = (scored, {"kind": "model", "source": str(f), "unparsed": unparsed})
+    for n, (f, kind) in kept.items():
+        scored, unparsed = q.without_unparsed(f, sdir / "kept" / f"{n.replace('/', '_')}.parquet")
+        graded[n] = (scored, {"kind": kind, "source": str(f), "unparsed": unparsed})
+    if a.keep:
+        keep_graded(Path(a.keep), a.setup, seed, a.key, {n: g for n, g in graded.items() if n not in kept}, test)
     for n, (f, info) in graded.items():
         m = _metrics(n, f, info, test_f, a.gold_col, len(test), labels, sdir / "eval" / n.replace("/", "_"))
         row = rows.setdefault(n, {"kind": info["kind"], "per_seed": {}})
@@ -293,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     a.models, a.pipelines = _named(a.model, "--model", a.key), _named(a.pipeline, "--pipeline", a.key)
     setup = {"seeds": a.seeds, "test_size": a.test_size, "input": a.input or "bundled ESCI sample",
              "gold_col": a.gold_col, **({"folds": a.folds} if a.folds else {})}
+    a.setup = setup
     rows = _included(a.include, setup)
     baselines = {n: make_baseline(n) for n in a.baselines}  # one instance per baseline: cosine keeps its embeddings
     for arg in a.baseline_arg:

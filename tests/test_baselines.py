@@ -426,3 +426,38 @@ def test_bench_folds_pool_every_pair_once(tmp_path, sample_df):
         bench.main(["--folds", "3", "--seeds", "0,1", "--out", str(out)])
     with pytest.raises(SystemExit, match="other settings"):  # fold rows never mix with seed-split rows
         bench.main(["--seeds", "0", "--baselines", "none", "--include", str(out), "--out", str(tmp_path / "x.json")])
+
+
+def test_bench_folds_run_apart_pool_through_kept_files(tmp_path):
+    """--keep writes each row's graded file per fold (without the pairs' texts); --graded scores them as
+    rows again, so folds graded in two runs pool to what one run of every fold gives."""
+    for k in range(3):
+        _, test_f = q.split_for_seed(0, tmp_path / "folds" / f"f{k}", folds=3, fold=k)
+        test = pd.read_parquet(test_f).drop(columns=["esci_label"])
+        test.assign(label="Irrelevant", score=np.arange(len(test)) % 7).to_parquet(tmp_path / f"a{k}.parquet", index=False)
+        test.assign(label=np.where(np.arange(len(test)) % 2, "Excellent", "Related"),
+                    score=np.arange(len(test)) % 5).to_parquet(tmp_path / f"b{k}.parquet", index=False)
+    bench, kept = _bench(), tmp_path / "kept"
+    models = ["--model", f"a={tmp_path}/a{{fold}}.parquet", "--model", f"b={tmp_path}/b{{fold}}.parquet"]
+    common = ["--folds", "3", "--work", str(tmp_path / "work")]
+    assert bench.main(common + models + ["--baselines", "majority", "--paired", "a:b", "--out", str(tmp_path / "all.json")]) == 0
+    for only in ("0,1", "2"):
+        assert bench.main(common + models + ["--baselines", "majority", "--only-folds", only, "--keep", str(kept),
+                                             "--out", str(tmp_path / f"part{only}.json")]) == 0
+    index = json.loads((kept / "index.json").read_text())
+    assert set(index["rows"]) == {"majority", "a", "b"} and index["rows"]["majority"]["kind"] == "baseline"
+    assert set(index["rows"]["b"]["files"]) == {"0", "1", "2"}
+    cols = pd.read_parquet(kept / index["rows"]["b"]["files"]["2"]).columns
+    assert {"query_id", "product_id", "query", "label", "score"} <= set(cols) and "product_title" not in cols
+    assert bench.main(["--folds", "3", "--work", str(tmp_path / "work2"), "--baselines", "none", "--graded", str(kept),
+                       "--paired", "a:b", "--out", str(tmp_path / "pooled.json")]) == 0
+    one, two = (json.loads((tmp_path / f).read_text())["pooled"] for f in ("all.json", "pooled.json"))
+    assert set(two["rows"]) == {"majority", "a", "b"} and two["rows"]["majority"]["kind"] == "baseline"
+    for name in ("majority", "a", "b"):
+        x, y = (p["rows"][name]["per_seed"]["pooled"] for p in (one, two))
+        assert (x["n"], x["macro_f1"], x["ndcg_at_10"]) == pytest.approx((y["n"], y["macro_f1"], y["ndcg_at_10"]))
+    assert two["paired"]["b - a"]["pooled"]["macro_f1"] == pytest.approx(one["paired"]["b - a"]["pooled"]["macro_f1"])
+    with pytest.raises(SystemExit, match="other settings"):  # kept rows never mix with other folds
+        bench.main(["--folds", "4", "--baselines", "none", "--graded", str(kept), "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="no .*index.json"):
+        bench.main(common + ["--baselines", "none", "--graded", str(tmp_path), "--out", str(tmp_path / "x.json")])
