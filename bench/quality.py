@@ -133,6 +133,11 @@ def compare_rows(rows: dict, a: str, b: str, seed: int, test_f: Path, gold_col: 
     return q.taosr1_compare(*files, test_f, gold_col, work / f"{b}-vs-{a}".replace("/", "_"), macro_over)
 
 
+def other_settings(theirs: dict, setup: dict) -> dict:
+    """The split settings (seeds, test_size, input, gold column, folds) in which an earlier result differs."""
+    return {k: (theirs.get(k), setup.get(k)) for k in (*setup, "folds") if theirs.get(k) != setup.get(k)}
+
+
 def _kept_index(d: Path, setup: dict, flag: str) -> dict:
     """DIR/index.json of a --keep folder: the settings it was graded with and each row's kind and files."""
     f = d / "index.json"
@@ -141,8 +146,7 @@ def _kept_index(d: Path, setup: dict, flag: str) -> dict:
             return {"setup": setup, "rows": {}}
         sys.exit(f"--graded {d}: no {f}; name a folder an earlier run wrote with --keep")
     index = json.loads(f.read_text())
-    theirs = index["setup"]
-    differ = {k: (theirs.get(k), setup.get(k)) for k in sorted({*setup, *theirs}) if theirs.get(k) != setup.get(k)}
+    differ = other_settings(index["setup"], setup)
     if differ:
         sys.exit(f"{flag} {d}: its rows were graded with other settings {differ} (theirs, ours); use the same "
                  f"--input, --folds, --seeds, --test-size and --gold-col, or another folder")
@@ -244,7 +248,7 @@ def _included(paths: list[str], setup: dict) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for inc in paths:
         prev = json.loads(Path(inc).read_text())
-        differ = {k: (prev.get(k), setup.get(k)) for k in (*setup, "folds") if prev.get(k) != setup.get(k)}
+        differ = other_settings(prev, setup)
         if differ:
             sys.exit(f"--include {inc}: made with other settings {differ} (theirs, ours); rerun those rows instead")
         rows.update(prev["rows"])
@@ -282,11 +286,8 @@ def _grade_seed(seed: int, a: argparse.Namespace, baselines: dict, rows: dict, l
         f = sdir / "baselines" / f"{n}.parquet"
         graded[n] = (f, {"kind": "baseline", **q.run_baseline(b, train, test, a.gold_col, f)})
     _check_pipeline_split(a.pipelines, seed, test_f, a.key)
-    for n, f in files.items():
+    for n, (f, kind) in {**{n: (f, "model") for n, f in files.items()}, **kept}.items():
         scored, unparsed = q.without_unparsed(f, sdir / "models" / f"{n.replace('/', '_')}.parquet")
-        graded[n] = (scored, {"kind": "model", "source": str(f), "unparsed": unparsed})
-    for n, (f, kind) in kept.items():
-        scored, unparsed = q.without_unparsed(f, sdir / "kept" / f"{n.replace('/', '_')}.parquet")
         graded[n] = (scored, {"kind": kind, "source": str(f), "unparsed": unparsed})
     if a.keep:
         keep_graded(Path(a.keep), a.setup, seed, a.key, {n: g for n, g in graded.items() if n not in kept}, test)
