@@ -27,7 +27,8 @@ the one seed of --seeds): fold k's test queries are no other fold's, so over the
 is graded once by a model that did not train on its query. Besides the per-fold table, each row's
 K graded files pool into one file of every pair, scored once by `taosr1 eval` (and --paired by
 `taosr1 compare`, its interval over all the queries): a rare grade counts all its pairs, not the
-few one random split holds out. Patterns name the fold with {fold}:
+few one random split holds out (`--only-folds` of two or more pools those folds and says which).
+Patterns name the fold with {fold}:
 
     for k in 0 1 2 3 4; do taosr1 pipeline --config conf/train/cpu.yaml --output runs/cv5_f$k \
         --set test_folds=5 --set test_fold=$k; done
@@ -186,7 +187,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                     help="K query folds instead of random splits: fold k is split k's test side, --seeds one "
                          "shuffle seed, {fold} in patterns; each row's K files are also scored pooled.")
     ap.add_argument("--only-folds", default="", metavar="LIST",
-                    help="With --folds K: run these folds only (comma-separated); pooling needs all K.")
+                    help="With --folds K: run these folds only (comma-separated); two or more pool, named as such.")
     ap.add_argument("--input", default="", help="Labelled pairs (default: the bundled ESCI sample; "
                                                 "bundled:union is the sample and the judged lists with texts).")
     ap.add_argument("--gold-col", default="esci_label")
@@ -306,7 +307,8 @@ def _grade_seed(seed: int, a: argparse.Namespace, baselines: dict, rows: dict, l
 def pooled(rows: dict[str, dict], a: argparse.Namespace, labels: list[str]) -> dict:
     """--folds: each row's K graded files as one file of every pair, scored once by `taosr1 eval`, and
     --paired by `taosr1 compare` on those files (every query once, so one interval over all of them)."""
-    work = Path(a.work) / f"pooled{a.folds}"
+    part = "" if len(a.splits) == a.folds else "_folds" + "-".join(map(str, a.splits))  # a partial pool says so
+    work = Path(a.work) / f"pooled{a.folds}{part}"
     gold = work / "test.parquet"
     work.mkdir(parents=True, exist_ok=True)
     pairs = pd.concat([pd.read_parquet(Path(a.work) / f"fold{k}" / "split" / "test.parquet") for k in a.splits],
@@ -329,12 +331,14 @@ def pooled(rows: dict[str, dict], a: argparse.Namespace, labels: list[str]) -> d
                                                           a.gold_col, work / "compare" / f"{pb}-vs-{pa}".replace("/", "_"),
                                                           a.macro_over)}
               for pa, pb in a.paired if pa in out and pb in out}
-    return {"rows": out, "paired": paired, "skipped": skipped, "pairs": len(pairs),
+    return {"rows": out, "paired": paired, "skipped": skipped, "pairs": len(pairs), "folds": a.splits,
             "macro_over": macro_over(out, a.macro_over, labels) if a.macro_over else {}}
 
 
 def _print_pooled(p: dict, a: argparse.Namespace, labels: list[str]) -> None:
-    print(f"\npooled over the {a.folds} folds: every one of the {p['pairs']} pairs graded once by a model (or baseline "
+    which = f"the {a.folds} folds" if len(p["folds"]) == a.folds else \
+        f"folds {','.join(map(str, p['folds']))} of {a.folds} (not every pair: {a.folds - len(p['folds'])} folds not run)"
+    print(f"\npooled over {which}: every one of the {p['pairs']} pairs graded once by a model (or baseline "
           f"fit) that did not see its query, scored once by `taosr1 eval`:\n")
     print(q.markdown_table(p["rows"], labels, "split"))
     if p["skipped"]:
@@ -383,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         print(q.paired_table(paired, a.splits, a.key))
         if a.macro_over:
             print("\n" + q.paired_table(paired, a.splits, a.key, "macro_f1_over"))
-    pool = pooled(rows, a, labels) if a.folds and len(a.splits) == a.folds else {}
+    pool = pooled(rows, a, labels) if a.folds and len(a.splits) >= 2 else {}
     if pool:
         _print_pooled(pool, a, labels)
     result = {**setup, "labels": labels, "rows": rows, "table": table, "paired": paired,
