@@ -307,7 +307,8 @@ def _grade_seed(seed: int, a: argparse.Namespace, baselines: dict, rows: dict, l
 def pooled(rows: dict[str, dict], a: argparse.Namespace, labels: list[str]) -> dict:
     """--folds: each row's K graded files as one file of every pair, scored once by `taosr1 eval`, and
     --paired by `taosr1 compare` on those files (every query once, so one interval over all of them)."""
-    part = "" if len(a.splits) == a.folds else "_folds" + "-".join(map(str, a.splits))  # a partial pool says so
+    missing = [k for k in range(a.folds) if k not in a.splits]
+    part = "_folds" + "-".join(map(str, a.splits)) if missing else ""  # a partial pool says so
     work = Path(a.work) / f"pooled{a.folds}{part}"
     gold = work / "test.parquet"
     work.mkdir(parents=True, exist_ok=True)
@@ -332,12 +333,14 @@ def pooled(rows: dict[str, dict], a: argparse.Namespace, labels: list[str]) -> d
                                                           a.macro_over)}
               for pa, pb in a.paired if pa in out and pb in out}
     return {"rows": out, "paired": paired, "skipped": skipped, "pairs": len(pairs), "folds": a.splits,
+            "missing_folds": missing,
             "macro_over": macro_over(out, a.macro_over, labels) if a.macro_over else {}}
 
 
 def _print_pooled(p: dict, a: argparse.Namespace, labels: list[str]) -> None:
-    which = f"the {a.folds} folds" if len(p["folds"]) == a.folds else \
-        f"folds {','.join(map(str, p['folds']))} of {a.folds} (not every pair: {a.folds - len(p['folds'])} folds not run)"
+    gone = p["missing_folds"]
+    which = f"folds {','.join(map(str, p['folds']))} of {a.folds} (not every pair: fold{'s' * (len(gone) > 1)} " \
+        f"{','.join(map(str, gone))} not run)" if gone else f"the {a.folds} folds"
     print(f"\npooled over {which}: every one of the {p['pairs']} pairs graded once by a model (or baseline "
           f"fit) that did not see its query, scored once by `taosr1 eval`:\n")
     print(q.markdown_table(p["rows"], labels, "split"))

@@ -446,6 +446,7 @@ def test_bench_folds_run_apart_pool_through_kept_files(tmp_path):
                                              "--out", str(tmp_path / f"part{only}.json")]) == 0
     part = {f: json.loads((tmp_path / f"part{f}.json").read_text()) for f in ("0,1", "2")}
     assert part["0,1"]["pooled"]["folds"] == [0, 1] and "pooled" not in part["2"]  # two folds pool, named; one does not
+    assert part["0,1"]["pooled"]["missing_folds"] == [2]  # and the fold not run is named
     assert part["0,1"]["pooled"]["pairs"] == sum(part["0,1"]["rows"]["b"]["per_seed"][k]["n"] for k in ("0", "1"))
     index = json.loads((kept / "index.json").read_text())
     assert set(index["rows"]) == {"majority", "a", "b"} and index["rows"]["majority"]["kind"] == "baseline"
