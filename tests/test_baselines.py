@@ -465,3 +465,38 @@ def test_bench_folds_run_apart_pool_through_kept_files(tmp_path):
         bench.main(["--folds", "4", "--baselines", "none", "--graded", str(kept), "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit, match="no .*index.json"):
         bench.main(common + ["--baselines", "none", "--graded", str(tmp_path), "--out", str(tmp_path / "x.json")])
+
+
+def test_serving_rule_rescores_kept_files_by_each_grade_rule(tmp_path):
+    """bench/serving_rule.py re-derives grades from a kept file's P(label): argmax and fixed betas by
+    CumPT, served from the file's own labels, each fold and the folds pooled, gold read by key."""
+    spec = importlib.util.spec_from_file_location("bench_rule", ROOT / "bench" / "serving_rule.py")
+    rule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rule)
+    rng, scheme = np.random.default_rng(0), load_scheme("taosr1")
+    gold = pd.DataFrame({"query_id": np.repeat(np.arange(20), 5), "product_id": [f"p{i}" for i in range(100)],
+                         "esci_label": rng.choice(list("ESCI"), 100)})
+    gold.to_csv(tmp_path / "pairs.csv", index=False)
+    probs = rng.dirichlet(np.ones(4), 100)
+    served = cumpt_index(probs, 0.3)  # served at beta 0.3: must equal the fixed beta 0.3's score
+    graded = gold[["query_id", "product_id"]].assign(label=np.array(scheme.names)[served], beta=0.3,
+                                                    **{c: probs[:, i] for i, c in enumerate(scheme.prob_columns)})
+    (tmp_path / "kept").mkdir()
+    graded[:60].to_parquet(tmp_path / "kept" / "a0.parquet")
+    graded[60:].to_parquet(tmp_path / "kept" / "a1.parquet")
+    (tmp_path / "kept" / "index.json").write_text(json.dumps({"rows": {"a": {"files": {"0": "a0.parquet", "1": "a1.parquet"}}}}))
+    out = tmp_path / "rule.json"
+    assert rule.main(["--graded", str(tmp_path / "kept"), "--input", str(tmp_path / "pairs.csv"), "--rows", "a",
+                      "--betas", "0.3,0.5", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["rows"]["a"]
+    g = gold["esci_label"].map({"E": 0, "S": 1, "C": 2, "I": 3}).to_numpy()
+    f1 = lambda pred: f1_score(g, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0)
+    assert res["pooled"]["n"] == 100 and res["fold 1"]["n"] == 40
+    assert res["pooled"]["served"] == pytest.approx(f1(served)) == pytest.approx(res["pooled"]["beta 0.3"])
+    assert res["pooled"]["argmax"] == pytest.approx(f1(probs.argmax(1)))
+    assert res["pooled"]["beta 0.5"] == pytest.approx(f1(cumpt_index(probs, 0.5)))
+    with pytest.raises(SystemExit, match="not kept"):
+        rule.main(["--graded", str(tmp_path / "kept"), "--input", str(tmp_path / "pairs.csv"), "--rows", "b"])
+    gold[:50].to_csv(tmp_path / "half.csv", index=False)
+    with pytest.raises(SystemExit, match="a0.parquet: 10 of 60 graded pairs have no gold"):  # never scored on a part
+        rule.main(["--graded", str(tmp_path / "kept"), "--input", str(tmp_path / "half.csv"), "--rows", "a"])
