@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from taosr1.core.cumpt import beta_curve
-from taosr1.core.labels import load_scheme
-from taosr1.storage.bundled import KEYS, read_pairs
+from taosr1.evaluation.data import Labelled, labelled
+from taosr1.storage.bundled import read_pairs
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,53 +35,44 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def _gold(source: str, col: str, scheme) -> pd.DataFrame:
-    pairs = read_pairs(source)
-    if col not in pairs.columns:
-        sys.exit(f"--gold-col {col}: not a column of {source} (columns: {', '.join(pairs.columns)})")
-    idx = {lab.name: i for i, lab in enumerate(scheme.labels)}
-    labels = [scheme.parse(v) for v in pairs[col]]
-    if None in labels:
-        row = labels.index(None)
-        sys.exit(f"{source}, row {row}: {col} {pairs[col].iloc[row]!r} is no label of {', '.join(scheme.names)}")
-    return pairs[KEYS].astype(str).assign(gold=[idx[lab.name] for lab in labels])  # keys as text: a CSV and
-                                                                                         # a parquet type them apart
+def _labelled(path: Path, pairs: pd.DataFrame, a: argparse.Namespace) -> Labelled:
+    """A kept file joined to its gold labels by `taosr1 eval`'s own join: keys as text, every graded pair
+    must have a gold label that parses, and the file must hold P(label)."""
+    try:
+        lab = labelled(pd.read_parquet(path), gold_col=a.gold_col, source=str(path), gold=pairs, gold_source=a.input)
+    except ValueError as e:
+        sys.exit(str(e))
+    if lab.probs is None:
+        sys.exit(f"{path}: no P(label) columns {lab.scheme.prob_columns}; keep a model row, not a baseline")
+    return lab
 
 
-def _scored(path: Path, gold: pd.DataFrame) -> pd.DataFrame:
-    """A kept file with each pair's gold; every graded pair must have one (else the files grade other pairs)."""
-    d = pd.read_parquet(path).astype({c: str for c in KEYS})
-    out = d.merge(gold, on=KEYS)
-    if len(out) != len(d):
-        sys.exit(f"{path}: {len(d) - len(out)} of {len(d)} graded pairs have no gold in --input; pass the pairs it graded")
-    return out
-
-
-def _rules(d: pd.DataFrame, scheme, betas: list[float]) -> dict[str, float]:
-    """Macro-F1 of the served grade, argmax and each fixed beta, over all four grades."""
-    probs, gold = d[scheme.prob_columns].to_numpy(), d["gold"].to_numpy()
-    served = d["label"].map({n: i for i, n in enumerate(scheme.names)}).to_numpy()
+def _rules(gold: np.ndarray, served: np.ndarray, probs: np.ndarray, scheme, betas: list[float]) -> dict[str, float]:
+    """Macro-F1 over all four grades (the calibration's own, `beta_curve`) of the served grade, argmax and
+    each fixed beta; a fixed prediction goes in as one-hot probabilities at beta 1."""
     one_hot = np.eye(len(scheme.names))
-    f1 = {"served": beta_curve(one_hot[served], gold, scheme, np.array([1.0]))[0][1],
-          "argmax": beta_curve(one_hot[probs.argmax(1)], gold, scheme, np.array([1.0]))[0][1]}
+    fixed = lambda pred: beta_curve(one_hot[pred], gold, scheme, np.array([1.0]))[0][1]
+    f1 = {"served": fixed(served), "argmax": fixed(probs.argmax(1))}
     f1.update({f"beta {b:g}": r[1] for b, r in zip(betas, beta_curve(probs, gold, scheme, np.array(betas)))})
     return f1
 
 
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
-    scheme, root = load_scheme("taosr1"), Path(a.graded)
-    index, betas = json.loads((root / "index.json").read_text())["rows"], [float(b) for b in a.betas.split(",")]
-    gold = _gold(a.input, a.gold_col, scheme)
+    root, betas = Path(a.graded), [float(b) for b in a.betas.split(",")]
+    if not (root / "index.json").is_file():
+        sys.exit(f"--graded {root}: no index.json; name a folder bench/quality.py wrote with --keep")
+    index, pairs = json.loads((root / "index.json").read_text())["rows"], read_pairs(a.input)
     out: dict[str, dict] = {}
     for name in a.rows.split(","):
         if name not in index:
             sys.exit(f"--rows {name}: not kept in {root / 'index.json'} (kept: {', '.join(sorted(index))})")
-        folds = {k: _scored(root / f, gold) for k, f in sorted(index[name]["files"].items())}
-        out[name] = {f"fold {k}": {"beta": float(d["beta"].iloc[0]), "n": len(d), **_rules(d, scheme, betas)}
-                     for k, d in folds.items()}
-        out[name]["pooled"] = {"n": sum(len(d) for d in folds.values()),
-                               **_rules(pd.concat(folds.values(), ignore_index=True), scheme, betas)}
+        folds = {k: _labelled(root / f, pairs, a) for k, f in sorted(index[name]["files"].items())}
+        out[name] = {f"fold {k}": {"beta": float(d.frame["beta"].iloc[0]), "n": d.n,
+                                   **_rules(d.gold, d.pred, d.probs, d.scheme, betas)} for k, d in folds.items()}
+        labs = list(folds.values())
+        every = [np.concatenate([getattr(d, x) for d in labs]) for x in ("gold", "pred", "probs")]
+        out[name]["pooled"] = {"n": len(every[0]), **_rules(*every, labs[0].scheme, betas)}
     cols = ["served", "argmax", *(f"beta {b:g}" for b in betas)]
     print(f"macro-F1 by grade rule ({a.graded}); served = CumPT at the beta calibrated per fold:\n")
     print("| row | split | beta | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 3))
