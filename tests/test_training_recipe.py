@@ -271,6 +271,67 @@ def test_ordinal_loss_grows_with_the_grades_crossed_and_weighs_classes():
                - (3 * each[0] + float(ordinal_loss(logits[1:], torch.tensor([3]), ones))) / 4) < 1e-6
 
 
+def test_query_batches_keep_each_querys_rows_together_and_cover_every_row_once():
+    import random
+
+    from taosr1.training.label_loop import epoch_batches, group_batches
+
+    groups = [0] * 40 + [1] * 3 + [2] * 2 + list(range(3, 50))  # one deep query, two short, 47 single rows
+    batches = group_batches(groups, 16, random.Random(0))
+    assert sorted(sum(batches, [])) == list(range(len(groups)))
+    assert len(batches) == -(-len(groups) // 16)  # as many steps an epoch as length batching
+    deep = [b for b in batches if any(groups[i] == 0 for i in b)]
+    assert len(deep) <= 4  # 40 rows in at most ceil(40 / 16) + 1 batches, not spread over all six
+    assert sum(sum(groups[i] == 0 for i in b) for b in deep if len(b) == 16) >= 16  # a whole batch of it
+    assert epoch_batches([1] * len(groups), 16, 3, 1, groups) == epoch_batches([1] * len(groups), 16, 3, 1, groups)
+    assert epoch_batches([1] * len(groups), 16, 3, 1, groups) != epoch_batches([1] * len(groups), 16, 3, 2, groups)
+
+
+def test_rank_term_pairs_rows_of_one_query_only_and_charges_the_wrong_order():
+    import torch
+
+    from taosr1.training.label_loss import label_terms, rank_term
+
+    sure = torch.tensor([[4.0, 0, 0, 0], [0, 0, 0, 4.0]])  # row 0 predicts the best grade, row 1 the worst
+    gold = torch.tensor([0, 3])  # row 0 is the better one
+    right = rank_term(sure, gold, [7, 7], 1.0)
+    wrong = rank_term(sure.flip(0), gold, [7, 7], 1.0)
+    assert right.normaliser == 1 and float(right.numerator) < 0.01 < 2.0 < float(wrong.numerator)
+    assert rank_term(sure, gold, [7, 8], 1.0).normaliser == 0  # two queries: nothing to order
+    assert rank_term(sure, torch.tensor([2, 2]), [7, 7], 1.0).normaliser == 0  # one grade: nothing to order
+    ones = torch.ones(4)
+    assert len(label_terms(sure, gold, ones, queries=[7, 7], rank_weight=0.5)) == 2
+    assert len(label_terms(sure, gold, ones, queries=[7, 7], rank_weight=0.0)) == 1
+
+
+def test_label_phase_with_the_rank_term_batches_by_query_and_orders_within_it(tiny_model, tiny_engine, sample_df):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from taosr1.core.prompts import PromptBuilder, PromptConfig
+    from taosr1.training.label_forward import label_logits
+    from taosr1.training.label_loop import LoopConfig
+    from taosr1.training.label_loss import train_labels
+
+    tok = tiny_engine.tokenizer
+    rows = sample_df.head(16)
+    ids = PromptBuilder(tok, SCHEME, PromptConfig()).build(
+        [{"query": q, "title": t} for q, t in rows[["query", "product_title"]].itertuples(index=False)]).ids
+    label_ids = [tok(lab.token, add_special_tokens=False)["input_ids"][0] for lab in SCHEME.labels]
+    gold, queries = [i % 4 for i in range(16)], [i // 8 for i in range(16)]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    info = train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id,
+                        loop=LoopConfig(epochs=30, learning_rate=3e-3, batch_size=8), class_weight_power=0.0,
+                        queries=queries, rank_weight=20.0, log=lambda s: None)  # the term leads
+    assert info["rank_weight"] == 20.0 and info["batches"] == "by query"
+    with torch.no_grad():
+        p = torch.softmax(label_logits(model, ids, label_ids, tok.pad_token_id).float(), -1)
+    s = -(p * torch.arange(4)).sum(1)  # expected grade, higher = better (label 0 is the best)
+    ordered = [(s[i] > s[j]).item() for i in range(16) for j in range(16)
+               if queries[i] == queries[j] and gold[i] < gold[j]]
+    assert sum(ordered) >= 0.8 * len(ordered)  # pairs in the right order after fitting; chance is half
+
+
 def test_label_phase_fits_the_labels_it_is_given(tiny_model, tiny_engine, sample_df):
     import torch
     from transformers import AutoModelForCausalLM

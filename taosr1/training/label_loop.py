@@ -72,9 +72,30 @@ def length_batches(lengths: Sequence[int], batch_size: int, rng) -> list[list[in
     return batches
 
 
-def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The global batches of one epoch: a function of the seed and the epoch alone."""
-    return length_batches(lengths, batch_size, random.Random(seed * 1_000_003 + epoch))
+def group_batches(groups: Sequence[int], batch_size: int, rng) -> list[list[int]]:
+    """Shuffled batches that keep a group's rows together: the groups in a shuffled order, each
+    group's rows shuffled, cut every `batch_size` rows. A within-query loss sees pairs only inside a
+    batch; length batching puts two rows of one query together about once a batch."""
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    order = list(members.values())
+    rng.shuffle(order)
+    idx = []
+    for rows in order:
+        rng.shuffle(rows)
+        idx += rows
+    batches = [idx[k : k + batch_size] for k in range(0, len(idx), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                  groups: Sequence[int] | None = None) -> list[list[int]]:
+    """The global batches of one epoch: a function of the seed and the epoch alone (and the
+    groups, when rows of a group must share batches)."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    return length_batches(lengths, batch_size, rng) if groups is None else group_batches(groups, batch_size, rng)
 
 
 class Processes:
@@ -130,10 +151,11 @@ class Processes:
 
 
 def fit(model, lengths: Sequence[int], step_terms: Callable[[list[int], int], tuple[list[Term], dict]], cfg: LoopConfig,
-        log: Callable[[str], None] = print, name: str = "label phase") -> dict:
+        log: Callable[[str], None] = print, name: str = "label phase", groups: Sequence[int] | None = None) -> dict:
     """AdamW with linear warm-up then cosine decay over the global batches of `lengths`' rows.
 
-    `step_terms(rows, step)` -> (terms, metrics) for this process's rows of the step's global batch. Returns steps, mean loss
+    `step_terms(rows, step)` -> (terms, metrics) for this process's rows of the step's global batch; `groups`
+    (one id per row) keeps a group's rows in the same batches (`group_batches`). Returns steps, mean loss
     and metrics per epoch, seconds, the number of processes and the step resumed from.
     """
     import torch
@@ -150,7 +172,7 @@ def fit(model, lengths: Sequence[int], step_terms: Callable[[list[int], int], tu
     model.train()
     while step < total:
         epoch, skip = divmod(step, per_epoch)
-        batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)[skip : skip + total - step]
+        batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch, groups)[skip : skip + total - step]
         run = _Epoch()
         for batch in batches:
             loss, m = _step(model, params, opt, sched, procs, step_terms, batch, cfg, step)

@@ -117,9 +117,11 @@ def train_labels(model, prompts: Sequence[Sequence[int]], gold: Sequence[int], l
                             soft_weight, None if qs is None else qs[r], rank_weight)
         return terms, {}
 
-    out = fit(model, [len(p) for p in prompts], step_terms, loop, log=log, name="label phase")
+    ranked = queries is not None and bool(rank_weight)  # the ranking term needs a query's rows in one batch
+    out = fit(model, [len(p) for p in prompts], step_terms, loop, log=log, name="label phase",
+              groups=list(queries) if ranked else None)
     return {"label_steps": out["steps"], "label_losses": out["losses"], "label_seconds": out["seconds"],
             "class_weights": [round(float(w), 3) for w in weights], "world_size": out["world_size"],
             "label_resumed_from_step": out["resumed_from_step"],
             **({"soft_label_weight": soft_weight} if targets is not None and soft_weight else {}),
-            **({"rank_weight": rank_weight} if rank_weight and queries is not None else {})}
+            **({"rank_weight": rank_weight, "batches": "by query"} if ranked else {})}
