@@ -70,7 +70,9 @@ def label_terms(logits, gold, weights, loss: str = "ce", soft=None, soft_weight:
 
 def rank_term(logits, gold, queries, weight: float) -> Term:
     """softplus(-(s_better - s_worse) / RANK_SCALE) over the same-query pairs of the rows, s the
-    expected grade index (best first: label 0 is the best grade)."""
+    expected grade index (best first: label 0 is the best grade). On several processes each one
+    pairs the rows of its own share of the batch: unlike the per-row terms, this is not exactly
+    the one-process gradient (a pair split across two shares is not formed)."""
     import torch
     import torch.nn.functional as F
 
