@@ -304,22 +304,31 @@ def test_rank_term_pairs_rows_of_one_query_only_and_charges_the_wrong_order():
     assert len(label_terms(sure, gold, ones, queries=[7, 7], rank_weight=0.0)) == 1
 
 
-def test_label_phase_with_the_rank_term_batches_by_query_and_orders_within_it(tiny_model, tiny_engine, sample_df):
+def _label_rows(tiny_model, tiny_engine, sample_df):
+    """The label phase's inputs on the sample's first 16 pairs: tokenizer, prompt ids, label token
+    ids, and a fresh tiny model."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from taosr1.core.prompts import PromptBuilder, PromptConfig
-    from taosr1.training.label_forward import label_logits
-    from taosr1.training.label_loop import LoopConfig
-    from taosr1.training.label_loss import train_labels
 
     tok = tiny_engine.tokenizer
     rows = sample_df.head(16)
     ids = PromptBuilder(tok, SCHEME, PromptConfig()).build(
         [{"query": q, "title": t} for q, t in rows[["query", "product_title"]].itertuples(index=False)]).ids
     label_ids = [tok(lab.token, add_special_tokens=False)["input_ids"][0] for lab in SCHEME.labels]
+    return tok, ids, label_ids, AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+
+
+def test_label_phase_with_the_rank_term_batches_by_query_and_orders_within_it(tiny_model, tiny_engine, sample_df):
+    import torch
+
+    from taosr1.training.label_forward import label_logits
+    from taosr1.training.label_loop import LoopConfig
+    from taosr1.training.label_loss import train_labels
+
+    tok, ids, label_ids, model = _label_rows(tiny_model, tiny_engine, sample_df)
     gold, queries = [i % 4 for i in range(16)], [i // 8 for i in range(16)]
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     info = train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id,
                         loop=LoopConfig(epochs=30, learning_rate=3e-3, batch_size=8), class_weight_power=0.0,
                         queries=queries, rank_weight=20.0, log=lambda s: None)  # the term leads
@@ -334,20 +343,13 @@ def test_label_phase_with_the_rank_term_batches_by_query_and_orders_within_it(ti
 
 def test_label_phase_fits_the_labels_it_is_given(tiny_model, tiny_engine, sample_df):
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from taosr1.core.prompts import PromptBuilder, PromptConfig
     from taosr1.training.label_forward import label_logits
     from taosr1.training.label_loop import LoopConfig
     from taosr1.training.label_loss import train_labels
 
-    tok = tiny_engine.tokenizer
-    rows = sample_df.head(16)
-    ids = PromptBuilder(tok, SCHEME, PromptConfig()).build(
-        [{"query": q, "title": t} for q, t in rows[["query", "product_title"]].itertuples(index=False)]).ids
-    label_ids = [tok(lab.token, add_special_tokens=False)["input_ids"][0] for lab in SCHEME.labels]
+    tok, ids, label_ids, model = _label_rows(tiny_model, tiny_engine, sample_df)
     gold = [i % 4 for i in range(len(ids))]
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     info = train_labels(model, ids, gold, label_ids, pad_id=tok.pad_token_id,
                         loop=LoopConfig(epochs=30, learning_rate=3e-3, batch_size=8), class_weight_power=0.0,
                         log=lambda s: None)
